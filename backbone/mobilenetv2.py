@@ -44,6 +44,27 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
+def block_geometry(output_stride: int) -> list[list[tuple[int, int]]]:
+    """``(stride, dilation)`` of every block, stage by stage, for an output stride of 8, 16 or 32.
+
+    TF DeepLab's rule: once the output stride is reached, the block that would stride keeps the current
+    dilation rate and the rate is multiplied by its stride for the blocks after it.
+    """
+    geometry, current_stride, rate = [], 2, 1
+    for _, _, n, s in INVERTED_RESIDUAL_SETTING:
+        stage = []
+        for i in range(n):
+            stride = s if i == 0 else 1
+            if current_stride * stride > output_stride:
+                stage.append((1, rate))
+                rate *= stride
+            else:
+                stage.append((stride, rate))
+                current_stride *= stride
+        geometry.append(stage)
+    return geometry
+
+
 class InvertedResidual(nn.Module):
     """The bottleneck block (paper Sec. 3.3, Table 1): 1x1 expansion -> 3x3 depthwise -> linear 1x1 projection.
 
@@ -161,21 +182,16 @@ class MobileNetV2(nn.Module):
         self.stem = Conv2dNormActivation(3, stem_channels, 3, stride=2, norm_layer=norm_layer,
                                          activation_layer=nn.ReLU6)
         self.stages = nn.ModuleList()
-        in_channels, current_stride, rate = stem_channels, 2, 1
-        for index, (t, c, n, s) in enumerate(INVERTED_RESIDUAL_SETTING, start=1):
+        in_channels = stem_channels
+        geometry = block_geometry(output_stride)
+        for index, (t, c, _, _) in enumerate(INVERTED_RESIDUAL_SETTING, start=1):
             if f"stage{index}" not in built and f"stage{index}_expansion" not in built:
                 break
             out_channels = make_divisible(c * width_mult)
             blocks = []
-            for i in range(n):
-                stride = s if i == 0 else 1
-                if current_stride * stride > output_stride:
-                    # Past the output stride the block keeps its resolution; later ones dilate.
-                    block_stride, block_rate, rate = 1, rate, rate * stride
-                else:
-                    block_stride, block_rate, current_stride = stride, rate, current_stride * stride
-                blocks.append(InvertedResidual(in_channels, out_channels, stride=block_stride, expand_ratio=t,
-                                               dilation=block_rate, norm_layer=norm_layer))
+            for stride, dilation in geometry[index - 1]:
+                blocks.append(InvertedResidual(in_channels, out_channels, stride=stride, expand_ratio=t,
+                                               dilation=dilation, norm_layer=norm_layer))
                 in_channels = out_channels
             self.stages.append(nn.Sequential(*blocks))
         self.conv_head = None
@@ -249,6 +265,19 @@ class MobileNetV2(nn.Module):
                         m.eval()
         return self
 
+    def set_output_stride(self, output_stride: int) -> None:
+        """Switch output stride in place, keeping the weights (e.g. train at 16, evaluate at 8 as DeepLab does)."""
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+        for stage, geometry in zip(self.stages, block_geometry(output_stride)):
+            for block, (stride, dilation) in zip(stage, geometry):
+                conv = block.depthwise[0]
+                conv.stride, conv.dilation, conv.padding = (stride, stride), (dilation, dilation), (dilation, dilation)
+        self.output_stride = output_stride
+        described = self._describe(self.width_mult, output_stride, self.num_classes)
+        self.feature_info = described
+        self.out_feature_info = described.select(self.out_features)
+
     def load_weights(self, weights: str | Path) -> None:
         """Load a torchvision ``mobilenet_v2`` state_dict file, or a torchvision weights name (downloads)."""
         from backbone.weights import load_weights
@@ -300,7 +329,8 @@ def mobilenet_v2(
     Example::
 
         model = mobilenet_v2(out_features=["stage6_expansion", "conv_head"])
-        feats = model(torch.randn(1, 3, 320, 320))  # {"stage6_expansion": (1, 576, 20, 20), "conv_head": (1, 1280, 10, 10)}
+        feats = model(torch.randn(1, 3, 320, 320))
+        # {"stage6_expansion": (1, 576, 20, 20), "conv_head": (1, 1280, 10, 10)}
     """
     model = MobileNetV2(width_mult=width_mult, output_stride=output_stride, out_features=out_features,
                         num_classes=num_classes, frozen_stages=frozen_stages, norm_eval=norm_eval, **kwargs)
