@@ -1,0 +1,33 @@
+"""Train, validate, test or predict any task of this project from a LightningCLI YAML config.
+
+    python train_task.py fit --config configs/ssdlite_mobilenetv2_coco.yaml
+    python train_task.py predict --config configs/ssdlite_shapes_demo.yaml --ckpt_path runs/.../last.ckpt
+
+Every config names its LightningModule (``model.class_path``) and LightningDataModule (``data.class_path``);
+constructor signatures are the schema (``python train_task.py fit --config X --print_config`` shows it all).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
+    """Run the CLI on ``args`` (``sys.argv`` when ``None``); ``run=False`` only instantiates model and data.
+
+    With ``run=False`` the arguments have no subcommand: ``cli_main(["--config", path], run=False)``.
+    """
+    return LightningCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+if __name__ == "__main__":
+    cli_main()
