@@ -59,15 +59,17 @@ def _coco_objects(coco_gt: Any, backend: Backend) -> tuple[Any, type]:
     raise ValueError(f"evaluation.py: backend must be 'faster_coco_eval' or 'pycocotools', got {backend!r}")
 
 
-def evaluate_coco(coco_gt: Any, results: list[dict], *, backend: Backend = "faster_coco_eval",
-                  verbose: bool = True) -> dict[str, float]:
+def evaluate_coco(coco_gt: Any, results: list[dict] | np.ndarray, *, backend: Backend = "faster_coco_eval",
+                  image_ids: list[int] | None = None, verbose: bool = True) -> dict[str, float]:
     """COCO bbox metrics of ``results`` against ``coco_gt``.
 
     Args:
         coco_gt: ground truth: a ``pycocotools`` / ``faster_coco_eval`` COCO object, a COCO dict or a JSON path.
         results: COCO detection results, ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in
-            original image pixels. Not modified.
+            original image pixels, or the ``(D, 7)`` array of :func:`detections_to_array`. Not modified.
         backend: ``"faster_coco_eval"`` (C++ matching, same numbers) or ``"pycocotools"`` (the reference).
+        image_ids: evaluate on these images only (e.g. the part of val a ``limit_val_batches`` run saw);
+            ``None`` = every image of ``coco_gt``.
         verbose: print COCO's summary table.
 
     Returns:
@@ -76,6 +78,8 @@ def evaluate_coco(coco_gt: Any, results: list[dict], *, backend: Backend = "fast
         an empty ``results`` gives all zeros without running COCOeval (both libraries reject empty results).
     """
     names = METRIC_NAMES + RECALL_NAMES
+    if isinstance(results, np.ndarray):
+        results = array_to_results(results, decimals=6)
     if not results:
         if verbose:
             print("COCO evaluation: no detections, every metric is 0")
@@ -85,12 +89,13 @@ def evaluate_coco(coco_gt: Any, results: list[dict], *, backend: Backend = "fast
     results = copy.deepcopy(results)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
+        dt = gt.loadRes(results)
         if backend == "faster_coco_eval":
-            dt = gt.loadRes(results)
             evaluator = evaluator_cls(gt, dt, iouType="bbox", print_function=print if verbose else _silent)
         else:
-            dt = gt.loadRes(results)
             evaluator = evaluator_cls(gt, dt, iouType="bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(set(int(i) for i in image_ids))
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -102,9 +107,12 @@ def _silent(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def detections_to_coco(detections: list[dict[str, Tensor]], image_ids: list[int],
-                       label_to_cat_id: dict[int, int] | None) -> list[dict]:
-    """COCO results from per-image detections whose boxes are already xyxy in original pixels.
+def detections_to_array(detections: list[dict[str, Tensor]], image_ids: list[int],
+                        label_to_cat_id: dict[int, int] | None) -> np.ndarray:
+    """Per-image detections (boxes already xyxy in original pixels) as COCO's ``(D, 7)`` results array.
+
+    Columns ``image_id, x, y, w, h, score, category_id`` (the layout both COCO libraries' ``loadRes`` read);
+    a plain array is cheap to gather across ranks, unlike a list of dicts.
 
     Args:
         detections: one dict per image with ``boxes (D, 4)`` xyxy, ``scores (D,)``, ``labels (D,)`` in 1..K.
@@ -112,25 +120,40 @@ def detections_to_coco(detections: list[dict[str, Tensor]], image_ids: list[int]
         label_to_cat_id: contiguous label -> COCO category id (COCO's ids have gaps); ``None`` = identity.
     """
     if not detections:
-        return []
+        return np.zeros((0, 7))
     counts = [len(d["scores"]) for d in detections]
-    boxes = torch.cat([d["boxes"] for d in detections]).detach().double().cpu()  # (sum D, 4)
-    if boxes.numel() == 0:
-        return []
-    # Two decimals of a pixel and five of a score keep predictions.json small; COCO metrics do not notice.
-    scores = (torch.cat([d["scores"] for d in detections]).detach().double().cpu() * 1e5).round().div(1e5).tolist()
-    labels = torch.cat([d["labels"] for d in detections]).detach().cpu().tolist()
-    ids = np.repeat(np.asarray(image_ids, dtype=np.int64), counts).tolist()
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)  # (sum D, 4) xyxy -> xywh
-    xywh = (xywh * 100).round().div(100).tolist()
-    if label_to_cat_id is not None:
-        missing = set(labels) - set(label_to_cat_id)
-        if missing:
-            raise KeyError(f"evaluation.py: labels {sorted(missing)} have no COCO category id in label_to_cat_id "
+    boxes = torch.cat([d["boxes"] for d in detections]).detach().double().cpu().numpy()  # (D, 4) xyxy
+    scores = torch.cat([d["scores"] for d in detections]).detach().double().cpu().numpy()  # (D,)
+    labels = torch.cat([d["labels"] for d in detections]).detach().cpu().numpy()  # (D,)
+    if label_to_cat_id is not None and len(labels):
+        lookup = np.full(max(max(label_to_cat_id), int(labels.max())) + 1, -1, dtype=np.int64)
+        lookup[list(label_to_cat_id)] = list(label_to_cat_id.values())
+        categories = lookup[labels]
+        if (categories < 0).any():
+            missing = sorted(set(labels[categories < 0].tolist()))
+            raise KeyError(f"evaluation.py: labels {missing} have no COCO category id in label_to_cat_id "
                            f"(known labels {sorted(label_to_cat_id)}); check num_classes against the dataset")
-        labels = [label_to_cat_id[label] for label in labels]
-    return [{"image_id": i, "category_id": int(c), "bbox": b, "score": s}
-            for i, c, b, s in zip(ids, labels, xywh, scores)]
+    else:
+        categories = labels
+    ids = np.repeat(np.asarray(image_ids, dtype=np.float64), counts)  # (D,)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # (D, 4) xyxy -> xywh
+    return np.column_stack([ids, xywh, scores, categories.astype(np.float64)])  # (D, 7)
+
+
+def array_to_results(array: np.ndarray, decimals: int = 2) -> list[dict]:
+    """COCO results dicts from a ``(D, 7)`` array; boxes rounded to ``decimals`` of a pixel (smaller JSON)."""
+    boxes = np.round(array[:, 1:5], decimals).tolist()
+    scores = np.round(array[:, 5], 5).tolist()
+    ids = array[:, 0].astype(np.int64).tolist()
+    categories = array[:, 6].astype(np.int64).tolist()
+    return [{"image_id": i, "category_id": c, "bbox": b, "score": s}
+            for i, c, b, s in zip(ids, categories, boxes, scores)]
+
+
+def detections_to_coco(detections: list[dict[str, Tensor]], image_ids: list[int],
+                       label_to_cat_id: dict[int, int] | None) -> list[dict]:
+    """COCO results dicts (``image_id, category_id, bbox [x, y, w, h], score``); see :func:`detections_to_array`."""
+    return array_to_results(detections_to_array(detections, image_ids, label_to_cat_id))
 
 
 def scale_to_original(detections: list[dict[str, Tensor]], input_size: tuple[int, int],
