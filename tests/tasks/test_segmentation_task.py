@@ -1,0 +1,213 @@
+"""SegmentationTask: test-time augmentation, output-stride switching, checks, configs, predict output, learning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tasks.segmentation.module import SegmentationTask
+from tasks.segmentation.visualize import overlay_mask, save_index_png, voc_palette
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def tiny_task(**kwargs) -> SegmentationTask:
+    kwargs = {"num_classes": 3, "width_mult": 0.35, **kwargs}
+    return SegmentationTask(**kwargs)
+
+
+class RandomSegmentationData(L.LightningDataModule):
+    """A stand-in data module: random images and masks as ``(images, masks)`` batches."""
+
+    def __init__(self, num_classes: int = 3, size: int = 48, count: int = 4) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.class_names = [f"c{k}" for k in range(num_classes)]
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randn(count, 3, size, size, generator=generator)
+        masks = torch.randint(0, num_classes, (count, size, size), generator=generator)
+        masks[:, :4] = 255
+        self.dataset = TensorDataset(images, masks)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_size=2)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_size=2)
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, **kwargs)
+
+
+# ------------------------------------------------------------------------------------- test-time augmentation
+
+
+class SizeLogits(nn.Module):
+    """Stand-in network whose class-1 logit is H / 64 everywhere: a scale-dependent, flip-invariant output."""
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        n, _, h, w = images.shape
+        return {"out": torch.stack([torch.zeros(n, h, w), torch.full((n, h, w), h / 64)], dim=1)}
+
+
+class ColumnLogits(nn.Module):
+    """Stand-in network whose class-1 logit grows with the column: flipping the input does not flip it."""
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        n, _, h, w = images.shape
+        ramp = torch.linspace(-2, 2, w).expand(n, h, w)
+        return {"out": torch.stack([torch.zeros(n, h, w), ramp], dim=1)}
+
+
+def test_single_scale_no_flip_is_the_plain_forward():
+    task = tiny_task().eval()
+    images = torch.randn(2, 3, 37, 45)
+    with torch.no_grad():
+        expected = task.model(images)["out"].log_softmax(1)
+        got = task.log_probabilities(images)
+    assert got.shape == (2, 3, 37, 45)
+    torch.testing.assert_close(got, expected)
+
+
+def test_multi_scale_averages_probabilities_at_input_size():
+    task = tiny_task(eval_scales=[0.5, 1.0, 1.5]).eval()
+    task.model = SizeLogits()
+    probs = task.log_probabilities(torch.zeros(1, 3, 64, 40)).exp()
+    assert probs.shape == (1, 2, 64, 40)
+    # Probabilities (not logits) are averaged: class-1 logits are 0.5, 1.0 and 1.5 at the three scales.
+    expected = sum(torch.sigmoid(torch.tensor(s)) for s in (0.5, 1.0, 1.5)) / 3
+    torch.testing.assert_close(probs[:, 1], expected.expand(1, 64, 40))
+
+
+def test_flip_tta_flips_predictions_back():
+    task = tiny_task(eval_flip=True).eval()
+    task.model = ColumnLogits()
+    probs = task.log_probabilities(torch.zeros(1, 3, 8, 16)).exp()
+    # The prediction on the flipped input is flipped back before averaging, so column j meets column W-1-j:
+    # the average of a ramp and its mirror is flat at the mean probability of a mirrored pair.
+    ramp = torch.sigmoid(torch.linspace(-2, 2, 16))
+    torch.testing.assert_close(probs[0, 1], ((ramp + ramp.flip(0)) / 2).expand(8, 16))
+    # A flip-equivariant network (per-pixel 1x1 conv) gets exactly its plain prediction back.
+    task = tiny_task(eval_flip=True, eval_scales=[1.0]).eval()
+    task.model = PointwiseNet()
+    images = torch.randn(2, 3, 10, 14)
+    with torch.no_grad():
+        torch.testing.assert_close(task.log_probabilities(images), task.model(images)["out"].log_softmax(1))
+
+
+class PointwiseNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return {"out": self.conv(images)}
+
+
+def test_eval_arguments_are_checked():
+    with pytest.raises(ValueError, match="eval_scales"):
+        tiny_task(eval_scales=[])
+    with pytest.raises(ValueError, match="eval_output_stride"):
+        tiny_task(eval_output_stride=4)
+
+
+# ------------------------------------------------------------------------------------- output stride, checks
+
+
+class StrideRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.train, self.val = set(), set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.train.add((pl_module.model.output_stride, pl_module.model.head.atrous_rates))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.val.add((pl_module.model.output_stride, pl_module.model.head.atrous_rates))
+
+
+def test_eval_output_stride_switches_for_validation_and_restores_for_training():
+    task = tiny_task(head="aspp", output_stride=16, eval_output_stride=8)
+    recorder = StrideRecorder()
+    trainer = quiet_trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, callbacks=[recorder],
+                            num_sanity_val_steps=1)
+    trainer.fit(task, datamodule=RandomSegmentationData())
+    assert recorder.train == {(16, (6, 12, 18))}
+    assert recorder.val == {(8, (12, 24, 36))}
+    assert task.model.output_stride == 16 and task.model.head.atrous_rates == (6, 12, 18)
+    dilations = {m.dilation for m in task.model.backbone.modules() if isinstance(m, nn.Conv2d)}
+    assert dilations == {(1, 1), (2, 2)}  # OS16: only the last stages dilate, by 2
+
+
+def test_validation_logs_miou_equal_to_the_metric_on_the_predictions(capsys):
+    data = RandomSegmentationData()
+    task = tiny_task()
+    metrics = quiet_trainer().validate(task, datamodule=data, verbose=False)[0]
+    task.eval()
+    with torch.no_grad():
+        images, masks = data.dataset.tensors
+        preds = task.model(images)["out"].argmax(1)
+    from tasks.segmentation.metrics import confusion_matrix, scores_from_confusion
+
+    expected = scores_from_confusion(confusion_matrix(preds, masks, 3))
+    assert metrics["val/miou"] == pytest.approx(expected["miou"].item(), abs=1e-5)
+    assert metrics["val/pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"].item(), abs=1e-5)
+    printed = capsys.readouterr().out
+    assert "per-class IoU" in printed and "c2" in printed  # the table uses the data module's class names
+
+
+def test_num_classes_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"model.num_classes is 3 .* num_classes=5"):
+        quiet_trainer().validate(tiny_task(), datamodule=RandomSegmentationData(num_classes=5))
+
+
+def test_dice_weight_adds_smp_dice_loss():
+    images, masks = RandomSegmentationData().dataset.tensors
+    plain, dice = tiny_task(), tiny_task(dice_weight=0.5)
+    dice.model.load_state_dict(plain.model.state_dict())
+    plain.train(), dice.train()
+    torch.manual_seed(0)
+    loss_plain = plain.training_step((images, masks), 0)
+    torch.manual_seed(0)
+    loss_dice = dice.training_step((images, masks), 0)
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    torch.manual_seed(0)
+    logits = dice.model(images)["out"]
+    expected = DiceLoss(mode="multiclass", ignore_index=255)(logits, masks)
+    torch.testing.assert_close(loss_dice - loss_plain, 0.5 * expected, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- drawing
+
+
+def test_overlay_blends_object_colours_only():
+    image = np.full((2, 3, 3), 100, dtype=np.uint8)
+    mask = np.array([[0, 1, 15], [255, 2, 0]])
+    out = overlay_mask(image, mask, alpha=0.5)
+    palette = voc_palette()
+    assert (out[0, 0] == 100).all() and (out[1, 0] == 100).all() and (out[1, 2] == 100).all()  # bg and void
+    assert out[0, 1].tolist() == [114, 50, 50]  # (100 + 128) / 2, (100 + 0) / 2, ...
+    assert out[0, 2].tolist() == [round((100 + int(c)) / 2) for c in palette[15]]
+    with pytest.raises(ValueError, match="original size"):
+        overlay_mask(image, mask[:, :2])
+
+
+def test_index_png_round_trips_with_voc_palette(tmp_path):
+    mask = np.array([[0, 1, 20], [255, 7, 0]], dtype=np.uint8)
+    path = save_index_png(mask, tmp_path / "a" / "mask.png")
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        assert np.array_equal(np.asarray(image), mask)
+        palette = np.array(image.getpalette()).reshape(-1, 3)
+    assert palette[1].tolist() == [128, 0, 0] and palette[255].tolist() == [224, 224, 192]
+    assert palette[15].tolist() == [192, 128, 128]  # VOC "person"
+
