@@ -7,22 +7,31 @@ from tasks.segmentation.data import (
     predict_collate,
     segmentation_collate,
 )
+from tasks.segmentation.model import DeepLabV3
+from tasks.segmentation.module import SegmentationTask
 from tasks.segmentation.shapes import SHAPES_CLASSES, ShapesVOCDataModule, write_shapes_voc
+from tasks.segmentation.smp_encoder import register_smp_encoder
 from tasks.segmentation.transforms import eval_transforms, train_transforms
 from tasks.segmentation.voc import VOC_CLASSES, VOC_PALETTE, MaskError, read_mask, rgb_to_index, voc_palette
 
+# Makes ``smp`` encoder names ``mnv2_dense*`` resolve to this backbone.
+register_smp_encoder()
+
 __all__ = [
-    "SHAPES_CLASSES",
-    "VOC_CLASSES",
-    "VOC_PALETTE",
+    "DeepLabV3",
     "ImageFolderPredictDataset",
     "MaskError",
+    "SHAPES_CLASSES",
     "SegmentationDataset",
+    "SegmentationTask",
     "ShapesVOCDataModule",
     "VOCSegmentationDataModule",
+    "VOC_CLASSES",
+    "VOC_PALETTE",
     "eval_transforms",
     "predict_collate",
     "read_mask",
+    "register_smp_encoder",
     "rgb_to_index",
     "segmentation_collate",
     "train_transforms",

@@ -62,7 +62,9 @@ def write_shapes_voc(root: str | Path, *, num_train: int = 600, num_val: int = 1
         split = "train" if i < num_train else "val"
         name = f"shapes_{i:06d}"
         height, width = (int(v) for v in rng.integers(low, high + 1, size=2))
-        image, objects = render_scene(rng, height, width, max_objects=4, min_size=0.15, max_size=0.6)
+        objects = []
+        while not objects:  # every VOC segmentation image shows at least one object
+            image, objects = render_scene(rng, height, width, max_objects=4, min_size=0.15, max_size=0.6)
         Image.fromarray(image).save(voc / "JPEGImages" / f"{name}.jpg", quality=92)
         save_palette_png(label_map(height, width, objects), voc / "SegmentationClass" / f"{name}.png")
         names[split].append(name)
