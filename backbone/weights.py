@@ -76,6 +76,16 @@ def _read(weights: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _width_hint(state: dict[str, torch.Tensor], width_mult: float) -> str:
+    """Which widths the file's stem and last-stage channel counts fit, when they do not fit the model's."""
+    probes = {"stem.0.weight": STEM_CHANNELS, "stages.6.0.project.0.weight": INVERTED_RESIDUAL_SETTING[-1][1]}
+    widths = [w for w in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+              if all(make_divisible(base * w) == state[key].shape[0] for key, base in probes.items() if key in state)]
+    if not any(key in state for key in probes) or width_mult in widths:
+        return ""
+    return f" The file looks saved at width_mult in {widths}, the model has {width_mult}."
+
+
 def load_weights(model: MobileNetV2, weights: str | Path) -> None:
     """Load ``weights`` into ``model``, or raise naming every missing, unexpected and mis-shaped key.
 
@@ -105,11 +115,7 @@ def load_weights(model: MobileNetV2, weights: str | Path) -> None:
     missing = [k for k in ours if k not in loadable and not k.startswith("classifier.")]
     unexpected = foreign + [k for k in loadable if k not in ours]
     if mismatched or missing or unexpected:
-        stem = state.get("stem.0.weight")
-        hint = ""
-        if stem is not None and stem.shape[0] != ours["stem.0.weight"].shape[0]:
-            widths = [w for w in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4) if make_divisible(STEM_CHANNELS * w) == stem.shape[0]]
-            hint = f" The file looks saved at width_mult in {widths}, the model has {model.width_mult}."
+        hint = _width_hint(state, model.width_mult)
         raise ValueError(
             f"weights {str(weights)!r} do not fit MobileNetV2(width_mult={model.width_mult}): "
             f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}, "

@@ -1,0 +1,42 @@
+# Two commands: `make demo` and `make test`. Both create .venv on first use and install the pinned
+# requirements once (a stamp file records it; edit requirements.txt or pyproject.toml to reinstall).
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast demo demo-seg demo-cls bench lint clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+demo: $(STAMP)
+	$(PY) scripts/demo_detection.py
+
+demo-seg: $(STAMP)
+	$(PY) scripts/demo_segmentation.py
+
+demo-cls: $(STAMP)
+	$(PY) train_task.py fit --config configs/mobilenetv2_shapes_classification.yaml
+
+bench: $(STAMP)
+	$(PY) benchmarks/backbone.py
+	$(PY) benchmarks/paper_tables.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache
