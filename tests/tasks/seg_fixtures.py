@@ -1,4 +1,4 @@
-"""Tiny VOC / SBD trees on disk for the segmentation data tests (used via ``pytest_plugins``).
+"""Tiny VOC / SBD trees on disk for the segmentation data tests (plain helpers; the tests own their fixtures).
 
 The VOC tree comes from ``write_shapes_voc``; the SBD trees are written the way the real releases are:
 ``dataset/cls/*.mat`` holding a ``GTcls`` struct (``Segmentation``, ``Boundaries``, ``CategoriesPresent``), and
@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import scipy.io
 import scipy.sparse
 from PIL import Image
@@ -99,21 +98,12 @@ def write_segmentation_class_aug(voc: Path, *, line_style: str, list_place: str)
             Image.fromarray(image).save(voc / "JPEGImages" / f"{name}.jpg")
         names.append(name)
     lines = names if line_style == "name" else [f"/JPEGImages/{n}.jpg /SegmentationClassAug/{n}.png" for n in names]
-    target = voc / "ImageSets" / "Segmentation" / "train_aug.txt" if list_place == "imagesets" else voc / "train_aug.txt"
+    target = voc / "ImageSets" / "Segmentation" if list_place == "imagesets" else voc
+    target = target / "train_aug.txt"
     target.write_text("\n".join(lines) + "\n")
 
 
-@pytest.fixture(scope="session")
-def shapes_voc_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A written VOC tree (6 train + 3 val, 40..64 px); copy it before changing anything."""
-    root = tmp_path_factory.mktemp("voc_master")
+def write_tiny_voc(root: Path) -> Path:
+    """A VOC tree of ``NUM_TRAIN`` + ``NUM_VAL`` scenes of 40..64 px under ``root/VOCdevkit/VOC2012``; returns root."""
     write_shapes_voc(root, num_train=NUM_TRAIN, num_val=NUM_VAL, image_size=(40, 64), seed=3)
-    return root
-
-
-@pytest.fixture
-def voc_root(shapes_voc_master: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny VOC tree: ``voc_root/VOCdevkit/VOC2012``."""
-    root = tmp_path / "voc"
-    shutil.copytree(shapes_voc_master, root)
     return root
