@@ -111,7 +111,10 @@ class DetectionTask(BaseTask):
         losses = self.criterion(outputs, targets, self.model.box_coder)
         self.log(f"{prefix}/loss", losses["loss"], on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=len(targets))
-        detections = self.detect(outputs, tuple(images.shape[-2:]), [t["orig_size"] for t in targets])
+        self._collect(self.detect(outputs, tuple(images.shape[-2:]), [t["orig_size"] for t in targets]), targets)
+
+    def _collect(self, detections: list[dict[str, Tensor]], targets: list[dict]) -> None:
+        """Keep one batch's detections (original pixels) as COCO results for the end-of-epoch evaluation."""
         image_ids = [int(t["image_id"]) for t in targets]
         # An image met twice on this rank (sampler padding) must not count its detections twice.
         fresh = [i for i, image_id in enumerate(image_ids) if image_id not in self._image_ids]

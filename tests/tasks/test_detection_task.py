@@ -1,0 +1,177 @@
+"""DetectionTask: loss + COCO mAP in one validation pass, original-pixel results, DDP de-duplication, predict,
+configs through the CLI, and one learning test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from torch.utils.data import DataLoader
+
+from tasks.detection.evaluation import evaluate_coco
+from tasks.detection.module import DetectionTask
+from tasks.detection.visualize import DetectionPredictionWriter, draw_detections
+
+ROOT = Path(__file__).resolve().parents[2]
+DETECTION_CONFIGS = [ROOT / "configs" / f"{name}.yaml"
+                     for name in ("ssdlite_mobilenetv2_coco", "ssdlite_mobilenetv2_voc", "ssdlite_shapes_demo")]
+
+
+# ------------------------------------------------------------------------------------------------ stand-ins
+class TinyBoxes(L.LightningDataModule):
+    """In-memory data under the detection contract: one box per image at 64x64 input, original images 2:1.
+
+    Category ids have gaps (label 1 -> 5, label 2 -> 9); the val ground truth is in original pixels.
+    """
+
+    num_classes = 2
+    class_names = ["a", "b"]
+    label_to_cat_id = {1: 5, 2: 9}
+    size = 64
+
+    def __init__(self, num_images: int = 6, paths: list[str] | None = None) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.items, images, annotations = [], [], []
+        for i in range(num_images):
+            image_id = 100 + i
+            label = 1 + i % 2
+            box = torch.tensor([[8.0, 12.0, 40.0, 52.0]]) + 4 * (i % 3)  # input pixels
+            image = torch.randn(3, self.size, self.size, generator=generator) * 0.1
+            image[:, int(box[0, 1]):int(box[0, 3]), int(box[0, 0]):int(box[0, 2])] += 2.0 if label == 1 else -2.0
+            orig = torch.tensor([2 * self.size, self.size])  # (h, w): y scales by 2, x by 1
+            target = {"boxes": box, "labels": torch.tensor([label]), "image_id": image_id, "orig_size": orig}
+            if paths:
+                target["path"] = paths[i]
+            self.items.append((image, target))
+            x0, y0, x1, y1 = box[0].tolist()
+            images.append({"id": image_id, "height": 2 * self.size, "width": self.size, "file_name": f"{i}.png"})
+            annotations.append({"id": i + 1, "image_id": image_id, "category_id": self.label_to_cat_id[label],
+                                "bbox": [x0, 2 * y0, x1 - x0, 2 * (y1 - y0)], "area": 2 * (x1 - x0) * (y1 - y0),
+                                "iscrowd": 0})
+        self.val_coco = COCO()
+        self.val_coco.dataset = {"images": images, "annotations": annotations,
+                                 "categories": [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}]}
+        self.val_coco.createIndex()
+
+    def _loader(self, batch_size: int = 4) -> DataLoader:
+        return DataLoader(self.items, batch_size=batch_size, collate_fn=lambda b: (torch.stack([x[0] for x in b]),
+                                                                                   [x[1] for x in b]))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()
+
+
+def tiny_task(**kwargs) -> DetectionTask:
+    return DetectionTask(num_classes=2, width_mult=0.35, **kwargs)
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------- unit tests
+def test_num_classes_mismatch_names_both_values() -> None:
+    with pytest.raises(ValueError, match=r"num_classes=3.*num_classes=2.*set model.init_args.num_classes to 2"):
+        quiet_trainer(fast_dev_run=True).fit(DetectionTask(num_classes=3, width_mult=0.35), TinyBoxes())
+
+
+def test_validation_logs_loss_and_coco_metrics_of_the_same_pass(capsys) -> None:
+    """val/map equals COCOeval run by hand on the task's own detections mapped to original pixels."""
+    data, task = TinyBoxes(), tiny_task()
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1, num_sanity_val_steps=0)
+    trainer.fit(task, data)
+    metrics = trainer.callback_metrics
+    for name in ("val/loss", "val/map", "val/map_50", "val/map_75", "val/map_small", "val/map_medium",
+                 "val/map_large", "train/loss_epoch", "train/bbox_regression_epoch", "train/classification_epoch"):
+        assert name in metrics, name
+
+    # The reference: the network's raw outputs, decoded here, scaled by (orig_w / S, orig_h / S) by hand.
+    from heads.postprocess import postprocess_detections
+
+    task.eval()
+    results = []
+    with torch.no_grad():
+        for images, targets in data.val_dataloader():
+            out = task.model(images)
+            dets = postprocess_detections(out["bbox_regression"], out["cls_logits"], out["anchors"],
+                                          task.model.box_coder, image_size=(64, 64))
+            for det, target in zip(dets, targets):
+                boxes = det["boxes"] * torch.tensor([1.0, 2.0, 1.0, 2.0])  # orig (128, 64) / input (64, 64)
+                for (x0, y0, x1, y1), score, label in zip(boxes.tolist(), det["scores"].tolist(),
+                                                          det["labels"].tolist()):
+                    results.append({"image_id": target["image_id"], "category_id": data.label_to_cat_id[label],
+                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+    expected = evaluate_coco(data.val_coco, results, backend="pycocotools", verbose=False)
+    assert float(metrics["val/map"]) == pytest.approx(expected["map"], abs=2e-3)
+    assert float(metrics["val/map_50"]) == pytest.approx(expected["map_50"], abs=2e-3)
+
+
+def test_repeated_images_count_once() -> None:
+    """A DistributedSampler pads with repeats: an image met twice contributes its detections once."""
+    data = TinyBoxes(num_images=4)
+    task = tiny_task()
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1, num_sanity_val_steps=0)
+    trainer.fit(task, data)
+    images, targets = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        detections = task.detect(task(images), (64, 64), [t["orig_size"] for t in targets])
+    task._reset()
+    task._collect(detections, targets)
+    once, ids_once = task._gather()
+    task._collect(detections, targets)  # the same images again, as sampler padding does
+    twice, ids_twice = task._gather()
+    assert ids_once == ids_twice == [100, 101, 102, 103]
+    np.testing.assert_array_equal(once, twice)
+
+
+def test_predict_writer_images_and_json(tmp_path: Path) -> None:
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        path = tmp_path / "images" / f"img{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.full((128, 64, 3), 40 * i, dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    data = TinyBoxes(num_images=3, paths=paths)
+    writer = DetectionPredictionWriter(output_dir=str(tmp_path / "out"), score_thresh=0.0, image_format="png")
+    trainer = quiet_trainer(callbacks=[writer])
+    predictions = trainer.predict(tiny_task(), data)
+    per_image = [p for batch in predictions for p in batch]
+    assert [p["path"] for p in per_image] == paths
+    assert all(p["boxes"].shape[1] == 4 and (p["boxes"][:, 3] <= 128).all() for p in per_image)
+
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert written == ["img0.png", "img1.png", "img2.png"]
+    assert Image.open(tmp_path / "out" / "img0.png").size == (64, 128)
+    results = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert len(results) == sum(len(p["scores"]) for p in per_image) > 0
+    assert {r["category_id"] for r in results} <= {5, 9} and {r["file_name"] for r in results} <= {
+        "img0.png", "img1.png", "img2.png"}
+    data.val_coco.loadRes(results)  # pycocotools accepts it
+
+
+def test_draw_detections_colours_only_confident_boxes() -> None:
+    image = np.zeros((50, 60, 3), dtype=np.uint8)
+    drawn = draw_detections(image, torch.tensor([[10.0, 10.0, 30.0, 40.0], [40.0, 5.0, 55.0, 20.0]]),
+                            torch.tensor([1, 2]), torch.tensor([0.9, 0.1]), class_names=["a", "b"],
+                            score_thresh=0.5)
+    assert drawn.shape == (3, 50, 60) and drawn.dtype == torch.uint8
+    assert drawn[:, 10, 10:30].sum() > 0  # top edge of the kept box
+    assert drawn[:, 5:20, 40:55].sum() == 0  # the low-score box is not drawn
