@@ -81,7 +81,7 @@ def build_index(report: DatasetReport, *, files: Sequence[str], image_ids: np.nd
     for i, (problem, _) in enumerate(probes):
         if problem:
             usable[i] = False
-            report.add(f"{problem.split(' (')[0]} image (skipped)", files[i], problem)
+            report.add(f"{problem.split(' (')[0]} (image skipped)", files[i], problem)
     listed_sizes = np.asarray(listed_sizes, dtype=np.int64).reshape(-1, 2)
     differs = usable & (listed_sizes > 0).all(axis=1) & (listed_sizes != sizes).any(axis=1)
     for i in np.flatnonzero(differs):
