@@ -1,0 +1,159 @@
+"""DeepLabV3 network: output sizes, dilation at OS8/OS16, output-stride switching, paper Table 7 counts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+
+from backbone.complexity import count_madds, count_parameters
+from tasks.segmentation.model import DeepLabV3
+
+# (stride, dilation) of every depthwise conv of stages 4..7 (4, 3, 3 and 1 blocks), worked out by hand from
+# TF DeepLab's rule: the block that would take the stride past the output stride keeps the current rate,
+# the blocks after it multiply the rate by that stride.
+GEOMETRY = {
+    16: [[(2, 1), (1, 1), (1, 1), (1, 1)], [(1, 1)] * 3, [(1, 1), (1, 2), (1, 2)], [(1, 2)]],
+    8: [[(1, 1), (1, 2), (1, 2), (1, 2)], [(1, 2)] * 3, [(1, 2), (1, 4), (1, 4)], [(1, 4)]],
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tensors here are tiny: one thread is faster and avoids OpenMP spin-waits on a shared, busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _depthwise_geometry(model: DeepLabV3) -> list[list[tuple[int, int]]]:
+    return [[(b.depthwise[0].stride[0], b.depthwise[0].dilation[0]) for b in stage]
+            for stage in model.backbone.stages[3:]]
+
+
+def _calibrate(model: DeepLabV3, x: torch.Tensor) -> DeepLabV3:
+    """Set every BN's running statistics to those of ``x``: a fresh network in eval mode saturates its ReLU6s
+    (identity statistics after Kaiming init) and gives spatially constant logits, which would hide bugs."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 1.0
+    with torch.no_grad():
+        model.train()(x)
+    return model.eval()
+
+
+@pytest.mark.parametrize("head, decoder, output_stride",
+                         [("lite", False, 16), ("aspp", False, 16), ("lite", True, 16), ("aspp", True, 8),
+                          ("lite", False, 8)])
+def test_output_is_input_size(head: str, decoder: bool, output_stride: int) -> None:
+    model = DeepLabV3(num_classes=5, head=head, decoder=decoder, output_stride=output_stride).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 97, 75))["out"].shape == (2, 5, 97, 75)
+
+
+def test_voc_sized_input_is_not_padded_or_cropped() -> None:
+    model = DeepLabV3(num_classes=21, decoder=True).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 375, 500))["out"].shape == (1, 21, 375, 500)
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_backbone_and_aspp_dilation(output_stride: int) -> None:
+    model = DeepLabV3(head="aspp", output_stride=output_stride, decoder=True)
+    assert _depthwise_geometry(model) == GEOMETRY[output_stride]
+    rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
+    assert [b[0].dilation for b in model.head.branches[1:]] == [(r, r) for r in rates]
+    assert model.backbone.out_feature_info.reduction() == [4, output_stride]  # stage2, stage7
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, 96, 80))
+    assert features["stage7"].shape[-2:] == (math.ceil(96 / output_stride), math.ceil(80 / output_stride))
+    assert features["stage2"].shape[-2:] == (24, 20)  # the decoder's feature stays at stride 4
+
+
+def test_set_output_stride_matches_a_model_built_at_that_stride() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 72, 56)
+    built8 = _calibrate(DeepLabV3(num_classes=4, head="aspp", output_stride=8), x)
+    switched = DeepLabV3(num_classes=4, head="aspp", output_stride=16).eval()
+    switched.load_state_dict(built8.state_dict())
+    with torch.no_grad():
+        at16 = switched(x)["out"]
+        switched.set_output_stride(8)
+        assert switched.output_stride == 8 and switched.head.atrous_rates == (12, 24, 36)
+        assert _depthwise_geometry(switched) == GEOMETRY[8]
+        torch.testing.assert_close(switched(x)["out"], built8(x)["out"], rtol=0, atol=0)
+        assert not torch.allclose(at16, built8(x)["out"], atol=1e-3)  # the switch really changed the network
+        assert at16.std(dim=(2, 3)).min() > 1e-3  # spatially varying logits, so the comparison means something
+        switched.set_output_stride(16)
+        torch.testing.assert_close(switched(x)["out"], at16, rtol=0, atol=0)
+
+
+def test_rejects_bad_configuration() -> None:
+    with pytest.raises(ValueError, match="output_stride must be 8 or 16, got 32"):
+        DeepLabV3(output_stride=32)
+    with pytest.raises(ValueError, match="head must be 'lite' or 'aspp'"):
+        DeepLabV3(head="psp")
+    with pytest.raises(ValueError, match="output_stride must be 8 or 16"):
+        DeepLabV3().set_output_stride(32)
+
+
+def test_training_at_batch_one() -> None:
+    model = DeepLabV3(num_classes=3, head="aspp", decoder=True).train()
+    out = model(torch.randn(1, 3, 65, 65))["out"]
+    assert out.shape == (1, 3, 65, 65)
+    torch.nn.functional.cross_entropy(out, torch.randint(0, 3, (1, 65, 65))).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_backbone_weights_and_freezing(tmp_path) -> None:
+    reference = torchvision.models.mobilenet_v2(weights=None)
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(reference.state_dict(), path)
+    model = DeepLabV3(backbone_weights=str(path), frozen_stages=2)
+    torch.testing.assert_close(model.backbone.stem[0].weight, reference.features[0][0].weight)
+    torch.testing.assert_close(model.backbone.stages[6][0].project[0].weight, reference.features[17].conv[2].weight)
+    assert not any(p.requires_grad for p in model.backbone.stages[1].parameters())
+    assert all(p.requires_grad for p in model.backbone.stages[2].parameters())
+
+
+# ------------------------------------------------------------------ paper Table 7 (21 classes, OS16, width 1)
+
+
+@pytest.mark.parametrize("head, params", [("lite", 2.11e6), ("aspp", 4.52e6)])
+def test_parameters_match_paper(head: str, params: float) -> None:
+    assert count_parameters(DeepLabV3(num_classes=21, head=head)) == pytest.approx(params, rel=0.05)
+
+
+@pytest.mark.parametrize("head, madds", [("lite", 2.75e9), ("aspp", 5.8e9)])
+def test_madds_match_paper_at_tf_crop_size(head: str, madds: float) -> None:
+    """At TF DeepLab's 513x513 crop, the size the paper's numbers come from (see tasks/segmentation/model.py)."""
+    assert count_madds(DeepLabV3(num_classes=21, head=head), (513, 513)) == pytest.approx(madds, rel=0.10)
+
+
+def test_lite_madds_match_paper_at_512() -> None:
+    assert count_madds(DeepLabV3(num_classes=21, head="lite"), (512, 512)) == pytest.approx(2.75e9, rel=0.10)
+
+
+def test_aspp_madds_with_tf_space_to_batch_padding() -> None:
+    """TF runs a rate-r 3x3 conv on a map padded to a multiple of r (space_to_batch); adding those positions
+    to our count at 513 must give the paper's 5.8B. This pins down why 512x512 alone falls 12.6% short."""
+    model = DeepLabV3(num_classes=21, head="aspp")
+    side = math.ceil(513 / 16)  # 33: the stage7 map
+    extra = 0
+    for branch in model.head.branches[1:]:
+        conv = branch[0]
+        rate = conv.dilation[0]
+        padded = math.ceil((side + 2 * rate) / rate) * rate - 2 * rate  # 36 at rates 6, 12 and 18
+        extra += conv.in_channels * conv.out_channels * 9 * (padded**2 - side**2)
+    assert count_madds(model, (513, 513)) + extra == pytest.approx(5.8e9, rel=0.02)
+
+
+def test_lite_os8_multi_scale_flip_madds() -> None:
+    """Table 7's OS8 + MF lite row: six scales 0.5..1.75 and their flips cost sum(s^2) x 2 single passes."""
+    scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    single = count_madds(DeepLabV3(num_classes=21, head="lite", output_stride=8), (513, 513))
+    assert single * sum(s * s for s in scales) * 2 == pytest.approx(152.6e9, rel=0.10)
