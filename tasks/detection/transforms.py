@@ -116,8 +116,10 @@ class MinIoURandomCrop(BaseCrop):
         h = rng.uniform(self.min_scale, 1.0, self.trials) * height
         x0 = rng.uniform(0.0, 1.0, self.trials) * (width - w)
         y0 = rng.uniform(0.0, 1.0, self.trials) * (height - h)
-        patches = np.stack([x0, y0, x0 + w, y0 + h], axis=1)  # (T, 4)
-        valid = (h / w >= 0.5) & (h / w <= 2.0)
+        # whole pixels before the checks, so the patch that is cut is the one that met the constraint
+        patches = np.floor(np.stack([x0, y0, x0 + w, y0 + h], axis=1))  # (T, 4)
+        w, h = patches[:, 2] - patches[:, 0], patches[:, 3] - patches[:, 1]
+        valid = (w >= 1) & (h >= 1) & (h >= 0.5 * w) & (h <= 2.0 * w)
         boxes = np.asarray(data.get("bboxes", np.zeros((0, 4))))
         if len(boxes):
             boxes = denormalize_bboxes(boxes, (height, width))[:, :4]  # (M, 4) pixels
@@ -125,8 +127,7 @@ class MinIoURandomCrop(BaseCrop):
             valid &= _iou(patches, boxes).max(axis=1) >= option
         if not valid.any():
             return {"crop_coords": whole}
-        x0, y0, x1, y1 = patches[int(np.argmax(valid))]
-        return {"crop_coords": (int(x0), int(y0), max(int(x0) + 1, int(x1)), max(int(y0) + 1, int(y1)))}
+        return {"crop_coords": tuple(int(v) for v in patches[int(np.argmax(valid))])}
 
     def apply_to_bboxes(self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int],
                         **params: Any) -> np.ndarray:
