@@ -73,10 +73,12 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, samples: list[Sample], transform: A.Compose, *, num_classes: int, name: str,
                  strict: bool = False, check: bool = True, counts: dict[str, int] | None = None) -> None:
-        report = DatasetReport(name)
-        report.counts.update(counts or {})
-        self.samples = check_samples(samples, num_classes=num_classes, report=report) if check else samples
-        report.finish(strict, fix=_FIX)
+        self.samples = samples
+        if check:
+            report = DatasetReport(name)
+            report.counts.update(counts or {})
+            self.samples = check_samples(samples, num_classes=num_classes, report=report)
+            report.finish(strict, fix=_FIX)
         if not self.samples:
             raise ValueError(f"{name}: no usable samples left out of {len(samples)}; see the summary above")
         self.transform = transform

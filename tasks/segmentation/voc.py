@@ -241,12 +241,13 @@ def check_samples(samples: list[Sample], *, num_classes: int, report: DatasetRep
     kept, converted = [], 0
     for sample, result in zip(samples, results):
         if isinstance(result, tuple):
-            report.add(*result)
+            kind, where, detail = result
+            report.add(f"{kind} (image skipped)", where, detail)
             continue
         converted += result == "rgb"
         kept.append(sample)
-    report.counts["samples listed"] = len(samples)
-    report.counts["kept"] = len(kept)
+    report.counts["images"] = len(samples)
+    report.counts["images kept"] = len(kept)
     if converted:
         report.counts["RGB masks converted through the VOC palette"] = converted
     return kept

@@ -208,8 +208,8 @@ def test_bad_sample_is_reported_skipped_or_raised(voc_root, breaker, capsys):
         dataset = SegmentationDataset(samples, eval_transforms(), num_classes=len(SHAPES_CLASSES), name="val")
     assert [s.name for s in dataset.samples] == [s.name for s in samples if s.name != name]
     summary = capsys.readouterr().out
-    assert f"{NUM_VAL} samples listed, {NUM_VAL - 1} kept" in summary
-    assert f"1 {kind}: " in summary and name in summary
+    assert f"{NUM_VAL} images, {NUM_VAL - 1} images kept" in summary
+    assert f"1 {kind} (image skipped): " in summary and name in summary
     with pytest.raises(DatasetError, match=rf"(?s){kind}.*{name}"):
         SegmentationDataset(samples, eval_transforms(), num_classes=len(SHAPES_CLASSES), name="val", strict=True)
 

@@ -1,0 +1,84 @@
+"""Segmentation data speed: the set-up check (ms per mask) and training loader throughput (images/s).
+
+    python benchmarks/segmentation_data.py                      # generated VOC-sized scenes in a temp folder
+    python benchmarks/segmentation_data.py --root data/voc      # a real VOCdevkit (its ``train`` split)
+
+Training samples go through the full DeepLab augmentation (random scale 0.5-2.0, pad, crop, flip, normalise)
+and ``segmentation_collate``, with 0, 1 and 2 DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+if __package__ in (None, ""):  # run as a script: the repository root, not benchmarks/ (holding backbone.py), first
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks.checks import DatasetReport  # noqa: E402
+from tasks.segmentation.data import SegmentationDataset, segmentation_collate  # noqa: E402
+from tasks.segmentation.shapes import write_shapes_voc  # noqa: E402
+from tasks.segmentation.transforms import train_transforms  # noqa: E402
+from tasks.segmentation.voc import check_samples, find_voc2012, voc_samples  # noqa: E402
+
+
+def time_check(samples: list, workers: int) -> float:
+    """Milliseconds per sample of the set-up check (header reads + full mask decode + label histogram)."""
+    start = time.perf_counter()
+    check_samples(samples, num_classes=21, report=DatasetReport("benchmark"), workers=workers)
+    return 1000 * (time.perf_counter() - start) / len(samples)
+
+
+def time_loader(dataset: SegmentationDataset, *, batch_size: int, workers: int, batches: int) -> float:
+    """Images per second through augmentation + collate, after one warm-up batch (worker start-up excluded)."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
+                        collate_fn=segmentation_collate, persistent_workers=workers > 0)
+    iterator = iter(loader)
+    next(iterator)
+    start, seen = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            images, _ = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            images, _ = next(iterator)
+        seen += images.shape[0]
+    return seen / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", help="a VOC root; default: write generated scenes to a temp folder")
+    parser.add_argument("--num-images", type=int, default=96, help="generated images (500x375-like sizes)")
+    parser.add_argument("--crop-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=12, help="timed batches per worker setting")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(args.root) if args.root else Path(scratch)
+        if not args.root:
+            start = time.perf_counter()
+            write_shapes_voc(root, num_train=args.num_images, num_val=0, image_size=(375, 500), seed=0)
+            print(f"wrote {args.num_images} scenes of 375..500 px: "
+                  f"{1000 * (time.perf_counter() - start) / args.num_images:.1f} ms per image")
+        samples = voc_samples(find_voc2012(root), "train")
+        for workers in (1, 4):
+            print(f"set-up check, {workers} thread(s): {time_check(samples, workers):.2f} ms per mask "
+                  f"({len(samples)} masks)")
+        dataset = SegmentationDataset(samples, train_transforms(crop_size=args.crop_size), num_classes=21,
+                                      name="benchmark", check=False)
+        for workers in args.workers:
+            rate = time_loader(dataset, batch_size=args.batch_size, workers=workers, batches=args.batches)
+            print(f"train loader, crop {args.crop_size}, batch {args.batch_size}, {workers} workers: "
+                  f"{rate:.1f} images/s")
+
+
+if __name__ == "__main__":
+    main()
