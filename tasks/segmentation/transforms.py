@@ -28,7 +28,8 @@ def train_transforms(*, crop_size: int = 512, scale_range: tuple[float, float] =
     low, high = scale_range
     mean_pixel = tuple(255.0 * m for m in mean)  # pads normalise to exactly 0, the value collate pads with
     return A.Compose([
-        # ``scale_limit`` is added to 1: (-0.5, 1.0) draws the factor uniformly from [0.5, 2.0].
+        # ``scale_limit`` is added to 1: (-0.5, 1.0) draws the factor uniformly from [0.5, 2.0] (TF DeepLab
+        # draws from the 0.25 steps of that range; PyTorch reproductions use the continuous range, as here).
         A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR,
                       mask_interpolation=cv2.INTER_NEAREST, p=1.0),
         # DeepLab pads at the bottom and right (``pad_to_bounding_box(..., 0, 0, ...)``): image at top-left.

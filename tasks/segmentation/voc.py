@@ -133,7 +133,8 @@ class SBDSource:
 
 def find_sbd(sbd_root: str | Path | None, voc_dir: Path) -> SBDSource:
     """Locate SBD in ``sbd_root`` (original release or converted PNGs) or, when ``None``, beside VOC."""
-    places = [Path(sbd_root)] if sbd_root is not None else [voc_dir, voc_dir.parent]
+    # Without sbd_root: inside VOC2012 (the converted PNGs), or beside VOCdevkit (``benchmark_RELEASE``).
+    places = [Path(sbd_root)] if sbd_root is not None else [voc_dir, voc_dir.parent, voc_dir.parent.parent]
     for place in places:
         for dataset in (place / "benchmark_RELEASE" / "dataset", place / "dataset", place):
             if (dataset / "cls").is_dir() and (dataset / "train.txt").is_file():

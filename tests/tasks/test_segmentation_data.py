@@ -100,10 +100,12 @@ def expected_trainaug(voc: Path) -> tuple[set[str], int]:
     return (set(voc_names(voc, "train")) | sbd) - val, len((set(voc_names(voc, "train")) | sbd) & val)
 
 
-def test_trainaug_from_the_sbd_release(voc_root, tmp_path, capsys):
+@pytest.mark.parametrize("given", [True, False], ids=["sbd_root", "beside_VOCdevkit"])
+def test_trainaug_from_the_sbd_release(voc_root, tmp_path, capsys, given):
     voc = voc_dir(voc_root)
-    write_sbd_release(tmp_path / "sbd", voc)
-    dm = module(voc_root, sbd_root=str(tmp_path / "sbd"))
+    sbd_root = tmp_path / "sbd" if given else voc_root
+    write_sbd_release(sbd_root, voc)
+    dm = module(voc_root, sbd_root=str(sbd_root) if given else None)
     samples, removed = dm.train_samples()
     names, listed_val = expected_trainaug(voc)
     assert {s.name for s in samples} == names and len(samples) == NUM_TRAIN + len(SBD_ONLY)
