@@ -4,7 +4,8 @@
     python benchmarks/segmentation_data.py --root data/voc      # a real VOCdevkit (its ``train`` split)
 
 Training samples go through the full DeepLab augmentation (random scale 0.5-2.0, pad, crop, flip, normalise)
-and ``segmentation_collate``, with 0, 1 and 2 DataLoader workers.
+and ``segmentation_collate``, with 0, 1 and 2 DataLoader workers. The main process runs torch and OpenCV with
+``--threads`` (1) threads, as a DataLoader worker does, so 0 workers measures one core.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
+import torch
 from torch.utils.data import DataLoader
 
 if __package__ in (None, ""):  # run as a script: the repository root, not benchmarks/ (holding backbone.py), first
@@ -59,7 +62,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=12, help="timed batches per worker setting")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and OpenCV threads of the main process (DataLoader workers use 1 torch thread)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.root) if args.root else Path(scratch)
