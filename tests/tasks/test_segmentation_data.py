@@ -34,16 +34,16 @@ from tests.tasks.seg_fixtures import (
 
 
 @pytest.fixture(scope="module")
-def shapes_voc_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def seg_voc_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny VOC tree, written once per module; tests change only their own copy."""
     return write_tiny_voc(tmp_path_factory.mktemp("voc_master"))
 
 
 @pytest.fixture
-def voc_root(shapes_voc_master: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny VOC tree: ``voc_root/VOCdevkit/VOC2012``."""
+def seg_voc(seg_voc_master: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny VOC tree: ``seg_voc/VOCdevkit/VOC2012``."""
     root = tmp_path / "voc"
-    shutil.copytree(shapes_voc_master, root)
+    shutil.copytree(seg_voc_master, root)
     return root
 
 def voc_dir(root: Path) -> Path:
@@ -58,9 +58,9 @@ def module(root: Path, **kwargs) -> VOCSegmentationDataModule:
 # ------------------------------------------------------------------------------------------ layout, palette
 
 
-def test_find_voc2012_accepts_both_roots_and_names_the_layout(voc_root, tmp_path):
-    assert find_voc2012(voc_root) == voc_dir(voc_root)
-    assert find_voc2012(voc_dir(voc_root)) == voc_dir(voc_root)
+def test_find_voc2012_accepts_both_roots_and_names_the_layout(seg_voc, tmp_path):
+    assert find_voc2012(seg_voc) == voc_dir(seg_voc)
+    assert find_voc2012(voc_dir(seg_voc)) == voc_dir(seg_voc)
     with pytest.raises(FileNotFoundError, match=r"(?s)nowhere.*VOCdevkit/VOC2012.*JPEGImages"):
         find_voc2012(tmp_path / "nowhere")
 
@@ -101,11 +101,11 @@ def expected_trainaug(voc: Path) -> tuple[set[str], int]:
 
 
 @pytest.mark.parametrize("given", [True, False], ids=["sbd_root", "beside_VOCdevkit"])
-def test_trainaug_from_the_sbd_release(voc_root, tmp_path, capsys, given):
-    voc = voc_dir(voc_root)
-    sbd_root = tmp_path / "sbd" if given else voc_root
+def test_trainaug_from_the_sbd_release(seg_voc, tmp_path, capsys, given):
+    voc = voc_dir(seg_voc)
+    sbd_root = tmp_path / "sbd" if given else seg_voc
     write_sbd_release(sbd_root, voc)
-    dm = module(voc_root, sbd_root=str(sbd_root) if given else None)
+    dm = module(seg_voc, sbd_root=str(sbd_root) if given else None)
     samples, removed = dm.train_samples()
     names, listed_val = expected_trainaug(voc)
     assert {s.name for s in samples} == names and len(samples) == NUM_TRAIN + len(SBD_ONLY)
@@ -125,10 +125,10 @@ def test_trainaug_from_the_sbd_release(voc_root, tmp_path, capsys, given):
 
 @pytest.mark.parametrize("line_style", ["name", "paths"])
 @pytest.mark.parametrize("list_place", ["imagesets", "beside"])
-def test_trainaug_from_segmentation_class_aug(voc_root, line_style, list_place):
-    voc = voc_dir(voc_root)
+def test_trainaug_from_segmentation_class_aug(seg_voc, line_style, list_place):
+    voc = voc_dir(seg_voc)
     write_segmentation_class_aug(voc, line_style=line_style, list_place=list_place)
-    samples, removed = module(voc_root).train_samples()  # sbd_root=None: looks beside VOC
+    samples, removed = module(seg_voc).train_samples()  # sbd_root=None: looks beside VOC
     names, listed_val = expected_trainaug(voc)
     assert {s.name for s in samples} == names and removed == listed_val
     by_name = {s.name: s for s in samples}
@@ -137,17 +137,17 @@ def test_trainaug_from_segmentation_class_aug(voc_root, line_style, list_place):
     assert by_name[train0].mask.endswith(f"SegmentationClass/{train0}.png")
 
 
-def test_trainaug_without_sbd_says_where_it_looked(voc_root, tmp_path):
+def test_trainaug_without_sbd_says_where_it_looked(seg_voc, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"(?s)empty.*dataset/\{cls.*train_split='train'"):
-        module(voc_root, sbd_root=str(tmp_path / "empty")).train_samples()
+        module(seg_voc, sbd_root=str(tmp_path / "empty")).train_samples()
 
 
-def test_train_split_removes_val_names_even_from_voc_train(voc_root, capsys):
-    voc = voc_dir(voc_root)
+def test_train_split_removes_val_names_even_from_voc_train(seg_voc, capsys):
+    voc = voc_dir(seg_voc)
     val = voc_names(voc, "val")
     train_list = voc / "ImageSets" / "Segmentation" / "train.txt"
     train_list.write_text(train_list.read_text() + val[0] + "\n")  # a careless list: one val image in train
-    samples, removed = module(voc_root, train_split="train").train_samples()
+    samples, removed = module(seg_voc, train_split="train").train_samples()
     assert removed == 1 and val[0] not in {s.name for s in samples} and len(samples) == NUM_TRAIN
     assert "removed 1 images" in capsys.readouterr().out
 
@@ -201,8 +201,8 @@ BREAKERS = [break_size, break_labels, break_colours, break_missing_image, break_
 
 
 @pytest.mark.parametrize("breaker", BREAKERS, ids=lambda f: f.__name__[6:])
-def test_bad_sample_is_reported_skipped_or_raised(voc_root, breaker, capsys):
-    voc = voc_dir(voc_root)
+def test_bad_sample_is_reported_skipped_or_raised(seg_voc, breaker, capsys):
+    voc = voc_dir(seg_voc)
     name = voc_names(voc, "val")[1]
     kind = breaker(voc, name)
     samples = voc_samples(voc, "val")
@@ -216,8 +216,8 @@ def test_bad_sample_is_reported_skipped_or_raised(voc_root, breaker, capsys):
         SegmentationDataset(samples, eval_transforms(), num_classes=len(SHAPES_CLASSES), name="val", strict=True)
 
 
-def test_rgb_mask_in_the_palette_is_converted_and_kept(voc_root, capsys):
-    voc = voc_dir(voc_root)
+def test_rgb_mask_in_the_palette_is_converted_and_kept(seg_voc, capsys):
+    voc = voc_dir(seg_voc)
     name = voc_names(voc, "val")[0]
     path = voc / "SegmentationClass" / f"{name}.png"
     labels = np.array(Image.open(path))
@@ -227,8 +227,8 @@ def test_rgb_mask_in_the_palette_is_converted_and_kept(voc_root, capsys):
     assert torch.equal(dataset[0][1], torch.from_numpy(labels).long())
 
 
-def test_decode_failure_at_load_time_warns_and_returns_another_sample(voc_root):
-    voc = voc_dir(voc_root)
+def test_decode_failure_at_load_time_warns_and_returns_another_sample(seg_voc):
+    voc = voc_dir(seg_voc)
     dataset = SegmentationDataset(voc_samples(voc, "val"), eval_transforms(), num_classes=5, name="val")
     Path(dataset.samples[0].image).write_bytes(b"broken after the check")
     with pytest.warns(UserWarning, match=Path(dataset.samples[0].image).name):
@@ -297,9 +297,9 @@ def test_shapes_prepare_data_rewrites_half_written_trees_and_spares_foreign_ones
     assert voc_dir(foreign).is_dir()
 
 
-def test_predict_images_folder(voc_root):
-    folder = voc_dir(voc_root) / "JPEGImages"
-    dm = module(voc_root, predict_images=str(folder))
+def test_predict_images_folder(seg_voc):
+    folder = voc_dir(seg_voc) / "JPEGImages"
+    dm = module(seg_voc, predict_images=str(folder))
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
     first = sorted(folder.glob("*.jpg"))[0]
