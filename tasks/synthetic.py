@@ -32,12 +32,12 @@ def _background(rng: np.random.Generator, height: int, width: int) -> Image.Imag
     angle = rng.uniform(0, np.pi)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     t = (np.cos(angle) * xx / width + np.sin(angle) * yy / height + 1) / 2
-    image = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
+    image = (c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]).astype(np.float32)
     if rng.random() < 0.3:
         period = rng.uniform(8, 32)
         image += 25 * np.sign(np.sin(2 * np.pi * (xx if rng.random() < 0.5 else yy) / period))[..., None]
     if rng.random() < 0.5:
-        image += rng.normal(0, 12, size=image.shape)
+        image += 12 * rng.standard_normal(size=image.shape, dtype=np.float32)
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
 
 
