@@ -1,0 +1,101 @@
+"""SSD loss: a hand-built case, parity with torchvision's SSD.compute_loss, focal option, empty batches."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
+from torchvision.models.detection.ssd import SSD
+from torchvision.ops import sigmoid_focal_loss
+
+from heads.box_coder import BoxCoder
+from heads.loss import SSDLoss
+from heads.matcher import match_anchors
+
+
+def grid_anchors(cells: int = 8, size: float = 10.0) -> torch.Tensor:
+    """``cells * cells`` disjoint ``size`` squares, so a gt equal to one cell matches exactly one anchor."""
+    ys, xs = torch.meshgrid(torch.arange(cells), torch.arange(cells), indexing="ij")
+    xy = torch.stack([xs.flatten(), ys.flatten()], 1).float() * size
+    return torch.cat([xy, xy + size], dim=1)
+
+
+def test_hand_built_case_counts_three_negatives_per_positive():
+    anchors = grid_anchors()  # 64 anchors
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [31.0, 31.0, 39.0, 41.0]]),
+                "labels": torch.tensor([2, 1])}]
+    g = torch.Generator().manual_seed(0)
+    outputs = {"bbox_regression": torch.randn(1, 64, 4, generator=g), "cls_logits": torch.randn(1, 64, 4, generator=g),
+               "anchors": anchors}
+    coder = BoxCoder()
+    losses = SSDLoss()(outputs, targets, coder)
+
+    # Direct computation: gt 0 is anchor 0 exactly; gt 1 overlaps anchor 27 (cell x=3, y=3) with IoU 72 / 108.
+    positives, labels = torch.tensor([0, 27]), torch.tensor([2, 1])
+    codes = coder.encode(targets[0]["boxes"], anchors[positives])
+    bbox = F.smooth_l1_loss(outputs["bbox_regression"][0, positives], codes, reduction="sum") / 2
+    ce_background = F.cross_entropy(outputs["cls_logits"][0], torch.zeros(64, dtype=torch.long), reduction="none")
+    ce_background[positives] = -1.0
+    hard_negatives = ce_background.topk(3 * 2).values  # exactly 3 negatives per positive
+    cls = (F.cross_entropy(outputs["cls_logits"][0, positives], labels, reduction="sum") + hard_negatives.sum()) / 2
+    torch.testing.assert_close(losses["bbox_regression"], bbox)
+    torch.testing.assert_close(losses["classification"], cls)
+    torch.testing.assert_close(losses["loss"], bbox + cls)
+
+
+def test_matches_torchvision_ssd_compute_loss():
+    g = torch.Generator().manual_seed(1)
+    anchors = grid_anchors(cells=12, size=8.0)  # 144 anchors over a 96x96 image
+
+    def boxes(n: int) -> torch.Tensor:
+        xy = torch.rand(n, 2, generator=g) * 60
+        return torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 30 + 6], dim=1)
+
+    targets = [{"boxes": boxes(n), "labels": torch.randint(1, 6, (n,), generator=g)} for n in (3, 1, 5)]
+    outputs = {"bbox_regression": torch.randn(3, 144, 4, generator=g),
+               "cls_logits": torch.randn(3, 144, 6, generator=g), "anchors": anchors}
+    ours = SSDLoss(neg_pos_ratio=3.0)(outputs, targets, BoxCoder())
+    reference = SimpleNamespace(box_coder=TorchvisionBoxCoder(weights=(10.0, 10.0, 5.0, 5.0)), neg_to_pos_ratio=3)
+    matched = list(match_anchors([t["boxes"] for t in targets], anchors))
+    theirs = SSD.compute_loss(reference, targets, outputs, [anchors] * 3, matched)
+    torch.testing.assert_close(ours["bbox_regression"], theirs["bbox_regression"])
+    torch.testing.assert_close(ours["classification"], theirs["classification"])
+
+
+def test_focal_ignores_background_column_and_normalises_by_positives():
+    anchors = grid_anchors()
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 20.0, 20.0]]), "labels": torch.tensor([3])}]
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(1, 64, 4, generator=g)
+    outputs = {"bbox_regression": torch.zeros(1, 64, 4), "cls_logits": logits, "anchors": anchors}
+    loss = SSDLoss(classification="focal")
+    value = loss(outputs, targets, BoxCoder())["classification"]
+    one_hot = torch.zeros(1, 64, 3)
+    one_hot[0, 9, 2] = 1.0  # anchor 9 = cell (x=1, y=1), label 3 -> column 2 of the K object logits
+    torch.testing.assert_close(value, sigmoid_focal_loss(logits[..., 1:], one_hot, reduction="sum") / 1)
+    outputs["cls_logits"] = logits.clone()
+    outputs["cls_logits"][..., 0] += 5.0
+    torch.testing.assert_close(loss(outputs, targets, BoxCoder())["classification"], value)
+
+
+@pytest.mark.parametrize("classification", ["softmax", "focal"])
+def test_empty_batch_is_finite_and_backpropagates(classification):
+    anchors = grid_anchors()
+    regression = torch.randn(2, 64, 4, requires_grad=True)
+    logits = torch.randn(2, 64, 4, requires_grad=True)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    losses = SSDLoss(classification=classification)(
+        {"bbox_regression": regression, "cls_logits": logits, "anchors": anchors}, [empty, empty], BoxCoder())
+    assert losses["bbox_regression"] == 0
+    losses["loss"].backward()
+    assert torch.isfinite(logits.grad).all() and torch.isfinite(regression.grad).all()
+    # softmax mines 3 * 0 negatives, so nothing is learnt; focal still pushes every object logit down
+    assert (logits.grad.abs().sum() > 0) == (classification == "focal")
+
+
+def test_rejects_unknown_classification():
+    with pytest.raises(ValueError, match="'softmax' or 'focal'"):
+        SSDLoss(classification="sigmoid")
