@@ -87,6 +87,8 @@ class SegmentationTask(BaseTask):
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)
         self.class_names: list[str] | None = None
+        # The last epoch's scores per stage ("val", "test"), per-class IoU included, for scripts and callbacks.
+        self.last_scores: dict[str, dict[str, Tensor]] = {}
 
     # ---------------------------------------------------------------- set-up
 
@@ -175,6 +177,7 @@ class SegmentationTask(BaseTask):
     def _finish(self, stage: str, metrics: SegmentationMetrics) -> dict[str, Tensor]:
         scores = metrics.compute()  # summed over DDP ranks by the metric itself
         metrics.reset()
+        self.last_scores[stage] = scores
         self.log(f"{stage}/miou", scores["miou"], prog_bar=True)
         self.log(f"{stage}/pixel_accuracy", scores["pixel_accuracy"])
         if not self.trainer.sanity_checking:

@@ -1,4 +1,4 @@
-"""Seeing segmentation results: the VOC palette, colour overlays, and a predict-time writer.
+"""Seeing segmentation results: colour overlays in the VOC palette, and a predict-time writer.
 
 The writer produces what the PASCAL VOC evaluation server takes (palette-mode index PNGs, one per image,
 named after it) and an overlay per image for a human to look at.
@@ -18,20 +18,7 @@ from PIL import Image
 from torch import Tensor
 
 from tasks.images import read_rgb
-from tasks.segmentation.metrics import IGNORE_INDEX
-
-
-def voc_palette(num_colors: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map, ``(num_colors, 3)`` uint8: class 1 is (128, 0, 0), void 255 is (224, 224, 192).
-
-    VOC's ``labelcolormap``: the bits of the class index are spread, three at a time, over the high bits of R, G, B.
-    """
-    index = np.arange(num_colors)
-    palette = np.zeros((num_colors, 3), dtype=np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
-    return palette.astype(np.uint8)
+from tasks.segmentation.voc import IGNORE_INDEX, VOC_PALETTE
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5,
@@ -43,7 +30,7 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5,
     if image.shape[:2] != mask.shape:
         raise ValueError(f"overlay_mask: image is {image.shape[:2]} but mask is {mask.shape}; pass the mask at the "
                          "image's original size (crop the padding of a batched prediction first)")
-    palette = voc_palette() if palette is None else palette
+    palette = VOC_PALETTE if palette is None else palette
     colours = palette[mask.astype(np.int64)].astype(np.float32)  # (H, W) -> (H, W, 3)
     tinted = (mask != 0) & (mask != IGNORE_INDEX)
     out = image.astype(np.float32)
@@ -59,7 +46,7 @@ def save_index_png(mask: np.ndarray | Tensor, path: str | Path) -> Path:
         raise ValueError(f"save_index_png({str(path)!r}): expected (H, W) indices in 0..255, got shape "
                          f"{mask.shape} with values {mask.min(initial=0)}..{mask.max(initial=0)}")
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
-    image.putpalette(voc_palette().reshape(-1).tolist())
+    image.putpalette(VOC_PALETTE.reshape(-1).tolist())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)

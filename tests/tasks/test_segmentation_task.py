@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from tasks.segmentation.module import SegmentationTask
-from tasks.segmentation.visualize import overlay_mask, save_index_png, voc_palette
+from tasks.segmentation.visualize import overlay_mask, save_index_png
+from tasks.segmentation.voc import voc_palette
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -211,3 +212,71 @@ def test_index_png_round_trips_with_voc_palette(tmp_path):
     assert palette[1].tolist() == [128, 0, 0] and palette[255].tolist() == [224, 224, 192]
     assert palette[15].tolist() == [192, 128, 128]  # VOC "person"
 
+
+
+# ------------------------------------------------------------------------------------- configs and the CLI
+
+
+@pytest.mark.parametrize("name, head, weights", [
+    ("deeplabv3lite_mobilenetv2_voc.yaml", "lite", "IMAGENET1K_V1"),
+    ("deeplabv3_mobilenetv2_voc.yaml", "aspp", "IMAGENET1K_V1"),
+    ("deeplabv3lite_shapes_demo.yaml", "lite", None),
+])
+def test_configs_instantiate_without_data_or_downloads(name, head, weights, monkeypatch, tmp_path):
+    import backbone.weights
+    from train_task import cli_main
+
+    requested = []  # the ImageNet weights are an optional download: record the request instead of fetching
+    monkeypatch.setattr(backbone.weights, "load_weights", lambda model, w: requested.append(w))
+    monkeypatch.chdir(tmp_path)  # no dataset here: instantiation must not touch the data folders
+    cli = cli_main(["--config", str(CONFIGS / name)], run=False)
+    task, data = cli.model, cli.datamodule
+    assert isinstance(task, SegmentationTask) and task.hparams.head == head
+    assert task.num_classes == data.num_classes == len(data.class_names)
+    assert requested == ([weights] if weights else [])
+    assert task.optimization.schedule == "poly" and task.optimization.poly_power == 0.9
+    assert any(type(c).__name__ == "SegmentationPredictionWriter" for c in cli.trainer.callbacks)
+    if "voc" in name:  # the paper's recipe (FACTS.md)
+        assert (task.num_classes, task.output_stride, data.crop_size, data.batch_size) == (21, 16, 512, 16)
+        assert (task.optimization.optimizer, task.optimization.lr, task.optimization.weight_decay) == ("sgd", 0.007,
+                                                                                                         4e-5)
+        assert data.train_split == "trainaug"
+    assert not any(tmp_path.iterdir())
+
+
+SHRINK = ["--data.num_train", "6", "--data.num_val", "3", "--data.image_size", "[64, 88]", "--data.crop_size", "64",
+          "--data.batch_size", "2", "--data.val_batch_size", "2", "--data.num_workers", "0"]
+
+
+def test_demo_config_fast_dev_run_fit(monkeypatch, tmp_path):
+    from train_task import cli_main
+
+    monkeypatch.chdir(tmp_path)  # the config's relative data/ and runs/ folders land in tmp_path
+    cli = cli_main(["fit", "--config", str(CONFIGS / "deeplabv3lite_shapes_demo.yaml"), *SHRINK,
+                    "--trainer.fast_dev_run", "1"])
+    metrics = cli.trainer.callback_metrics
+    assert {"train/loss", "val/loss", "val/miou", "val/pixel_accuracy"} <= set(metrics)
+    assert 0 <= float(metrics["val/miou"]) <= 1
+    assert (tmp_path / "data" / "shapes_voc" / "VOCdevkit" / "VOC2012" / "JPEGImages").is_dir()
+
+
+def test_predict_writes_palette_pngs_at_original_size_and_overlays(tmp_path):
+    from tasks.segmentation.shapes import ShapesVOCDataModule
+    from tasks.segmentation.visualize import SegmentationPredictionWriter
+
+    data = ShapesVOCDataModule(root=str(tmp_path / "shapes"), num_train=2, num_val=3, image_size=(40, 72),
+                               num_workers=0, val_batch_size=3,
+                               predict_images=str(tmp_path / "shapes" / "VOCdevkit" / "VOC2012" / "JPEGImages"))
+    data.prepare_data()
+    writer = SegmentationPredictionWriter(str(tmp_path / "out"))
+    masks = quiet_trainer(callbacks=[writer]).predict(tiny_task(num_classes=5), datamodule=data)
+    images = sorted((tmp_path / "shapes").rglob("*.jpg"))
+    sizes = {p.stem: Image.open(p).size for p in images}
+    assert len({s for s in sizes.values()}) > 1  # varied sizes: the batch was padded, the outputs cropped
+    assert sum(len(batch) for batch in masks) == len(images) == 5
+    for stem, size in sizes.items():
+        with Image.open(tmp_path / "out" / "masks" / f"{stem}.png") as png:
+            assert png.mode == "P" and png.size == size
+            assert np.asarray(png).max() < 5
+        with Image.open(tmp_path / "out" / "overlays" / f"{stem}.jpg") as overlay:
+            assert overlay.size == size
