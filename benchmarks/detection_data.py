@@ -1,0 +1,78 @@
+"""Detection data speed: writing the generated COCO dataset, the set-up check, training loader images/s.
+
+    python benchmarks/detection_data.py                          # generated shapes (1,500 / 200 at 320) in a temp dir
+    python benchmarks/detection_data.py --root data/coco         # a real COCO 2017 tree (its train2017 split)
+
+Training batches go through the full SSD augmentation (photometric distortion, zoom out up to 4x, min-IoU crop,
+flip, resize to 320, normalise) and ``detection_collate``, with 0, 1 and 2 DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+if __package__ in (None, ""):  # run as a script: the repository root first
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import print_table  # noqa: E402
+from tasks.detection.coco import COCODetection  # noqa: E402
+from tasks.detection.data import detection_collate, seed_worker  # noqa: E402
+from tasks.detection.shapes import write_shapes_coco  # noqa: E402
+from tasks.detection.transforms import eval_transform, train_transform  # noqa: E402
+
+
+def loader_speed(dataset: COCODetection, *, workers: int, batch_size: int, batches: int) -> float:
+    """Images/s over ``batches`` batches, after one warm-up batch (which pays for starting the workers)."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                        collate_fn=detection_collate, worker_init_fn=seed_worker, drop_last=True)
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        images, _ = next(iterator)
+    return batches * len(images) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", help="a COCO 2017 tree; default: write generated shapes to a temp folder")
+    parser.add_argument("--num-train", type=int, default=1500)
+    parser.add_argument("--num-val", type=int, default=200)
+    parser.add_argument("--image-size", type=int, default=320)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.root) if args.root else Path(tmp) / "shapes"
+        rows = []
+        if not args.root:
+            start = time.perf_counter()
+            write_shapes_coco(root, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size)
+            seconds = time.perf_counter() - start
+            count = args.num_train + args.num_val
+            rows.append(("write generated COCO", f"{count} images", f"{seconds:.1f} s", f"{count / seconds:.0f}/s"))
+        start = time.perf_counter()
+        dataset = COCODetection(root / "train2017", root / "annotations" / "instances_train2017.json")
+        seconds = time.perf_counter() - start
+        rows.append(("set-up check (json + headers + boxes)", f"{len(dataset)} images", f"{seconds:.2f} s",
+                     f"{1000 * seconds / len(dataset):.2f} ms/image"))
+        for name, transform in (("train (SSD augmentation)", train_transform(image_size=args.image_size)),
+                                ("eval (resize + normalise)", eval_transform(image_size=args.image_size))):
+            dataset.transform = transform
+            for workers in args.workers if name.startswith("train") else [0]:
+                speed = loader_speed(dataset, workers=workers, batch_size=args.batch_size, batches=args.batches)
+                rows.append((f"loader, {name}", f"{workers} workers", f"batch {args.batch_size}",
+                             f"{speed:.0f} images/s"))
+        print_table(f"Detection data at {args.image_size}x{args.image_size}", rows, ("step", "size", "time", "rate"))
+
+
+if __name__ == "__main__":
+    main()
