@@ -37,7 +37,7 @@ def draw_detections(image: np.ndarray | Tensor, boxes: Tensor, labels: Tensor, s
         ``(3, H, W)`` uint8 tensor.
     """
     if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+        image = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W); a writable copy
     boxes, labels = boxes.detach().cpu().float(), labels.detach().cpu()
     if scores is not None:
         keep = scores.detach().cpu() >= score_thresh
@@ -66,7 +66,8 @@ class DetectionPredictionWriter(BasePredictionWriter):
     Expects ``DetectionTask.predict_step``'s output: per image a dict with ``boxes (D, 4)`` xyxy in original
     pixels, ``scores``, ``labels`` in 1..K, ``path`` (the image file) and ``image_id``. The JSON is a COCO results
     list (category ids mapped back through ``datamodule.label_to_cat_id``, ``file_name`` added) that
-    ``COCO.loadRes`` reads; under DDP rank 0 writes it for all ranks.
+    ``COCO.loadRes`` reads; under DDP rank 0 writes it for all ranks. Images that belong to the datamodule's val
+    images (same file) get their COCO image ids, other images their index in the predict folder.
 
     Args:
         output_dir: folder for the pictures and the JSON (created).
@@ -87,16 +88,19 @@ class DetectionPredictionWriter(BasePredictionWriter):
         self._arrays: list[np.ndarray] = []
         self._files: dict[int, str] = {}
         self._drawn = 0
+        self._coco_ids: dict[str, int] = {}
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._arrays, self._files, self._drawn = [], {}, 0
+        self._coco_ids = _val_image_ids(trainer.datamodule)
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: list[dict[str, Any]],
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
         datamodule = trainer.datamodule
         class_names = list(getattr(datamodule, "class_names", None) or []) or None
-        image_ids = [int(p["image_id"]) for p in prediction]
+        # Files of the val set keep their COCO image ids, so the JSON evaluates against val_coco directly.
+        image_ids = [self._coco_ids.get(str(Path(p["path"]).resolve()), int(p["image_id"])) for p in prediction]
         self._arrays.append(detections_to_array(prediction, image_ids, getattr(datamodule, "label_to_cat_id", None)))
         for pred, image_id in zip(prediction, image_ids):
             self._files[image_id] = str(pred["path"])
@@ -135,3 +139,12 @@ class DetectionPredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Any,
                            batch_indices: Any) -> None:
         """The JSON is written in :meth:`on_predict_epoch_end` whatever the interval; nothing more to do."""
+
+
+def _val_image_ids(datamodule: Any) -> dict[str, int]:
+    """Resolved file path -> COCO image id of the datamodule's val images (a COCO-format val set on disk), else {}."""
+    folder = (getattr(datamodule, "paths", None) or {}).get("val_images")
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    coco = datamodule.val_coco
+    return {str((Path(folder) / image["file_name"]).resolve()): int(image["id"]) for image in coco.dataset["images"]}
