@@ -25,8 +25,8 @@ def gather_targets(targets: list[dict], matches: Tensor) -> tuple[Tensor, Tensor
     Background anchors get label 0 and the box of ground truth 0 (or zeros): only positives may use the boxes.
     """
     num_images, num_anchors = matches.shape
-    boxes, valid = pad_boxes([t["boxes"].to(torch.float32) for t in targets])  # (N, M, 4), (N, M)
-    labels, _ = pad_boxes([t["labels"].to(torch.long) for t in targets])  # (N, M)
+    boxes, _ = pad_boxes([t["boxes"].to(matches.device, torch.float32) for t in targets])  # (N, M, 4), (N, M)
+    labels, _ = pad_boxes([t["labels"].to(matches.device, torch.long) for t in targets])  # (N, M)
     if boxes.shape[1] == 0:  # no ground truth anywhere in the batch
         return matches.new_zeros(num_images, num_anchors, 4, dtype=torch.float32), torch.zeros_like(matches)
     index = matches.clamp(min=0)  # (N, A) into M
