@@ -175,3 +175,65 @@ def test_draw_detections_colours_only_confident_boxes() -> None:
     assert drawn.shape == (3, 50, 60) and drawn.dtype == torch.uint8
     assert drawn[:, 10, 10:30].sum() > 0  # top edge of the kept box
     assert drawn[:, 5:20, 40:55].sum() == 0  # the low-score box is not drawn
+
+
+# --------------------------------------------------------------------------------------------- through the CLI
+TINY = ["--data.num_train", "8", "--data.num_val", "4", "--data.scene_size", "96", "--data.image_size", "96",
+        "--data.batch_size", "2", "--data.num_workers", "0", "--model.width_mult", "0.35"]
+
+
+@pytest.mark.parametrize("config", DETECTION_CONFIGS, ids=[c.stem for c in DETECTION_CONFIGS])
+def test_config_instantiates_without_data(config: Path, tmp_path: Path, monkeypatch) -> None:
+    """COCO and VOC are not on this machine: building the config must not touch the data paths."""
+    from train_task import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    cli = cli_main(["--config", str(config)], run=False)
+    assert isinstance(cli.model, DetectionTask)
+    assert cli.model.model.num_classes == cli.model.hparams.num_classes
+    assert any(isinstance(c, DetectionPredictionWriter) for c in cli.trainer.callbacks)
+    assert cli.trainer.checkpoint_callback.monitor in ("val/map", "val/map_50")
+    assert not (tmp_path / "data").exists()
+
+
+def test_fit_fast_dev_run_and_predict_through_cli(tmp_path: Path, monkeypatch) -> None:
+    from train_task import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    config = str(ROOT / "configs" / "ssdlite_shapes_demo.yaml")
+    fit = cli_main(["fit", "--config", config, *TINY, "--trainer.fast_dev_run", "true"])
+    metrics = fit.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and "val/map" in metrics and "val/loss" in metrics
+
+    val_images = tmp_path / "data" / "shapes_coco" / "val2017"
+    predict = cli_main(["predict", "--config", config, *TINY, "--data.predict_images", str(val_images)])
+    out = tmp_path / "runs" / "shapes_detection" / "predictions"
+    assert len(list(out.glob("*.jpg"))) == 4
+    results = json.loads((out / "predictions.json").read_text())
+    assert results and {r["category_id"] for r in results} <= {1, 3, 7, 9}  # the shapes' gapped ids
+    # The val images keep their COCO ids, so the file evaluates against the val annotations as it is.
+    coco = predict.datamodule.val_coco
+    assert {r["image_id"] for r in results} <= set(coco.getImgIds())
+    assert all(coco.imgs[r["image_id"]]["file_name"] == r["file_name"] for r in results)
+    coco.loadRes(results)
+
+
+# ------------------------------------------------------------------------------------------------- learning
+@pytest.mark.slow
+def test_overfits_small_shapes_set(tmp_path: Path) -> None:
+    """64 generated images at 160 px, evaluated on themselves: SSDLite must reach AP50 >= 0.9 (2-3 min on CPU)."""
+    from tasks.detection import COCODataModule, DetectionAugment, write_shapes_coco
+    from tasks.optim import Optimization
+
+    root = write_shapes_coco(tmp_path / "shapes", num_train=64, num_val=0, image_size=160, seed=1, max_objects=3)
+    train = {"images": str(root / "train2017"), "annotations": str(root / "annotations" / "instances_train2017.json")}
+    data = COCODataModule(train_images=train["images"], train_annotations=train["annotations"],
+                          val_images=train["images"], val_annotations=train["annotations"], image_size=160,
+                          batch_size=16, num_workers=0, pin_memory=False,
+                          augment=DetectionAugment(photometric=False, max_zoom=1.0, min_iou_crop=False, hflip=False))
+    task = DetectionTask(num_classes=4, width_mult=0.5,
+                         optimization=Optimization(optimizer="adamw", lr=3e-3, weight_decay=0.0,
+                                                   schedule="cosine", warmup_epochs=2))
+    trainer = quiet_trainer(max_epochs=60, check_val_every_n_epoch=60, num_sanity_val_steps=0)
+    trainer.fit(task, data)
+    assert float(trainer.callback_metrics["val/map_50"]) >= 0.9, dict(trainer.callback_metrics)
