@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader
 
 if __package__ in (None, ""):  # run as a script: the repository root first
@@ -48,7 +49,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--torch-threads", type=int, help="torch intra-op threads of the main process (workers use "
+                        "1); on an oversubscribed CPU, 2+ threads make the 0-worker collate several times slower")
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else Path(tmp) / "shapes"
@@ -71,7 +76,8 @@ def main() -> None:
                 speed = loader_speed(dataset, workers=workers, batch_size=args.batch_size, batches=args.batches)
                 rows.append((f"loader, {name}", f"{workers} workers", f"batch {args.batch_size}",
                              f"{speed:.0f} images/s"))
-        print_table(f"Detection data at {args.image_size}x{args.image_size}", rows, ("step", "size", "time", "rate"))
+        title = f"Detection data at {args.image_size}x{args.image_size}, torch threads {torch.get_num_threads()}"
+        print_table(title, rows, ("step", "size", "time", "rate"))
 
 
 if __name__ == "__main__":

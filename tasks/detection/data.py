@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, get_worker_info
 
-from tasks.checks import DatasetReport, DatasetWarning
+from tasks.checks import DatasetError, DatasetReport, DatasetWarning
 from tasks.images import ImageReadError, image_problem, image_size, read_rgb
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[Tensor, Tensor, Tensor]]
@@ -75,6 +75,8 @@ def build_index(report: DatasetReport, *, files: Sequence[str], image_ids: np.nd
     Broken images are left out (with their boxes); bad boxes are dropped or clipped; all counted.
     """
     num_images = len(files)
+    if num_images == 0:
+        raise DatasetError(f"{report.name}: the annotations list no images; check that the file is the right one")
     probes = probe_images(files)
     sizes = np.array([size for _, size in probes], dtype=np.int64).reshape(-1, 2)
     usable = np.ones(num_images, dtype=bool)

@@ -153,6 +153,27 @@ def test_voc_dataset_leaves_difficult_out_and_flags_it_for_evaluation(voc_root: 
     assert evaluator.stats[0] == pytest.approx(1.0)
 
 
+def test_voc_bad_inputs_are_reported(voc_root: Path, copy_tree, capsys: pytest.CaptureFixture) -> None:
+    voc = copy_tree(voc_root) / "VOC2012"
+    (voc / "ImageSets/Main/train.txt").write_text("v0\nv1\nnot_there\n")
+    xml = voc / "Annotations" / "v1.xml"
+    xml.write_text(xml.read_text().replace("<name>person</name>", "<name>unicorn</name>"))
+    with pytest.warns(DatasetWarning, match="not_there.xml"):
+        dataset = VOCDetection(voc, split="train")
+    summary = capsys.readouterr().out
+    assert "missing annotation" in summary and "unknown category" in summary and "'unicorn'" in summary
+    assert len(dataset) == 2 and dataset[1][1]["labels"].shape == (0,)  # v1 kept as a negative
+    with pytest.raises(DatasetError, match="unicorn"):
+        VOCDetection(voc, split="train", strict=True)
+
+
+def test_annotations_without_images_raise(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "empty.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    with pytest.raises(DatasetError, match="no images"):
+        COCODetection(tmp_path / "images", tmp_path / "empty.json")
+
+
 def test_voc_datamodule(voc_root: Path) -> None:
     dm = VOCDetectionDataModule(str(voc_root), image_size=64, batch_size=2, **QUIET)
     assert dm.num_classes == 20 and dm.class_names[0] == "aeroplane" and dm.label_to_cat_id[20] == 20
@@ -228,6 +249,7 @@ def test_workers_get_different_augmentations(good_coco: Path) -> None:
 # ---------------------------------------------------------------- generated dataset
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside pycocotools' decode
 def test_generated_dataset_reads_back_through_pycocotools(shapes_coco: Path) -> None:
     for split, count in (("train2017", 24), ("val2017", 8)):
         gt = COCO(str(shapes_coco / "annotations" / f"instances_{split}.json"))
