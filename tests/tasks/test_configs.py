@@ -16,7 +16,11 @@ def test_there_are_configs():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_config_instantiates(config, tmp_path, monkeypatch):
+    import backbone.weights
+
     monkeypatch.chdir(tmp_path)  # runs/ and data/ paths stay in the tmp dir
+    # ImageNet weights named in a config are an optional download: record the request instead of fetching.
+    monkeypatch.setattr(backbone.weights, "load_weights", lambda model, weights: None)
     cli = cli_main(["--config", str(config)], run=False)
     assert isinstance(cli.model, L.LightningModule)
     assert isinstance(cli.datamodule, L.LightningDataModule)
