@@ -194,6 +194,7 @@ class ImageFolderDetection(DetectionDataset):
                             listed_sizes=np.zeros((len(files), 2)), box_image=none, boxes=np.zeros((0, 4)),
                             labels=none, ignore=none.astype(bool),
                             box_names=np.zeros(0, dtype=str))
+        report.counts = {k: report.counts[k] for k in ("images", "images kept")}  # there are no boxes to count
         report.finish(strict, fix="Remove or replace the files named above.")
         super().__init__(index, transform=transform)
 
