@@ -42,12 +42,22 @@ class DatasetReport:
             lines.append("  no problems found")
         return "\n".join(lines)
 
-    def finish(self, strict: bool, fix: str = "") -> None:
-        """Print the summary; then raise (``strict``) or warn about the problems, naming the files."""
+    def finish(self, strict: bool, fix: str = "", max_listed: int = 50) -> None:
+        """Print the summary; then raise (``strict``) or warn about the problems, naming the files.
+
+        The warning lists at most ``max_listed`` files per kind (real COCO can have thousands); the strict
+        error lists them all, since the user has to fix every one.
+        """
         print(self.summary())
         if not self:
             return
-        every = "\n".join(f"{kind}: {item}" for kind, items in sorted(self.problems.items()) for item in items)
+        lines = []
+        for kind, items in sorted(self.problems.items()):
+            shown = items if strict else items[:max_listed]
+            lines += [f"{kind}: {item}" for item in shown]
+            if len(items) > len(shown):
+                lines.append(f"{kind}: ... and {len(items) - len(shown)} more")
+        every = "\n".join(lines)
         if strict:
             raise DatasetError(f"{self.name} has problems (strict=True):\n{every}\n{fix}".rstrip())
         warnings.warn(f"{self.name}: skipped or repaired these problems (strict=False):\n{every}",
