@@ -142,7 +142,9 @@ class DetectionTask(BaseTask):
 
     def _evaluate(self, prefix: str) -> None:
         datamodule = self.trainer.datamodule
-        coco_gt = getattr(datamodule, f"{prefix}_coco", None) or getattr(datamodule, "val_coco", None)
+        coco_gt = getattr(datamodule, f"{prefix}_coco", None)  # the test split is the val split unless given
+        if coco_gt is None:
+            coco_gt = getattr(datamodule, "val_coco", None)
         if coco_gt is None:
             raise AttributeError(
                 f"DetectionTask (tasks/detection/module.py): {type(datamodule).__name__} has no val_coco; COCO "

@@ -237,3 +237,19 @@ def test_overfits_small_shapes_set(tmp_path: Path) -> None:
     trainer = quiet_trainer(max_epochs=60, check_val_every_n_epoch=60, num_sanity_val_steps=0)
     trainer.fit(task, data)
     assert float(trainer.callback_metrics["val/map_50"]) >= 0.9, dict(trainer.callback_metrics)
+
+
+def test_ddp_evaluates_the_whole_val_set_once() -> None:
+    """Two CPU ranks (gloo), 5 val images: the DistributedSampler pads rank 1 with a repeat of image 0. The
+    gathered, de-duplicated evaluation must equal the single-process one."""
+    data = TinyBoxes(num_images=5)
+    task = tiny_task(score_thresh=0.0)
+    quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(task, data)
+    single = quiet_trainer()
+    single.validate(task, data, verbose=False)
+    ddp = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False)
+    ddp.validate(task, data, verbose=False)
+    for name in ("val/map", "val/map_50", "val/mar_100"):
+        assert float(ddp.callback_metrics[name]) == pytest.approx(float(single.callback_metrics[name]), abs=1e-6)
+    assert float(single.callback_metrics["val/mar_100"]) > 0  # a case with something to find
