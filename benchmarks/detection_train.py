@@ -42,7 +42,8 @@ def random_targets(batch_size: int, size: int, generator: torch.Generator, num_c
     return targets
 
 
-def images_per_second(steps: dict[str, Callable[[], None]], batch_size: int, iters: int, warmup: int = 2) -> dict[str, float]:
+def images_per_second(steps: dict[str, Callable[[], None]], batch_size: int, iters: int,
+                      warmup: int = 2) -> dict[str, float]:
     """Images/s of each step function from its fastest iteration; the steps alternate, so load from other
     processes on a shared machine hits both alike and the ratio stays meaningful."""
     for step in steps.values():
