@@ -134,3 +134,17 @@ def test_scale_to_original_and_coco_mapping() -> None:
     ]
     with pytest.raises(KeyError, match=r"labels \[3\]"):
         detections_to_coco(scaled, [42, 7, 9], {1: 1, 2: 3})
+
+
+def test_array_results_and_image_subset() -> None:
+    """The (D, 7) array form scores like the dicts; image_ids restricts COCOeval to the images a run saw."""
+    gt = make_gt(num_images=10)
+    results = noisy_results(gt)
+    array = np.array([[r["image_id"], *r["bbox"], r["score"], r["category_id"]] for r in results])
+    from_dicts = evaluate_coco(gt, results, verbose=False)
+    assert evaluate_coco(gt, array, verbose=False) == pytest.approx(from_dicts, abs=1e-9)
+
+    seen = [1, 2, 3]  # perfect predictions for these images only
+    perfect = [r for r in gt_as_results(gt) if r["image_id"] in seen]
+    assert evaluate_coco(gt, perfect, image_ids=seen, verbose=False)["map"] == pytest.approx(1.0)
+    assert evaluate_coco(gt, perfect, verbose=False)["map"] < 0.6  # the unseen images count as misses
