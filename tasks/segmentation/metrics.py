@@ -76,7 +76,9 @@ class SegmentationMetrics(Metric):
         self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        self.confmat += confusion_matrix(preds, target, self.num_classes, self.ignore_index)
+        # Out of place: a reset under ``torch.inference_mode`` (Lightning's validate) leaves an inference tensor,
+        # which a later in-place add outside inference mode (validation inside fit) would refuse.
+        self.confmat = self.confmat + confusion_matrix(preds, target, self.num_classes, self.ignore_index)
 
     def compute(self) -> dict[str, Tensor]:
         return scores_from_confusion(self.confmat)

@@ -165,6 +165,15 @@ def test_validation_logs_miou_equal_to_the_metric_on_the_predictions(capsys):
     assert "per-class IoU" in printed and "c2" in printed  # the table uses the data module's class names
 
 
+def test_validate_then_fit_reuses_the_metric_state():
+    # validate() resets the metric under inference mode; the validation inside fit() must still update it.
+    task, data = tiny_task(), RandomSegmentationData()
+    quiet_trainer().validate(task, datamodule=data, verbose=False)
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0)
+    trainer.fit(task, datamodule=data)
+    assert "val/miou" in trainer.callback_metrics
+
+
 def test_num_classes_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match=r"model.num_classes is 3 .* num_classes=5"):
         quiet_trainer().validate(tiny_task(), datamodule=RandomSegmentationData(num_classes=5))
@@ -280,3 +289,29 @@ def test_predict_writes_palette_pngs_at_original_size_and_overlays(tmp_path):
             assert np.asarray(png).max() < 5
         with Image.open(tmp_path / "out" / "overlays" / f"{stem}.jpg") as overlay:
             assert overlay.size == size
+
+
+# ------------------------------------------------------------------------------------- learning
+
+
+@pytest.mark.slow
+def test_overfits_a_small_generated_set(tmp_path):
+    """16 generated 96x96 scenes, read back through the VOC loader: training must reach mIoU >= 0.8 on them."""
+    from tasks.optim import Optimization
+    from tasks.segmentation.data import SegmentationDataset, segmentation_collate
+    from tasks.segmentation.shapes import write_shapes_voc
+    from tasks.segmentation.transforms import eval_transforms
+    from tasks.segmentation.voc import voc_samples
+
+    L.seed_everything(0)
+    voc = write_shapes_voc(tmp_path, num_train=16, num_val=0, image_size=96, seed=1)
+    dataset = SegmentationDataset(voc_samples(voc, "train"), eval_transforms(), num_classes=5, name="overfit")
+    train = DataLoader(dataset, batch_size=8, shuffle=True, collate_fn=segmentation_collate)
+    val = DataLoader(dataset, batch_size=8, collate_fn=segmentation_collate)
+    task = SegmentationTask(num_classes=5, width_mult=0.5, dice_weight=0.5,
+                            optimization=Optimization(optimizer="sgd", lr=0.05, weight_decay=0.0, schedule="poly"))
+    before = quiet_trainer().validate(task, val, verbose=False)[0]["val/miou"]
+    trainer = quiet_trainer(max_epochs=60, check_val_every_n_epoch=60, num_sanity_val_steps=0)
+    trainer.fit(task, train, val)
+    after = float(trainer.callback_metrics["val/miou"])
+    assert before < 0.5 and after >= 0.8, (before, after)
