@@ -244,7 +244,7 @@ def test_ddp_evaluates_the_whole_val_set_once() -> None:
     gathered, de-duplicated evaluation must equal the single-process one."""
     data = TinyBoxes(num_images=5)
     task = tiny_task(score_thresh=0.0)
-    quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(task, data)
+    quiet_trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=0).fit(task, data)
     single = quiet_trainer()
     single.validate(task, data, verbose=False)
     ddp = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", logger=False, enable_checkpointing=False,
