@@ -229,12 +229,12 @@ def test_overfits_small_shapes_set(tmp_path: Path) -> None:
     train = {"images": str(root / "train2017"), "annotations": str(root / "annotations" / "instances_train2017.json")}
     data = COCODataModule(train_images=train["images"], train_annotations=train["annotations"],
                           val_images=train["images"], val_annotations=train["annotations"], image_size=160,
-                          batch_size=16, num_workers=0, pin_memory=False,
+                          batch_size=8, num_workers=0, pin_memory=False,
                           augment=DetectionAugment(photometric=False, max_zoom=1.0, min_iou_crop=False, hflip=False))
     task = DetectionTask(num_classes=4, width_mult=0.5,
                          optimization=Optimization(optimizer="adamw", lr=3e-3, weight_decay=0.0,
                                                    schedule="cosine", warmup_epochs=2))
-    trainer = quiet_trainer(max_epochs=60, check_val_every_n_epoch=60, num_sanity_val_steps=0)
+    trainer = quiet_trainer(max_epochs=30, check_val_every_n_epoch=30, num_sanity_val_steps=0)
     trainer.fit(task, data)
     assert float(trainer.callback_metrics["val/map_50"]) >= 0.9, dict(trainer.callback_metrics)
 
