@@ -40,7 +40,7 @@ def loader_speed(dataset: COCODetection, *, workers: int, batch_size: int, batch
     return batches * len(images) / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", help="a COCO 2017 tree; default: write generated shapes to a temp folder")
     parser.add_argument("--num-train", type=int, default=1500)
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--torch-threads", type=int, help="torch intra-op threads of the main process (workers use "
                         "1); on an oversubscribed CPU, 2+ threads make the 0-worker collate several times slower")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
 

@@ -54,7 +54,7 @@ def time_loader(dataset: SegmentationDataset, *, batch_size: int, workers: int, 
     return seen / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", help="a VOC root; default: write generated scenes to a temp folder")
     parser.add_argument("--num-images", type=int, default=96, help="generated images (500x375-like sizes)")
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and OpenCV threads of the main process (DataLoader workers use 1 torch thread)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
 

@@ -67,7 +67,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tenso
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crop", type=int, default=512)
     parser.add_argument("--batch", type=int, default=4)
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--num-classes", type=int, default=21)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -234,7 +234,7 @@ def test_overfits_small_shapes_set(tmp_path: Path) -> None:
     task = DetectionTask(num_classes=4, width_mult=0.5,
                          optimization=Optimization(optimizer="adamw", lr=3e-3, weight_decay=0.0,
                                                    schedule="cosine", warmup_epochs=2))
-    trainer = quiet_trainer(max_epochs=30, check_val_every_n_epoch=30, num_sanity_val_steps=0)
+    trainer = quiet_trainer(max_epochs=60, check_val_every_n_epoch=60, num_sanity_val_steps=0)
     trainer.fit(task, data)
     assert float(trainer.callback_metrics["val/map_50"]) >= 0.9, dict(trainer.callback_metrics)
 
@@ -253,3 +253,27 @@ def test_ddp_evaluates_the_whole_val_set_once() -> None:
     for name in ("val/map", "val/map_50", "val/mar_100"):
         assert float(ddp.callback_metrics[name]) == pytest.approx(float(single.callback_metrics[name]), abs=1e-6)
     assert float(single.callback_metrics["val/mar_100"]) > 0  # a case with something to find
+
+
+def test_ema_of_weights_is_what_training_leaves_and_checkpoints_load(tmp_path: Path) -> None:
+    """Lightning's EMAWeightAveraging (the configs' EMA switch): after fit the task holds the averaged weights,
+    which differ from the same run's raw weights, and the saved checkpoint loads back into a fresh task."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+
+    def fit(callbacks: list) -> DetectionTask:
+        L.seed_everything(0)
+        task = tiny_task()
+        L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  enable_checkpointing=bool(callbacks), max_epochs=1, limit_train_batches=3, limit_val_batches=0,
+                  callbacks=callbacks).fit(task, TinyBoxes())
+        return task
+
+    raw = fit([]).state_dict()
+    ema, checkpoint = EMAWeightAveraging(decay=0.5), ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    averaged = fit([ema, checkpoint]).state_dict()
+    reference = ema._average_model.module.state_dict()
+    assert all(torch.equal(averaged[k], reference[k]) for k in averaged)
+    conv = "model.head.cls_predictors.0.1.weight"
+    assert conv in averaged and not torch.allclose(averaged[conv], raw[conv])
+    reloaded = DetectionTask.load_from_checkpoint(checkpoint.last_model_path).state_dict()
+    assert all(torch.equal(reloaded[k], averaged[k]) for k in averaged)

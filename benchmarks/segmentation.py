@@ -1,0 +1,41 @@
+"""All segmentation benchmarks in one run: batch-1 latency, training throughput, data-loader throughput.
+
+    python benchmarks/segmentation.py [--quick]
+
+Runs, in this process and in this order, each printing its own table with ratios against the peers:
+  1. ``segmentation_latency.py``  batch-1 latency at 512x512 of DeepLabv3-lite and DeepLabv3 (ASPP) vs torchvision
+     ``lraspp_mobilenet_v3_large`` / ``deeplabv3_mobilenet_v3_large`` and smp ``DeepLabV3Plus("mobilenet_v2")``;
+  2. ``segmentation_train.py``    training images/s (512 crops) of the same models;
+  3. ``segmentation_data.py``     data-loader images/s with the VOC training augmentation, on generated VOC data.
+Each part also runs alone with its own options (``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository root
+
+from benchmarks import segmentation_data, segmentation_latency, segmentation_train  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer runs and images (a smoke run, noisier)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    threads = torch.get_num_threads()  # the latency part sets 1 thread; training uses them all
+    print("=" * 30, "1. batch-1 latency", "=" * 30)
+    segmentation_latency.main(["--runs", "3" if quick else "20", "--threads", "1", "--size", "512"])
+    print("\n" + "=" * 30, "2. training throughput", "=" * 30)
+    segmentation_train.main(["--threads", str(threads), "--steps", "1" if quick else "5", "--batch", "2" if quick else "4"])
+    print("\n" + "=" * 30, "3. data loading", "=" * 30)
+    segmentation_data.main(["--num-images", "16" if quick else "96", "--batches", "2" if quick else "12"])
+
+
+if __name__ == "__main__":
+    main()
