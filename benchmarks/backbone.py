@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         theirs = tv_mobilenet_v2().eval().to(memory_format=memory_format)
         for batch in (1, 8):
             x = torch.randn(batch, 3, args.size, args.size).contiguous(memory_format=memory_format)
-            t = median_latency({"ours": lambda: ours(x), "torchvision": lambda: theirs(x)}, runs=args.runs)
+            fns = {"ours": lambda m=ours, x=x: m(x), "torchvision": lambda m=theirs, x=x: m(x)}
+            t = median_latency(fns, runs=args.runs)
             layout = "channels_last" if memory_format == torch.channels_last else "NCHW"
             rows.append((layout, batch, f"{t['ours'] * 1e3:.2f}", f"{t['torchvision'] * 1e3:.2f}",
                          f"{t['ours'] / t['torchvision']:.3f}"))

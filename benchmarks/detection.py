@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     print("=" * 30, "1. end-to-end latency", "=" * 30)
     detection_latency.main(["--runs", "5" if quick else "30", "--threads", "1"])
     print("\n" + "=" * 30, "2. training throughput and COCO evaluation", "=" * 30)
-    detection_train.main(["--threads", str(threads), "--iters", "2" if quick else "6", "--num-val", "100" if quick else "500"])
+    detection_train.main(["--threads", str(threads), "--iters", "2" if quick else "6",
+                          "--num-val", "100" if quick else "500"])
     print("\n" + "=" * 30, "3. data loading", "=" * 30)
     detection_data.main(["--num-train", "64" if quick else "1500", "--num-val", "16" if quick else "200",
                          "--batches", "2" if quick else "8"])

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     print("=" * 30, "1. batch-1 latency", "=" * 30)
     segmentation_latency.main(["--runs", "3" if quick else "20", "--threads", "1", "--size", "512"])
     print("\n" + "=" * 30, "2. training throughput", "=" * 30)
-    segmentation_train.main(["--threads", str(threads), "--steps", "1" if quick else "5", "--batch", "2" if quick else "4"])
+    segmentation_train.main(["--threads", str(threads), "--steps", "1" if quick else "5",
+                             "--batch", "2" if quick else "4"])
     print("\n" + "=" * 30, "3. data loading", "=" * 30)
     segmentation_data.main(["--num-images", "16" if quick else "96", "--batches", "2" if quick else "12"])
 

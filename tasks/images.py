@@ -11,6 +11,10 @@ from PIL import Image, ImageOps
 # files without decoding every image of a 118k-image dataset at set-up.
 _TRAILERS = {"JPEG": (b"\xff\xd9",), "PNG": (b"IEND\xaeB`\x82",)}
 
+# torchvision's ImageNet normalisation, which every task and the torchvision weights use.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 class ImageReadError(RuntimeError):
     """An image file that cannot be used; the message names the file and the reason."""

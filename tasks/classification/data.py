@@ -13,14 +13,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
 from tasks.checks import DatasetReport
-from tasks.images import ImageReadError, image_problem, read_rgb
+from tasks.images import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, image_problem, read_rgb
 from tasks.synthetic import SHAPE_CLASSES, write_image_folder
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-def classification_transforms(image_size: int, *, train: bool, crop_scale: tuple[float, float] = (0.08, 1.0), mean: tuple[float, ...] = IMAGENET_MEAN,
+def classification_transforms(image_size: int, *, train: bool, crop_scale: tuple[float, float] = (0.08, 1.0),
+                              mean: tuple[float, ...] = IMAGENET_MEAN,
                               std: tuple[float, ...] = IMAGENET_STD) -> A.Compose:
     """Inception-style random-resized crop + flip for training; resize to 1/0.875 + centre crop for evaluation."""
     if train:
@@ -127,7 +125,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          drop_last=shuffle, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+                          drop_last=shuffle, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

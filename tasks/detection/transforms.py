@@ -23,8 +23,7 @@ from albumentations.core.bbox_utils import denormalize_bboxes, normalize_bboxes
 from albumentations.core.transforms_interface import DualTransform
 from torch import Tensor
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from tasks.images import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass

@@ -11,10 +11,8 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
+from tasks.images import IMAGENET_MEAN, IMAGENET_STD
 from tasks.segmentation.voc import IGNORE_INDEX
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def train_transforms(*, crop_size: int = 512, scale_range: tuple[float, float] = (0.5, 2.0),
