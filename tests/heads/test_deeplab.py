@@ -9,14 +9,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from heads.deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, ImagePooling, atrous_rates_for
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors here are tiny: one thread is faster and avoids OpenMP spin-waits on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _randomise_bn(module: nn.Module, seed: int = 0) -> None:

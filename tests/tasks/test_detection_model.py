@@ -110,15 +110,6 @@ def test_rejects_bad_input():
         SSDLite(num_classes=2, width_mult=0.35)(torch.zeros(3, 64, 64))
 
 
-@pytest.fixture
-def one_thread():
-    # Two cores shared by several jobs: one intra-op thread is several times faster than two that contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_overfits_one_scene(one_thread):
     # Anchors, matcher, box coder, loss and decoding agree: a small model memorises two boxes (~10 s).

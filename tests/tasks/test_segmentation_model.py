@@ -20,13 +20,7 @@ GEOMETRY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors here are tiny: one thread is faster and avoids OpenMP spin-waits on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _depthwise_geometry(model: DeepLabV3) -> list[list[tuple[int, int]]]:

@@ -13,14 +13,7 @@ from segmentation_models_pytorch.encoders import get_encoder
 from backbone import mobilenet_v2
 from tasks.segmentation.smp_encoder import SMP_ENCODER_WIDTHS, MobileNetV2Encoder, register_smp_encoder
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors here are tiny: one thread is faster and avoids OpenMP spin-waits on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(autouse=True, scope="module")
