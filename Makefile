@@ -34,6 +34,8 @@ demo-cls: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/backbone.py
 	$(PY) benchmarks/paper_tables.py
+	$(PY) benchmarks/detection.py
+	$(PY) benchmarks/segmentation.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
