@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -30,3 +31,16 @@ def print_table(title: str, rows: list[tuple], header: tuple) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in (header, *rows):
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+def suite_options(description: str, argv: list[str] | None) -> tuple[bool, int]:
+    """``--quick`` of the one-run benchmark suites, and torch's default thread count before any part changes it."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer runs and images (a smoke run, noisier)")
+    return parser.parse_args(argv).quick, torch.get_num_threads()
+
+
+def run_part(number: int, title: str, part: Callable[[], object]) -> None:
+    """Print a suite part's banner, then run it."""
+    print(("\n" if number > 1 else "") + "=" * 30, f"{number}. {title}", "=" * 30)
+    part()

@@ -12,30 +12,23 @@ Each part also runs alone with its own options (``--help``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-
-import torch
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository root
 
 from benchmarks import segmentation_data, segmentation_latency, segmentation_train  # noqa: E402
+from benchmarks.common import run_part, suite_options  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer runs and images (a smoke run, noisier)")
-    args = parser.parse_args(argv)
-    quick = args.quick
-    threads = torch.get_num_threads()  # the latency part sets 1 thread; training uses them all
-    print("=" * 30, "1. batch-1 latency", "=" * 30)
-    segmentation_latency.main(["--runs", "3" if quick else "20", "--threads", "1", "--size", "512"])
-    print("\n" + "=" * 30, "2. training throughput", "=" * 30)
-    segmentation_train.main(["--threads", str(threads), "--steps", "1" if quick else "5",
-                             "--batch", "2" if quick else "4"])
-    print("\n" + "=" * 30, "3. data loading", "=" * 30)
-    segmentation_data.main(["--num-images", "16" if quick else "96", "--batches", "2" if quick else "12"])
+    quick, threads = suite_options(__doc__, argv)
+    run_part(1, "batch-1 latency", lambda: segmentation_latency.main(
+        ["--runs", "3" if quick else "20", "--threads", "1", "--size", "512"]))
+    run_part(2, "training throughput", lambda: segmentation_train.main(
+        ["--threads", str(threads), "--steps", "1" if quick else "5", "--batch", "2" if quick else "4"]))
+    run_part(3, "data loading", lambda: segmentation_data.main(
+        ["--num-images", "16" if quick else "96", "--batches", "2" if quick else "12"]))
 
 
 if __name__ == "__main__":
