@@ -58,20 +58,25 @@ def images_per_second(steps: dict[str, Callable[[], None]], batch_size: int, ite
     return {name: batch_size / seconds for name, seconds in best.items()}
 
 
-def train_throughput(batch_size: int, size: int, iters: int) -> tuple[float, float]:
+def train_throughput(batch_size: int, size: int, iters: int) -> dict[str, float]:
+    """Training images/s of ours in NCHW and in channels_last (the configs' ``channels_last: true``) and of
+    torchvision's model, keys ``ours``, ``ours_channels_last``, ``theirs``."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, 3, size, size, generator=generator)
     targets = random_targets(batch_size, size, generator, num_classes=80)
-
-    ours = SSDLite(num_classes=80).train()
     criterion = SSDLoss()
-    ours_opt = torch.optim.SGD(ours.parameters(), lr=1e-3, momentum=0.9)
 
-    def ours_step() -> None:
-        losses = criterion(ours(images), targets, ours.box_coder)
-        ours_opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        ours_opt.step()
+    def our_step(memory_format: torch.memory_format) -> Callable[[], None]:
+        model = SSDLite(num_classes=80).train().to(memory_format=memory_format)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        batch = images.contiguous(memory_format=memory_format)
+
+        def step() -> None:
+            losses = criterion(model(batch), targets, model.box_coder)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+        return step
 
     theirs = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91).train()
     theirs_opt = torch.optim.SGD(theirs.parameters(), lr=1e-3, momentum=0.9)
@@ -83,8 +88,9 @@ def train_throughput(batch_size: int, size: int, iters: int) -> tuple[float, flo
         sum(losses.values()).backward()
         theirs_opt.step()
 
-    speed = images_per_second({"ours": ours_step, "theirs": theirs_step}, batch_size, iters)
-    return speed["ours"], speed["theirs"]
+    steps = {"ours": our_step(torch.contiguous_format), "ours_channels_last": our_step(torch.channels_last),
+             "theirs": theirs_step}
+    return images_per_second(steps, batch_size, iters)
 
 
 def fake_predictions(gt: dict, per_image: int = 100, seed: int = 0) -> list[dict]:
@@ -149,12 +155,15 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
 
-    ours, theirs = train_throughput(args.batch_size, args.size, args.iters)
+    speed = train_throughput(args.batch_size, args.size, args.iters)
+    ours, ours_nhwc, theirs = speed["ours"], speed["ours_channels_last"], speed["theirs"]
     print(f"training at {args.size}x{args.size}, batch {args.batch_size} (forward + loss + backward + SGD step; "
           f"fastest of {args.iters} alternating iterations):")
     print(f"  SSDLite-MobileNetV2 (ours)                 {ours:7.2f} images/s")
+    print(f"  ours, channels_last                        {ours_nhwc:7.2f} images/s")
     print(f"  torchvision ssdlite320_mobilenet_v3_large  {theirs:7.2f} images/s")
     print(f"  ratio ours / torchvision                   {ours / theirs:7.2f}")
+    print(f"  ratio ours channels_last / ours NCHW       {ours_nhwc / ours:7.2f}")
 
     times = eval_times(args.num_val, args.repeats)
     print(f"  pycocotools       {times['pycocotools']:.3f} s")
