@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,11 @@ def truth_vs_prediction(coco, results: list[dict], images_dir: Path, class_names
     return sheets
 
 
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "ssdlite_shapes_demo.yaml"))
@@ -73,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = sys.argv[:1]  # the overrides reach LightningCLI through `args` only
     common = ["--config", args.config, *overrides]
 
+    start = time.perf_counter()
     fit = cli_main(["fit", *common])
+    fit_seconds = time.perf_counter() - start
     checkpoint = fit.trainer.checkpoint_callback
     ckpt = checkpoint.best_model_path or checkpoint.last_model_path
     print(f"\ncheckpoint: {ckpt}")
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"pictures with predicted boxes: {writer.output_dir.resolve()}")
     print(f"COCO results json:             {(writer.output_dir / 'predictions.json').resolve()}")
     print(f"truth | prediction sheets:     {sheets[0].parent.resolve() if sheets else '-'} ({len(sheets)} images)")
+    print(f"wall time: fit {format_seconds(fit_seconds)}, whole demo {format_seconds(time.perf_counter() - start)}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,11 @@ def side_by_side(voc_root: Path, names: list[str], masks_dir: Path, out_dir: Pat
     return sheets
 
 
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "deeplabv3lite_shapes_demo.yaml"))
@@ -62,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(argv)
     common = ["--config", args.config, *overrides]
 
+    start = time.perf_counter()
     fit = cli_main(["fit", *common])
+    fit_seconds = time.perf_counter() - start
     checkpoint = fit.trainer.checkpoint_callback
     ckpt = checkpoint.best_model_path or checkpoint.last_model_path
     print(f"\ncheckpoint: {ckpt}")
@@ -88,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nindex PNGs (VOC palette): {writer.output_dir.resolve() / 'masks'}")
     print(f"overlays:                 {writer.output_dir.resolve() / 'overlays'}")
     print(f"image | truth | predicted: {sheets[0].parent.resolve()} ({len(sheets)} images)")
+    print(f"wall time: fit {format_seconds(fit_seconds)}, whole demo {format_seconds(time.perf_counter() - start)}")
 
 
 if __name__ == "__main__":
