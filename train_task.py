@@ -10,15 +10,16 @@ constructor signatures are the schema (``python train_task.py fit --config X --p
 from __future__ import annotations
 
 import lightning as L
-from lightning.pytorch.cli import LightningCLI
+
+from tasks.cli import TaskCLI
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
+def cli_main(args: list[str] | None = None, run: bool = True) -> TaskCLI:
     """Run the CLI on ``args`` (``sys.argv`` when ``None``); ``run=False`` only instantiates model and data.
 
     With ``run=False`` the arguments have no subcommand: ``cli_main(["--config", path], run=False)``.
     """
-    return LightningCLI(
+    return TaskCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
