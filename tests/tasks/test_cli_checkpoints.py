@@ -180,3 +180,33 @@ def test_detection_predict_needs_only_the_checkpoint(shapes_coco: Path, tmp_path
     results = json.loads((out / "predictions.json").read_text())
     assert results and {r["category_id"] for r in results} <= {1, 3, 7, 9}  # the shapes' gapped COCO ids
     assert {r["category_id"] for r in results} & {7, 9}  # not labels 1..4 written as they are
+
+
+def test_segmentation_predict_needs_only_the_checkpoint(tmp_path: Path, monkeypatch, no_backbone_weights) -> None:
+    """VOC config (ImageNet backbone weights, VOC under data/): neither is on this machine; a checkpoint built in
+    Python (no class path, an Optimization in its hyper-parameters) is enough to segment a folder."""
+    import lightning as L
+    from PIL import Image
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from tasks.optim import Optimization
+    from tasks.segmentation.module import SegmentationTask
+
+    monkeypatch.chdir(tmp_path)
+    task = SegmentationTask(num_classes=21, width_mult=0.35, optimization=Optimization(lr=1e-3))
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task, DataLoader(TensorDataset(torch.randn(2, 3, 32, 32), torch.randint(0, 21, (2, 32, 32)))))
+    trainer.save_checkpoint(tmp_path / "voc.ckpt")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k, size in enumerate([(40, 30), (24, 36)]):
+        Image.new("RGB", size, (40 * k, 90, 200)).save(folder / f"photo{k}.jpg")
+
+    cli = cli_main(["predict", "--config", str(CONFIGS / "deeplabv3lite_mobilenetv2_voc.yaml"), *QUIET,
+                    "--ckpt_path", str(tmp_path / "voc.ckpt"), "--data.init_args.predict_images", str(folder),
+                    "--data.init_args.num_workers", "0"])
+    assert cli.model.hparams.width_mult == 0.35 and cli.model.hparams.backbone_weights is None
+    masks = tmp_path / "runs" / "deeplabv3lite_mobilenetv2_voc" / "predictions" / "masks"
+    assert sorted(p.name for p in masks.glob("*.png")) == ["photo0.png", "photo1.png"]
+    assert not (tmp_path / "data").exists()
