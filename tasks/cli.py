@@ -148,6 +148,5 @@ class TaskCLI(LightningCLI):
             elif configured.get(key) != value:
                 lines.append(f"  {key}: {value!r} from the checkpoint (config: {configured.get(key)!r})")
         if lines:
-            rank_zero_info(f"Model arguments that differ from the config files, with --ckpt_path {ckpt_path} "
-                           "(the command line wins over the checkpoint, the checkpoint over the config):\n"
-                           + "\n".join(lines))
+            rank_zero_info(f"Model arguments set by --ckpt_path {ckpt_path} or typed over it (the command line wins "
+                           "over the checkpoint, the checkpoint over the config files):\n" + "\n".join(lines))
