@@ -111,7 +111,8 @@ def test_fit_resumes_from_the_checkpoint(in_seg_run: Path) -> None:
 @pytest.mark.parametrize("weights", ["IMAGENET1K_V1", "/gone/mobilenet_v2-b0353104.pth"])
 def test_checkpoint_loads_without_its_backbone_weights(in_seg_run: Path, weights: str, no_backbone_weights,
                                                        tmp_path: Path) -> None:
-    """A checkpoint whose hyper-parameters name ImageNet weights (or a file since removed) loads offline."""
+    """A checkpoint whose hyper-parameters name ImageNet weights (or a file since removed) validates, predicts,
+    resumes and loads offline."""
     from tasks.segmentation.module import SegmentationTask
 
     checkpoint = torch.load(in_seg_run, weights_only=True)
@@ -125,6 +126,9 @@ def test_checkpoint_loads_without_its_backbone_weights(in_seg_run: Path, weights
     masks = cli_main(["predict", "--config", SEG_DEMO, *SEG_DATA, *QUIET, "--ckpt_path", str(path),
                       "--data.init_args.predict_images", str(images)]).trainer.predict_loop.predictions
     assert sum(len(batch) for batch in masks) == len(list(images.glob("*.jpg")))
+    resumed = cli_main(["fit", "--config", SEG_DEMO, *SEG_DATA, *QUIET, "--ckpt_path", str(path),
+                        "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"])
+    assert resumed.trainer.global_step == 3
     task = SegmentationTask.load_from_checkpoint(path)
     assert task.hparams.width_mult == 0.35
     torch.testing.assert_close(task.state_dict(), checkpoint["state_dict"])
