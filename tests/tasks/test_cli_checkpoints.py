@@ -214,3 +214,12 @@ def test_segmentation_predict_needs_only_the_checkpoint(tmp_path: Path, monkeypa
     masks = tmp_path / "runs" / "deeplabv3lite_mobilenetv2_voc" / "predictions" / "masks"
     assert sorted(p.name for p in masks.glob("*.png")) == ["photo0.png", "photo1.png"]
     assert not (tmp_path / "data").exists()
+
+
+def test_config_files_are_told_apart_from_typed_options() -> None:
+    from tasks.cli import split_config_files
+
+    args = ["--config", "a.yaml", "--model.init_args.eval_flip", "true", "-c", "b.yaml", "--config=c.yaml",
+            "--ckpt_path", "x.ckpt"]
+    assert split_config_files(args) == (["--config", "a.yaml", "-c", "b.yaml", "--config=c.yaml"],
+                                        ["--model.init_args.eval_flip", "true", "--ckpt_path", "x.ckpt"])
