@@ -16,6 +16,22 @@ from backbone.mobilenetv2 import INVERTED_RESIDUAL_SETTING, STEM_CHANNELS, Mobil
 TORCHVISION_WEIGHT_NAMES = ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT")
 
 
+class WeightsDownloadError(RuntimeError):
+    """torchvision's weights ``name`` could not be downloaded (no internet, a proxy, a server error).
+
+    ``option`` names the setting that asked for them (``weights`` of :func:`backbone.mobilenet_v2`, or a config key),
+    ``none`` how that setting spells "no weights".
+    """
+
+    def __init__(self, name: str, reason: object, *, option: str = "weights", none: str = "None") -> None:
+        self.name, self.reason = name, reason
+        super().__init__(
+            f"{option}={name!r}: could not download torchvision's mobilenet_v2 weights {name!r} ({reason}). Without "
+            f"internet, set {option} to a local .pth file holding a torchvision mobilenet_v2 state_dict "
+            f"(torch.save(model.state_dict(), path) on a machine that has the weights), or to {none} to start from "
+            "random weights")
+
+
 def _torchvision_key_map() -> dict[str, str]:
     """Prefix map: torchvision module path -> this project's module path."""
     mapping = {"features.0.": "stem."}
@@ -52,11 +68,19 @@ def convert_torchvision_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple
     return converted, foreign
 
 
+def download_torchvision_weights(name: str) -> dict[str, torch.Tensor]:
+    """torchvision's ``mobilenet_v2`` state_dict ``name`` (downloaded once into the torch hub cache)."""
+    from torchvision.models import MobileNet_V2_Weights
+
+    try:
+        return MobileNet_V2_Weights[name].get_state_dict(progress=True)
+    except OSError as error:  # URLError, HTTPError, socket errors: all say the file could not be fetched
+        raise WeightsDownloadError(name, getattr(error, "reason", error)) from error
+
+
 def _read(weights: str | Path) -> dict[str, torch.Tensor]:
     if str(weights) in TORCHVISION_WEIGHT_NAMES:
-        from torchvision.models import MobileNet_V2_Weights
-
-        return MobileNet_V2_Weights[str(weights)].get_state_dict(progress=True)
+        return download_torchvision_weights(str(weights))
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Self
+
 import lightning as L
 import torch
 from torch import Tensor
@@ -25,6 +27,13 @@ class BaseTask(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Self:
+        """Lightning's, but ``backbone_weights`` is not loaded (unless given): the checkpoint holds the trained
+        weights, so a checkpoint naming torchvision's ImageNet weights or a file since gone loads offline."""
+        kwargs.setdefault("backbone_weights", None)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def prepare_images(self, images: Tensor) -> Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images

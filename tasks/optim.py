@@ -42,6 +42,10 @@ class Optimization:
             raise ValueError(f"optimization.warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
 
+# Tasks built in Python keep an Optimization in their hyper-parameters: checkpoints must load with weights_only=True.
+torch.serialization.add_safe_globals([Optimization])
+
+
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: conv/linear weights with decay; norm parameters and biases without."""
     decay, no_decay = [], []

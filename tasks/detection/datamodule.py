@@ -135,7 +135,9 @@ class COCODataModule(DetectionDataModule):
             "or pass train_images, train_annotations, val_images, val_annotations for custom COCO-format data.")
 
     def prepare_data(self) -> None:
-        """Only checks that the configured paths exist (COCO is not downloaded here)."""
+        """Only checks that the configured paths exist (COCO is not downloaded here); ``predict`` needs none."""
+        if self.trainer is not None and self.trainer.predicting:
+            return
         for key in ("train_images", "train_annotations", "val_images", "val_annotations"):
             path = self.paths[key]
             if path is not None and not Path(path).exists():

@@ -64,6 +64,9 @@ class DetectionTask(BaseTask):
         self.model = SSDLite(num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
                              frozen_stages=frozen_stages)
         self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss)
+        # Names of labels 1..K and label -> category id: from the data module at set-up, else from the checkpoint.
+        self.class_names: list[str] | None = None
+        self.label_to_cat_id: dict[int, int] | None = None
         # Per evaluation epoch: the (D, 7) COCO results arrays and the image ids seen on this rank.
         self._results: list[np.ndarray] = []
         self._image_ids: set[int] = set()
@@ -72,12 +75,32 @@ class DetectionTask(BaseTask):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        data_classes = getattr(datamodule, "num_classes", None)
+        try:
+            data_classes = getattr(datamodule, "num_classes", None)
+            names, cat_ids = getattr(datamodule, "class_names", None), getattr(datamodule, "label_to_cat_id", None)
+        except (FileNotFoundError, ValueError):
+            if stage != "predict":
+                raise
+            # Predicting on a folder where the dataset is absent: the names and ids come from the checkpoint.
+            data_classes = names = cat_ids = None
         if data_classes is not None and data_classes != self.num_classes:
             raise ValueError(
                 f"DetectionTask (tasks/detection/module.py): model.num_classes={self.num_classes} but "
                 f"{type(datamodule).__name__}.num_classes={data_classes}; set model.init_args.num_classes to "
                 f"{data_classes} (object classes, background excluded) in the config")
+        if names is not None:
+            self.class_names = [str(name) for name in names]
+        if cat_ids is not None:
+            self.label_to_cat_id = {int(label): int(cat) for label, cat in cat_ids.items()}
+
+    # The label set travels in the checkpoint, so predict needs no dataset to name classes and map ids back.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["class_names"], checkpoint["label_to_cat_id"] = self.class_names, self.label_to_cat_id
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The data module's label set (set up before the checkpoint is restored) wins when it has one.
+        self.class_names = self.class_names or checkpoint.get("class_names")
+        self.label_to_cat_id = self.label_to_cat_id or checkpoint.get("label_to_cat_id")
 
     # -------------------------------------------------------------------------------------------- training
     def forward(self, images: Tensor) -> dict[str, Tensor]:

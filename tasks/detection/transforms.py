@@ -45,6 +45,10 @@ class DetectionAugment:
             raise ValueError(f"augment.max_zoom must be >= 1 (1 turns zoom out off), got {self.max_zoom}")
 
 
+# Data modules built in Python keep a DetectionAugment in their hyper-parameters: checkpoints load with weights_only.
+torch.serialization.add_safe_globals([DetectionAugment])
+
+
 class ZoomOut(DualTransform):
     """Place the image at a random spot of a canvas ``r`` times its size, ``r ~ U(1, max_scale)`` (SSD "expand").
 

@@ -97,11 +97,10 @@ class DetectionPredictionWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: list[dict[str, Any]],
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
-        datamodule = trainer.datamodule
-        class_names = list(getattr(datamodule, "class_names", None) or []) or None
+        class_names, label_to_cat_id = _label_set(trainer, pl_module)
         # Files of the val set keep their COCO image ids, so the JSON evaluates against val_coco directly.
         image_ids = [self._coco_ids.get(str(Path(p["path"]).resolve()), int(p["image_id"])) for p in prediction]
-        self._arrays.append(detections_to_array(prediction, image_ids, getattr(datamodule, "label_to_cat_id", None)))
+        self._arrays.append(detections_to_array(prediction, image_ids, label_to_cat_id))
         for pred, image_id in zip(prediction, image_ids):
             self._files[image_id] = str(pred["path"])
             if self.max_images is not None and self._drawn >= self.max_images:
@@ -139,6 +138,19 @@ class DetectionPredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Any,
                            batch_indices: Any) -> None:
         """The JSON is written in :meth:`on_predict_epoch_end` whatever the interval; nothing more to do."""
+
+
+def _label_set(trainer: Trainer, pl_module: LightningModule) -> tuple[list[str] | None, dict[int, int] | None]:
+    """Class names of labels 1..K and label -> category id: the task's (from its data or its checkpoint), else the
+    data module's."""
+    names, cat_ids = getattr(pl_module, "class_names", None), getattr(pl_module, "label_to_cat_id", None)
+    if names is None or cat_ids is None:
+        try:
+            names = names or getattr(trainer.datamodule, "class_names", None)
+            cat_ids = cat_ids or getattr(trainer.datamodule, "label_to_cat_id", None)
+        except (FileNotFoundError, ValueError):  # the dataset is not on this machine
+            pass
+    return (list(names) if names else None), cat_ids
 
 
 def _val_image_ids(datamodule: Any) -> dict[str, int]:

@@ -175,6 +175,8 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         return VOC_PALETTE
 
     def prepare_data(self) -> None:
+        if self.trainer is not None and self.trainer.predicting:
+            return  # predict reads only predict_images
         find_voc2012(self.root)  # fail before any worker starts, with the expected layout in the message
 
     def train_samples(self) -> tuple[list[Sample], int]:
@@ -193,7 +195,7 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         return samples, removed
 
     def setup(self, stage: str) -> None:
-        voc_dir = find_voc2012(self.root)
+        voc_dir = find_voc2012(self.root) if stage != "predict" else None
         if stage == "fit" and self.train_set is None:
             samples, removed = self.train_samples()
             transform = train_transforms(crop_size=self.crop_size, scale_range=self.scale_range, mean=self.mean,
