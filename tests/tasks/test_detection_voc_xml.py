@@ -38,7 +38,8 @@ def test_fractional_corners_are_kept(voc: Path) -> None:
     ("<xmax>24</xmax>", "", "object 0 'cat': no numeric <xmax>"),
     ("<ymin>7</ymin>", "<ymin></ymin>", "object 0 'cat': no numeric <ymin>"),
     ("<xmin>5</xmin>", "<xmin>five</xmin>", "object 0 'cat': no numeric <xmin>"),
-    ("<bndbox><xmin>5</xmin><ymin>7</ymin><xmax>24</xmax><ymax>30</ymax>\n</bndbox>", "", "object 0 'cat': no <bndbox>"),
+    ("<bndbox><xmin>5</xmin><ymin>7</ymin><xmax>24</xmax><ymax>30</ymax>\n</bndbox>", "",
+     "object 0 'cat': no <bndbox>"),
 ])
 def test_malformed_object_is_reported_and_dropped_not_nan(voc: Path, old: str, new: str, detail: str,
                                                           capsys: pytest.CaptureFixture) -> None:
