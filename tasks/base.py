@@ -55,8 +55,8 @@ class BaseTask(L.LightningModule):
                 "optimization.reference_batch_size: null and give the lr for your batch")
         batch = trainer.world_size * per_device * trainer.accumulate_grad_batches
         rank_zero_info(
-            f"lr {config.scaled(batch).lr:.6g} = {config.lr:g} x global batch {batch} ({trainer.num_devices} "
-            f"devices x {trainer.num_nodes} nodes x {per_device} per device x {trainer.accumulate_grad_batches} "
-            f"accumulated) / reference batch {config.reference_batch_size} (linear scaling; set "
-            "optimization.reference_batch_size: null to use lr as given)")
+            f"lr {config.scaled(batch).lr:.6g} = {config.lr:g} x global batch {batch} / reference batch "
+            f"{config.reference_batch_size} (global batch = {per_device} per device x {trainer.num_devices} "
+            f"device(s) x {trainer.num_nodes} node(s) x {trainer.accumulate_grad_batches} accumulated; linear "
+            "scaling rule, optimization.reference_batch_size: null uses lr as given)")
         return batch

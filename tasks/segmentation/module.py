@@ -123,7 +123,8 @@ class SegmentationTask(BaseTask):
 
         Every scale in ``eval_scales`` (and its left-right flip under ``eval_flip``) is run; logits are
         resized back to ``(H, W)`` before the softmax, as TF DeepLab's multi-scale inference does. With
-        ``[1.0]`` and no flip this is ``log_softmax`` of one plain forward.
+        ``[1.0]`` and no flip this is ``log_softmax`` of one plain forward. Every image runs at ``(H, W)``: for a
+        padded batch of images of different sizes use :meth:`log_probabilities_by_size`.
         """
         size = images.shape[-2:]
         total, count = None, 0

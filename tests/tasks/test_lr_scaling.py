@@ -58,8 +58,8 @@ def fit(reference: int | None, *, batch_size: int = 2, accumulate: int = 1, tmp_
 def test_lr_scales_with_per_device_batch_and_accumulation(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
         assert fit(8, batch_size=2, accumulate=3, tmp_path=tmp_path) == [(1, pytest.approx(0.1 * 6 / 8))]
-    assert "lr 0.075 = 0.1 x global batch 6 (1 devices x 1 nodes x 2 per device x 3 accumulated) / reference " \
-           "batch 8" in caplog.text
+    assert ("lr 0.075 = 0.1 x global batch 6 / reference batch 8 (global batch = 2 per device x 1 device(s) x "
+            "1 node(s) x 3 accumulated") in caplog.text
 
 
 def test_lr_is_unscaled_when_switched_off(tmp_path: Path) -> None:
