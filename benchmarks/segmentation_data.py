@@ -46,10 +46,10 @@ def time_loader(dataset: SegmentationDataset, *, batch_size: int, workers: int, 
     start, seen = time.perf_counter(), 0
     for _ in range(batches):
         try:
-            images, _ = next(iterator)
+            images = next(iterator)[0]
         except StopIteration:
             iterator = iter(loader)
-            images, _ = next(iterator)
+            images = next(iterator)[0]
         seen += images.shape[0]
     return seen / (time.perf_counter() - start)
 

@@ -44,6 +44,12 @@ def image_problem(path: str | Path) -> str | None:
     return None
 
 
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation tag (1 = stored as displayed; 5..8 swap height and width), from the header only."""
+    with Image.open(path) as image:
+        return int(image.getexif().get(0x0112, 1))
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` after EXIF orientation, from the header only."""
     with Image.open(path) as image:
@@ -71,12 +77,13 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def read_index_png(path: str | Path) -> np.ndarray:
-    """Read a palette or grayscale label PNG as ``(H, W)`` uint8 indices (no palette lookup)."""
+    """Read a palette or grayscale label PNG as ``(H, W)`` uint8 indices (no palette lookup), in its displayed
+    orientation: a label file's own EXIF orientation is applied, as :func:`read_rgb` applies an image's."""
     try:
         with Image.open(path) as image:
             if image.mode not in ("P", "L"):
                 raise ImageReadError(f"label image {str(path)!r} has mode {image.mode}, expected P or L")
-            return np.asarray(image)
+            return np.array(ImageOps.exif_transpose(image))
     except ImageReadError:
         raise
     except Exception as error:  # noqa: BLE001

@@ -6,6 +6,7 @@ The recipes of the reference implementations differ only in these knobs (FACTS.m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -20,6 +21,11 @@ class Optimization:
 
     Weight decay is not applied to BatchNorm parameters and biases (as torchvision's reference scripts
     do with ``--norm-weight-decay 0``). Schedules step per iteration.
+
+    ``reference_batch_size``: the global batch ``lr`` was tuned for. When set, the lr used is
+    ``lr * global batch / reference_batch_size`` (the linear scaling rule, Goyal et al. 2017, Sec. 2.1), the
+    global batch being devices x nodes x per-device batch x ``accumulate_grad_batches`` of the run, so a
+    recipe gives the same lr per sample on 1 GPU or 8 without editing. ``None``: ``lr`` as given.
     """
 
     optimizer: Literal["sgd", "rmsprop", "adamw"] = "sgd"
@@ -32,6 +38,7 @@ class Optimization:
     warmup_epochs: float = 0.0
     warmup_factor: float = 0.001
     min_lr_ratio: float = 0.0
+    reference_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -40,6 +47,15 @@ class Optimization:
             raise ValueError(f"optimization.weight_decay must be >= 0, got {self.weight_decay}")
         if self.warmup_epochs < 0:
             raise ValueError(f"optimization.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.reference_batch_size is not None and self.reference_batch_size < 1:
+            raise ValueError(f"optimization.reference_batch_size must be a positive global batch size or null (no "
+                             f"scaling), got {self.reference_batch_size}")
+
+    def scaled(self, global_batch_size: int) -> Optimization:
+        """This configuration with ``lr`` scaled to ``global_batch_size`` (unchanged without a reference)."""
+        if self.reference_batch_size is None:
+            return self
+        return dataclasses.replace(self, lr=self.lr * global_batch_size / self.reference_batch_size)
 
 
 # Tasks built in Python keep an Optimization in their hyper-parameters: checkpoints must load with weights_only=True.

@@ -14,7 +14,7 @@ from tasks.detection.transforms import (
     eval_transform,
     train_transform,
 )
-from tasks.detection.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
+from tasks.detection.voc import VOC_CLASSES, VOCAnnotation, VOCDetection, parse_voc_xml
 
 __all__ = [
     "COCODataModule",
@@ -29,6 +29,7 @@ __all__ = [
     "MinIoURandomCrop",
     "SSDLite",
     "ShapesCOCODataModule",
+    "VOCAnnotation",
     "VOCDetection",
     "VOCDetectionDataModule",
     "VOC_CLASSES",

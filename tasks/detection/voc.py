@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -16,28 +18,68 @@ from tasks.detection.data import DetectionDataset, Transform, build_index
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+_CORNERS = ("xmin", "ymin", "xmax", "ymax")
 
 
-def parse_voc_xml(path: str | Path) -> tuple[tuple[int, int], list[str], np.ndarray, np.ndarray]:
-    """One VOC annotation file -> ``((H, W) as stated or (0, 0), names, boxes (M, 4), difficult (M,) bool)``.
+class VOCAnnotation(NamedTuple):
+    """One VOC annotation file. ``size`` is ``(H, W)`` as stated, ``(0, 0)`` when missing (the file's size is then
+    used); ``names``, ``boxes`` (M, 4) float64, ``difficult`` (M,) bool and ``numbers`` (each object's position in
+    the file, for messages) cover the well-formed objects only."""
 
-    VOC corners are 1-based inclusive pixel indices; the boxes returned are 0-based xyxy pixel edges
-    ``(x1 - 1, y1 - 1, x2, y2)``, so a box covering pixel columns 1..10 is 10 pixels wide.
+    size: tuple[int, int]
+    names: list[str]
+    boxes: np.ndarray
+    difficult: np.ndarray
+    numbers: list[int]
+
+
+def _number(text: str | None) -> float | None:
+    """A coordinate or size as written, ``None`` when missing, empty or not a finite number."""
+    try:
+        value = float((text or "").strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parse_voc_xml(path: str | Path, report: DatasetReport | None = None) -> VOCAnnotation:
+    """One VOC annotation file -> :class:`VOCAnnotation`, boxes as 0-based xyxy pixel edges.
+
+    VOC corners are 1-based inclusive pixel indices; the boxes returned are ``(x1 - 1, y1 - 1, x2, y2)``, so a
+    box covering pixel columns 1..10 is 10 pixels wide. Fractional corners ("273.5", written by many VOC-format
+    exporters) are kept as they are. An object without ``<bndbox>`` or with a missing or non-numeric corner is
+    left out and recorded in ``report`` naming the file (``ValueError`` without a report); a missing ``<size>``
+    gives ``(0, 0)``, recorded in ``report`` when given, and the image file's size is used.
     """
     root = ET.parse(path).getroot()
+
     size = root.find("size")
+    height, width = (None, None) if size is None else (_number(size.findtext("height")),
+                                                       _number(size.findtext("width")))
     stated = (0, 0)
-    if size is not None:
-        stated = (int(float(size.findtext("height", "0"))), int(float(size.findtext("width", "0"))))
-    names, corners, difficult = [], [], []
-    for obj in root.iter("object"):
+    if height and width and height > 0 and width > 0:
+        stated = (int(round(height)), int(round(width)))
+    elif report is not None:
+        report.add("annotation without a usable <size> (image file's size used)", str(path),
+                   "no <size>" if size is None else "<size> without positive <height> and <width>")
+    names, corners, difficult, numbers = [], [], [], []
+    for k, obj in enumerate(root.iter("object")):
+        name = (obj.findtext("name") or "").strip()
         box = obj.find("bndbox")
-        names.append((obj.findtext("name") or "").strip())
-        corners.append([float(box.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax")] if box is not None
-                       else [np.nan] * 4)
+        values = [None] * 4 if box is None else [_number(box.findtext(c)) for c in _CORNERS]
+        if None in values:
+            missing = "no <bndbox>" if box is None else "no numeric " + ", ".join(
+                f"<{c}>" for c, v in zip(_CORNERS, values) if v is None)
+            if report is None:
+                raise ValueError(f"VOC annotation {str(path)!r}: object {k} '{name}' has {missing}")
+            report.add("malformed object (box dropped)", str(path), f"object {k} '{name}': {missing}")
+            continue
+        names.append(name)
+        corners.append(values)
         difficult.append(int(float(obj.findtext("difficult") or 0)) == 1)
+        numbers.append(k)
     boxes = np.array(corners, dtype=np.float64).reshape(-1, 4) - np.array([1.0, 1.0, 0.0, 0.0])
-    return stated, names, boxes, np.array(difficult, dtype=bool)
+    return VOCAnnotation(stated, names, boxes, np.array(difficult, dtype=bool), numbers)
 
 
 class VOCDetection(DetectionDataset):
@@ -66,7 +108,7 @@ class VOCDetection(DetectionDataset):
         for name in names:  # one XML per image: parsing is per file by nature
             xml = root / "Annotations" / f"{name}.xml"
             try:
-                stated, objects, corners, hard = parse_voc_xml(xml)
+                stated, objects, corners, hard, numbers = parse_voc_xml(xml, report)
             except FileNotFoundError:
                 report.add("missing annotation (image skipped)", str(xml))
                 continue
@@ -79,7 +121,7 @@ class VOCDetection(DetectionDataset):
             boxes.append(corners)
             labels += [lookup.get(o, 0) for o in objects]
             difficult.append(hard)
-            box_names += [f"object {k} '{o}'" for k, o in enumerate(objects)]
+            box_names += [f"object {k} '{o}'" for k, o in zip(numbers, objects)]
         index = build_index(report, files=files, image_ids=np.zeros(len(files)), listed_sizes=np.array(listed),
                             box_image=np.array(box_image, dtype=np.int64),
                             boxes=np.concatenate(boxes) if boxes else np.zeros((0, 4)),

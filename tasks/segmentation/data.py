@@ -1,8 +1,9 @@
 """VOC segmentation datasets, the batch contract (``segmentation_collate``) and the Lightning data module.
 
-A train / val / test batch is ``(images (N, 3, H, W) float32 normalised, masks (N, H, W) int64)``, labels 0..K-1
-and 255 = void. Evaluation batches are padded to the largest image (images with 0 = the mean after
-normalisation, masks with 255), so predictions are exactly at each image's original size.
+A train / val / test batch is ``(images (N, 3, H, W) float32 normalised, masks (N, H, W) int64, sizes)``, labels
+0..K-1 and 255 = void, ``sizes`` each image's ``(h, w)``. Evaluation batches are padded to the largest image
+(images with 0 = the mean after normalisation, masks with 255); the task runs each image at its own size (the
+top-left ``(h, w)`` crop), so neither scores nor predictions depend on which images share a batch.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ from tasks.segmentation.voc import (
 _FIX = "Remove or replace these files, or pass strict=False to skip them."
 
 
-def segmentation_collate(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+def segmentation_collate(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
     """Stack ``(image (3, h, w), mask (h, w))`` samples into ``(N, 3, H, W)`` float and ``(N, H, W)`` int64,
-    H and W the largest in the batch; padding at the bottom and right is 0 in images and 255 in masks."""
+    H and W the largest in the batch, plus each sample's ``(h, w)``; padding at the bottom and right is 0 in
+    images and 255 in masks."""
     height = max(image.shape[-2] for image, _ in batch)
     width = max(image.shape[-1] for image, _ in batch)
     images = batch[0][0].new_zeros((len(batch), 3, height, width))
@@ -51,14 +53,14 @@ def segmentation_collate(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor
     for i, (image, mask) in enumerate(batch):  # one copy per sample; the pixels move as whole blocks
         images[i, :, : image.shape[-2], : image.shape[-1]] = image
         masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
-    return images, masks
+    return images, masks, [tuple(image.shape[-2:]) for image, _ in batch]
 
 
 def predict_collate(batch: Sequence[tuple[Tensor, str]]) -> dict:
     """``{"images": (N, 3, H, W) padded with 0, "paths": list[str], "sizes": list[(h, w)]}``."""
-    images, _ = segmentation_collate([(image, torch.zeros(image.shape[-2:], dtype=torch.int64))
-                                      for image, _ in batch])
-    return {"images": images, "paths": [p for _, p in batch], "sizes": [tuple(i.shape[-2:]) for i, _ in batch]}
+    images, _, sizes = segmentation_collate([(image, torch.zeros(image.shape[-2:], dtype=torch.int64))
+                                             for image, _ in batch])
+    return {"images": images, "paths": [p for _, p in batch], "sizes": sizes}
 
 
 class SegmentationDataset(Dataset):

@@ -3,31 +3,40 @@
 Training: pixel-wise cross-entropy (void 255 ignored), optionally plus a Dice term, at the training output
 stride. Evaluation: full-resolution images, optionally at another output stride (the paper's OS16 train /
 OS8 eval) and with multi-scale + flipped inputs ("MF"), scored by mIoU over the whole split.
+
+Evaluation and prediction run every image at its own size: a padded batch is split into groups of images of
+one size, each run on its unpadded crop, because padding would reach the image-pooling branch (a mean over the
+whole input) and the border convolutions, making scores depend on which images share a batch. Under DDP the
+samples that the DistributedSampler repeats to even out the ranks are left out of the scores and the loss.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import Tensor
 from torch.nn import functional as F
+from torch.utils.data import DistributedSampler
 
 from tasks.base import BaseTask
 from tasks.optim import Optimization
-from tasks.segmentation.metrics import IGNORE_INDEX, SegmentationMetrics, format_iou_table
+from tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
 from tasks.segmentation.model import DeepLabV3
 
 
 class SegmentationTask(BaseTask):
     """MobileNetV2 + DeepLabv3 trained and evaluated on ``(images (N, 3, H, W), masks (N, H, W))`` batches.
 
-    Logs ``train/loss``, ``val/loss``, ``val/miou``, ``val/pixel_accuracy`` (``test/...`` likewise) and prints
-    the per-class IoU table after each validation. ``predict_step`` takes ``{"images", "paths", "sizes"}``
-    batches and returns one ``(h, w)`` uint8 index mask per image, cropped to its original size.
+    Logs ``train/loss``, ``val/loss`` (cross-entropy per labelled pixel of the split), ``val/miou``,
+    ``val/pixel_accuracy`` (``test/...`` likewise) and prints the per-class IoU table after each validation.
+    Evaluation batches may add each image's ``(h, w)`` (``(images, masks, sizes)``, see
+    :func:`tasks.segmentation.data.segmentation_collate`); each image is then evaluated at its own size.
+    ``predict_step`` takes ``{"images", "paths", "sizes"}`` batches and returns one ``(h, w)`` uint8 index mask
+    per image, predicted at its original size.
 
     Args:
         num_classes: K, background included (21 for VOC); must equal the data module's ``num_classes``.
@@ -86,9 +95,12 @@ class SegmentationTask(BaseTask):
         self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX) if dice_weight > 0 else None
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)
+        self.val_loss, self.test_loss = PixelMean(), PixelMean()
         self.class_names: list[str] | None = None
         # The last epoch's scores per stage ("val", "test"), per-class IoU included, for scripts and callbacks.
         self.last_scores: dict[str, dict[str, Tensor]] = {}
+        # Samples this rank has evaluated so far in the epoch, per dataloader: their place in the sampler's order.
+        self._seen: dict[int, int] = {}
 
     # ---------------------------------------------------------------- set-up
 
@@ -111,7 +123,8 @@ class SegmentationTask(BaseTask):
 
         Every scale in ``eval_scales`` (and its left-right flip under ``eval_flip``) is run; logits are
         resized back to ``(H, W)`` before the softmax, as TF DeepLab's multi-scale inference does. With
-        ``[1.0]`` and no flip this is ``log_softmax`` of one plain forward.
+        ``[1.0]`` and no flip this is ``log_softmax`` of one plain forward. Every image runs at ``(H, W)``: for a
+        padded batch of images of different sizes use :meth:`log_probabilities_by_size`.
         """
         size = images.shape[-2:]
         total, count = None, 0
@@ -129,6 +142,21 @@ class SegmentationTask(BaseTask):
                 total = log_probs if total is None else torch.logaddexp(total, log_probs)
                 count += 1
         return total - math.log(count)
+
+    def log_probabilities_by_size(self, images: Tensor, sizes: Sequence[tuple[int, int]],
+                                  keep: Sequence[bool] | None = None) -> Iterator[tuple[list[int], Tensor]]:
+        """Each image of a padded ``(N, 3, H, W)`` batch at its own size: yields ``(members, (n, K, h, w))`` per
+        group of images of one ``(h, w)`` in ``sizes``, computed on their top-left ``(h, w)`` crop.
+
+        Equal-sized images share a forward pass (no padding to leak); ``keep`` leaves images out.
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (h, w) in enumerate(sizes):
+            if keep is None or keep[i]:
+                groups.setdefault((int(h), int(w)), []).append(i)
+        for (h, w), members in groups.items():
+            crop = images[members, :, :h, :w] if len(members) < len(images) else images[:, :, :h, :w]
+            yield members, self.log_probabilities(crop)
 
     def _set_eval_stride(self) -> None:
         if self.eval_output_stride is not None:
@@ -148,8 +176,8 @@ class SegmentationTask(BaseTask):
 
     # ---------------------------------------------------------------- steps
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, masks = batch
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        images, masks = batch[0], batch[1]  # training crops share one size: no per-image sizes needed
         logits = self.model(self.prepare_images(images))["out"]  # (N, K, H, W)
         loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
         if self.dice is not None:
@@ -160,23 +188,54 @@ class SegmentationTask(BaseTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metrics: SegmentationMetrics) -> None:
-        images, masks = batch
-        log_probs = self.log_probabilities(images)
-        # NLL of log-softmax is the cross-entropy; with test-time augmentation it scores the averaged probabilities.
-        loss = F.nll_loss(log_probs, masks, ignore_index=IGNORE_INDEX)
-        metrics.update(log_probs.argmax(1), masks)
-        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=images.shape[0])
+    def _repeats(self, count: int, stage: str, dataloader_idx: int) -> list[bool]:
+        """Which of this rank's next ``count`` samples are a DistributedSampler's padding.
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_metrics)
+        Without ``drop_last`` the sampler repeats the first samples so every rank gets as many; rank ``r`` reads
+        positions ``r, r + R, r + 2R, ...`` of the padded order, and positions past the dataset are repeats.
+        Known from the sampler, so no rank waits on another; other samplers count every sample.
+        """
+        start = self._seen.get(dataloader_idx, 0)
+        self._seen[dataloader_idx] = start + count
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        loader = loaders[dataloader_idx] if isinstance(loaders, (list, tuple)) else loaders
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler):
+            sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+            return [False] * count
+        return [sampler.rank + sampler.num_replicas * (start + i) >= len(sampler.dataset) for i in range(count)]
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_metrics)
+    def _evaluate(self, batch: tuple[Tensor, ...], stage: str, metrics: SegmentationMetrics, loss: PixelMean,
+                  dataloader_idx: int) -> None:
+        images, masks = batch[0], batch[1]
+        sizes = batch[2] if len(batch) > 2 else [tuple(images.shape[-2:])] * len(images)
+        keep = [not repeat for repeat in self._repeats(len(images), stage, dataloader_idx)]
+        for members, log_probs in self.log_probabilities_by_size(images, sizes, keep):
+            target = masks[members, : log_probs.shape[-2], : log_probs.shape[-1]]
+            # NLL of log-softmax is the cross-entropy; with test-time augmentation it scores the averaged
+            # probabilities. Summed here, divided by the split's labelled pixels at the end.
+            loss.update(F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX, reduction="sum"),
+                        (target != IGNORE_INDEX).sum())
+            metrics.update(log_probs.argmax(1), target)
 
-    def _finish(self, stage: str, metrics: SegmentationMetrics) -> dict[str, Tensor]:
-        scores = metrics.compute()  # summed over DDP ranks by the metric itself
+    def on_validation_epoch_start(self) -> None:
+        self._seen = {}
+
+    def on_test_epoch_start(self) -> None:
+        self._seen = {}
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "val", self.val_metrics, self.val_loss, dataloader_idx)
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "test", self.test_metrics, self.test_loss, dataloader_idx)
+
+    def _finish(self, stage: str, metrics: SegmentationMetrics, loss: PixelMean) -> dict[str, Tensor]:
+        scores = metrics.compute()  # summed over DDP ranks by the metrics themselves
+        self.log(f"{stage}/loss", loss.compute())
         metrics.reset()
+        loss.reset()
         self.last_scores[stage] = scores
         self.log(f"{stage}/miou", scores["miou"], prog_bar=True)
         self.log(f"{stage}/pixel_accuracy", scores["pixel_accuracy"])
@@ -188,12 +247,16 @@ class SegmentationTask(BaseTask):
         return scores
 
     def on_validation_epoch_end(self) -> None:
-        self._finish("val", self.val_metrics)
+        self._finish("val", self.val_metrics, self.val_loss)
 
     def on_test_epoch_end(self) -> None:
-        self._finish("test", self.test_metrics)
+        self._finish("test", self.test_metrics, self.test_loss)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[Tensor]:
-        """``{"images": (N, 3, H, W), "sizes": [(h, w)], ...}`` -> N uint8 ``(h, w)`` index masks."""
-        predictions = self.log_probabilities(batch["images"]).argmax(1).to(torch.uint8)  # (N, H, W)
-        return [mask[:h, :w] for mask, (h, w) in zip(predictions, batch["sizes"])]
+        """``{"images": (N, 3, H, W), "sizes": [(h, w)], ...}`` -> N uint8 ``(h, w)`` index masks, each image
+        predicted at its own size."""
+        masks: list[Tensor | None] = [None] * len(batch["sizes"])
+        for members, log_probs in self.log_probabilities_by_size(batch["images"], batch["sizes"]):
+            for i, mask in zip(members, log_probs.argmax(1).to(torch.uint8)):  # (n, h, w)
+                masks[i] = mask
+        return masks

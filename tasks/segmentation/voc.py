@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tasks.checks import DatasetReport
-from tasks.images import ImageReadError, image_problem, image_size
+from tasks.images import ImageReadError, exif_orientation, image_problem, image_size
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -75,13 +75,18 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, bool]:
 
     Palette (``P``) and grayscale (``L``) PNGs hold the indices; RGB(A) PNGs are mapped through the VOC palette;
     SBD ``.mat`` files hold them in ``GTcls.Segmentation``. Raises :class:`MaskError` naming the file.
+
+    Masks are read in their displayed orientation, as images are (:func:`tasks.images.read_rgb`): a mask file
+    with its own EXIF orientation tag (one saved with its photo's metadata) is transposed by it, and a mask
+    without one is taken as drawn on the displayed image, which is what annotation tools show and save.
     """
     path = Path(path)
     try:
         if path.suffix.lower() == ".mat":
             record = scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)["GTcls"]
             return np.asarray(record.Segmentation, dtype=np.uint8), False
-        with Image.open(path) as image:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)  # keeps the mode and palette
             if image.mode in ("P", "L"):
                 return np.array(image), False  # a writable copy: torch warns on read-only arrays
             if image.mode in ("RGB", "RGBA"):
@@ -223,8 +228,13 @@ def sample_problem(sample: Sample, num_classes: int) -> tuple[str, str, str] | s
         return (kind, sample.mask, str(error))
     height, width = image_size(sample.image)
     if mask.shape != (height, width):
-        return ("masks of the wrong size", sample.mask,
-                f"mask {mask.shape[0]}x{mask.shape[1]}, image {sample.image} {height}x{width} (H x W)")
+        detail = f"mask {mask.shape[0]}x{mask.shape[1]}, image {sample.image} {height}x{width} (H x W)"
+        orientation = exif_orientation(sample.image)
+        if mask.shape == (width, height) and orientation in (5, 6, 7, 8):
+            detail += (f"; the mask fits the image as stored, before its EXIF orientation {orientation}, but images "
+                       "are read as displayed: save the mask in the displayed orientation, or give it the image's "
+                       "EXIF orientation tag")
+        return ("masks of the wrong size", sample.mask, detail)
     present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))  # vectorised over the pixels
     bad = present[(present >= num_classes) & (present != IGNORE_INDEX)]
     if bad.size:

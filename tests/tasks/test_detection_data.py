@@ -126,7 +126,7 @@ def test_broken_json_raises_naming_it(tmp_path: Path) -> None:
 
 
 def test_voc_xml_one_based_corners_become_zero_based(voc_root: Path) -> None:
-    stated, names, boxes, difficult = parse_voc_xml(voc_root / "VOC2012" / "Annotations" / "v0.xml")
+    stated, names, boxes, difficult, _ = parse_voc_xml(voc_root / "VOC2012" / "Annotations" / "v0.xml")
     assert stated == (48, 64) and names == ["cat", "dog"]
     # XML says xmin=5 ymin=7 xmax=24 ymax=30 (1-based, inclusive) for pixel columns 4..23, rows 6..29
     assert boxes.tolist() == [[4, 6, 24, 30], [40, 10, 60, 40]]

@@ -119,7 +119,7 @@ def test_trainaug_from_the_sbd_release(seg_voc, tmp_path, capsys, given):
     index = [s.name for s in dm.train_set.samples].index(SBD_ONLY[0])
     mask, converted = read_mask(dm.train_set.samples[index].mask)
     assert not converted and np.array_equal(mask, sbd_masks(voc)[SBD_ONLY[0]][1])
-    images, masks = segmentation_collate([dm.train_set[index], dm.train_set[0]])
+    images, masks, _ = segmentation_collate([dm.train_set[index], dm.train_set[0]])
     assert images.shape == (2, 3, 32, 32) and masks.dtype == torch.int64
 
 
@@ -243,8 +243,9 @@ def test_decode_failure_at_load_time_warns_and_returns_another_sample(seg_voc):
 def test_segmentation_collate_pads_images_with_0_and_masks_with_255():
     a = (torch.randn(3, 5, 7), torch.randint(0, 21, (5, 7)))
     b = (torch.randn(3, 8, 4), torch.randint(0, 21, (8, 4)))
-    images, masks = segmentation_collate([a, b])
+    images, masks, sizes = segmentation_collate([a, b])
     assert images.shape == (2, 3, 8, 7) and masks.shape == (2, 8, 7) and masks.dtype == torch.int64
+    assert sizes == [(5, 7), (8, 4)]
     assert torch.equal(images[0, :, :5, :7], a[0]) and torch.equal(masks[1, :8, :4], b[1])
     assert (images[0, :, 5:] == 0).all() and (masks[0, 5:] == 255).all() and (masks[1, :, 4:] == 255).all()
     assert (masks == 255).sum() == 2 * 8 * 7 - 5 * 7 - 8 * 4  # exactly the padding is void
@@ -272,8 +273,9 @@ def test_shapes_voc_reads_back_with_its_classes(tmp_path):
     assert values <= {0, 1, 2, 3, 4, 255} and 255 in values and len(values - {0, 255}) >= 2
     assert any(m.size[0] != m.size[1] for m in masks)  # not all square
     dm.setup("validate")
-    images, labels = next(iter(dm.val_dataloader()))
+    images, labels, batch_sizes = next(iter(dm.val_dataloader()))
     sizes = [m.size[::-1] for m in masks[4:]]
+    assert batch_sizes == sizes  # each image's own (h, w) travels with the padded batch
     assert images.shape[-2:] == tuple(max(s[i] for s in sizes) for i in (0, 1))  # full resolution, padded
     assert (labels[0, : sizes[0][0], : sizes[0][1]] == torch.from_numpy(np.array(masks[4])).long()).all()
 
