@@ -1,6 +1,7 @@
 """SSD anchors (default boxes) exactly as the TensorFlow Object Detection API builds them for SSDLite.
 
-The MobileNetV2 paper's SSDLite uses TF's ``ssd_anchor_generator`` (paper Sec. 6.2, FACTS "SSDLite on COCO"),
+The MobileNetV2 paper's SSDLite uses TF's ``ssd_anchor_generator`` (paper Sec. 6.2: SSDLite is trained with the TF
+Object Detection API),
 i.e. ``create_ssd_anchors`` in ``object_detection/anchor_generators/multiple_grid_anchor_generator.py`` and
 ``tile_anchors`` in ``grid_anchor_generator.py``. The rules reproduced here, with TF's defaults:
 

@@ -1,7 +1,8 @@
 """Optimiser and learning-rate schedule from configuration, shared by every task.
 
-The recipes of the reference implementations differ only in these knobs (FACTS.md): SGD + cosine
-(torchvision SSDLite, mmdet), RMSProp (TF OD API), SGD + poly 0.9 (DeepLab). Warm-up is linear.
+The recipes of the reference implementations differ only in these knobs: SGD + cosine (torchvision's detection
+reference scripts for ssdlite320, mmdet's SSDLite config), RMSProp (the TF Object Detection API's SSDLite sample
+config), SGD + poly 0.9 (TF DeepLab's train.py). Warm-up is linear.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """PASCAL VOC 2012 segmentation on disk: the layout, the trainaug list from SBD, masks, the set-up check.
 
-Layouts read (paper's FACTS.md, "Dataset layouts"):
+Layouts read (as the VOC 2012 devkit, the SBD release of Hariharan et al. (ICCV 2011) and DeepLab's converted
+trainaug set ship them):
 
 - VOC: ``VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png, ImageSets/Segmentation/*.txt}``;
   masks are palette PNGs with indices 0..20 and 255 on the void border around objects.

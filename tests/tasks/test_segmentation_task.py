@@ -245,7 +245,7 @@ def test_configs_instantiate_without_data_or_downloads(name, head, weights, monk
     assert requested == ([weights] if weights else [])
     assert task.optimization.schedule == "poly" and task.optimization.poly_power == 0.9
     assert any(type(c).__name__ == "SegmentationPredictionWriter" for c in cli.trainer.callbacks)
-    if "voc" in name:  # the paper's recipe (FACTS.md)
+    if "voc" in name:  # the paper's recipe (TF DeepLab: trainaug, OS16, crop 513, batch 16, SGD 0.007, wd 4e-5)
         assert (task.num_classes, task.output_stride, data.crop_size, data.batch_size) == (21, 16, 512, 16)
         assert (task.optimization.optimizer, task.optimization.lr, task.optimization.weight_decay) == ("sgd", 0.007,
                                                                                                          4e-5)
