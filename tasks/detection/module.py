@@ -34,6 +34,8 @@ class DetectionTask(BaseTask):
         width_mult: MobileNetV2 width multiplier.
         backbone_weights: a local MobileNetV2 state_dict to start from (``None``: random init).
         frozen_stages: freeze the stem and the first ``frozen_stages`` stages (``-1``: train everything).
+        norm_eval: freeze the running statistics of every backbone BatchNorm (for batches too small to estimate
+            them, starting from ``backbone_weights``); held during ``fit`` however training starts.
         classification_loss: ``"softmax"`` + hard negative mining 3:1 (the paper's SSD) or sigmoid ``"focal"``.
         neg_pos_ratio: hard negatives per positive anchor for the softmax loss.
         score_thresh, nms_thresh, detections_per_img, topk_candidates: post-processing (per-class NMS).
@@ -47,6 +49,7 @@ class DetectionTask(BaseTask):
         width_mult: float = 1.0,
         backbone_weights: str | None = None,
         frozen_stages: int = -1,
+        norm_eval: bool = False,
         classification_loss: Literal["softmax", "focal"] = "softmax",
         neg_pos_ratio: float = 3.0,
         score_thresh: float = 0.01,
@@ -62,7 +65,7 @@ class DetectionTask(BaseTask):
         self.num_classes = num_classes
         self.evaluator = evaluator
         self.model = SSDLite(num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
-                             frozen_stages=frozen_stages)
+                             frozen_stages=frozen_stages, norm_eval=norm_eval)
         self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss)
         # Per evaluation epoch: the (D, 7) COCO results arrays and the image ids seen on this rank.
         self._results: list[np.ndarray] = []

@@ -277,3 +277,37 @@ def test_ema_of_weights_is_what_training_leaves_and_checkpoints_load(tmp_path: P
     assert conv in averaged and not torch.allclose(averaged[conv], raw[conv])
     reloaded = DetectionTask.load_from_checkpoint(checkpoint.last_model_path).state_dict()
     assert all(torch.equal(reloaded[k], averaged[k]) for k in averaged)
+
+
+# ------------------------------------------------------------------------------------ frozen BatchNorm in fit
+def _bn_statistics(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: buffer.clone() for name, buffer in module.named_buffers()
+            if name.endswith(("running_mean", "running_var"))}
+
+
+@pytest.mark.parametrize("kwargs", [dict(norm_eval=True), dict(frozen_stages=2)], ids=["norm_eval", "frozen_stages"])
+def test_frozen_batchnorm_statistics_hold_through_trainer_fit(kwargs: dict) -> None:
+    """Lightning keeps each module's mode at fit start (it never calls ``train()``): the frozen statistics must
+    hold anyway, while the rest of the network (BN statistics outside the frozen part, weights) still trains."""
+    task = tiny_task(**kwargs)
+    backbone = task.model.backbone
+    frozen = [backbone] if "norm_eval" in kwargs else [backbone.stem, *backbone.stages[:2]]
+    trained = [task.model.head] if "norm_eval" in kwargs else [*backbone.stages[2:], task.model.head]
+    frozen_before = [_bn_statistics(m) for m in frozen]
+    trained_before = [_bn_statistics(m) for m in trained]
+    weights_before = {k: v.clone() for k, v in task.named_parameters()}
+    quiet_trainer(max_steps=2, limit_val_batches=0).fit(task, TinyBoxes())
+
+    for module, before in zip(frozen, frozen_before):
+        assert before and all(torch.equal(v, _bn_statistics(module)[k]) for k, v in before.items())
+    for module, before in zip(trained, trained_before):
+        changed = [k for k, v in before.items() if not torch.equal(v, _bn_statistics(module)[k])]
+        assert len(changed) == len(before), "BN statistics outside the frozen part must keep training"
+    params = dict(task.named_parameters())
+    moved = {k for k, v in weights_before.items() if not torch.equal(v, params[k])}
+    backbone_params = {f"model.backbone.{k}": p.requires_grad for k, p in backbone.named_parameters()}
+    frozen_params = {k for k, trainable in backbone_params.items() if not trainable}
+    assert moved & set(backbone_params) == set(backbone_params) - frozen_params  # BN affine included
+    if "frozen_stages" in kwargs:
+        assert frozen_params and all(k.startswith(("model.backbone.stem", "model.backbone.stages.0",
+                                                   "model.backbone.stages.1")) for k in frozen_params)
