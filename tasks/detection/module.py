@@ -36,8 +36,14 @@ class DetectionTask(BaseTask):
         frozen_stages: freeze the stem and the first ``frozen_stages`` stages (``-1``: train everything).
         norm_eval: freeze the running statistics of every backbone BatchNorm (for batches too small to estimate
             them, starting from ``backbone_weights``); held during ``fit`` however training starts.
-        classification_loss: ``"softmax"`` + hard negative mining 3:1 (the paper's SSD) or sigmoid ``"focal"``.
+        classification_loss: ``"softmax"`` + hard negative mining 3:1 (the paper's SSD) or sigmoid ``"focal"``;
+            focal starts every object logit at RetinaNet's prior p = 0.01 (Sec. 4.1), so the first loss is O(1)
+            instead of thousands of easy negatives at p = 0.5 each.
         neg_pos_ratio: hard negatives per positive anchor for the softmax loss.
+        min_negatives_per_image: hard negatives every image keeps under the softmax loss, however few positives
+            it has. 3, as TF's ``ssdlite_mobilenet_v2_coco`` hard example miner: without it an image with no
+            trainable box (about 1k COCO train images, plus crowd-only ones) mines 3 x 0 negatives and its loss
+            is exactly 0, so the network never sees background-only scenes.
         score_thresh, nms_thresh, detections_per_img, topk_candidates: post-processing (per-class NMS).
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
         optimization, channels_last: see :class:`tasks.base.BaseTask`.
@@ -52,6 +58,7 @@ class DetectionTask(BaseTask):
         norm_eval: bool = False,
         classification_loss: Literal["softmax", "focal"] = "softmax",
         neg_pos_ratio: float = 3.0,
+        min_negatives_per_image: int = 3,
         score_thresh: float = 0.01,
         nms_thresh: float = 0.45,
         detections_per_img: int = 100,
@@ -66,7 +73,10 @@ class DetectionTask(BaseTask):
         self.evaluator = evaluator
         self.model = SSDLite(num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
                              frozen_stages=frozen_stages, norm_eval=norm_eval)
-        self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss)
+        if classification_loss == "focal":
+            self.model.head.set_class_prior(0.01)
+        self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss,
+                                 min_negatives_per_image=min_negatives_per_image)
         # Per evaluation epoch: the (D, 7) COCO results arrays and the image ids seen on this rank.
         self._results: list[np.ndarray] = []
         self._image_ids: set[int] = set()

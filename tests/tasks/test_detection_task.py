@@ -311,3 +311,39 @@ def test_frozen_batchnorm_statistics_hold_through_trainer_fit(kwargs: dict) -> N
     if "frozen_stages" in kwargs:
         assert frozen_params and all(k.startswith(("model.backbone.stem", "model.backbone.stages.0",
                                                    "model.backbone.stages.1")) for k in frozen_params)
+
+
+# ---------------------------------------------------------------------------------------------- loss set-up
+class FirstLoss(L.Callback):
+    """The logged classification loss of the first training step, before any update."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.classification = float(trainer.callback_metrics["train/classification_step"])
+
+
+def test_focal_loss_starts_from_the_retinanet_prior() -> None:
+    """Object logits start at sigmoid^-1(0.01): each positive costs 0.25 * 0.99^2 * -log(0.01) = 1.13 and the
+    negatives next to nothing, so the first focal loss (per positive) is ~1.13; at p = 0.5 it would be the
+    A * K easy negatives over the positives (~1,800 at 320 px on COCO)."""
+    L.seed_everything(0)
+    first = FirstLoss()
+    task = tiny_task(classification_loss="focal")
+    quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[first]).fit(task, TinyBoxes())
+    assert first.classification == pytest.approx(0.25 * 0.99 ** 2 * -np.log(0.01), rel=0.15)
+    bias = task.model.head.cls_predictors[0][-1].bias.view(task.model.head.num_anchors[0], 3)  # (A_l, K + 1)
+    assert torch.sigmoid(bias[:, 1:]).allclose(torch.tensor(0.01), atol=1e-3)  # the step moved it a little
+
+
+def test_default_loss_learns_background_from_an_image_without_boxes() -> None:
+    """DetectionTask's softmax loss keeps TF's 3 hard negatives in a box-less image (COCO has ~1k of them)."""
+    task = tiny_task().eval()
+    images, targets = next(iter(TinyBoxes(num_images=2)._loader(batch_size=2)))
+    empty = {**targets[1], "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    with torch.no_grad():
+        outputs = task(images)
+        both = task.criterion(outputs, [targets[0], empty], task.model.box_coder)["classification"]
+        first = {k: v[:1] if k != "anchors" else v for k, v in outputs.items()}
+        alone = task.criterion(first, targets[:1], task.model.box_coder)["classification"]
+    assert both - alone > 0  # 3 x 0 negatives would add exactly 0
+    assert task.criterion.min_negatives_per_image == 3
