@@ -140,7 +140,30 @@ def test_repeated_images_count_once() -> None:
     np.testing.assert_array_equal(once, twice)
 
 
+class FixedDetector(torch.nn.Module):
+    """Stands in for SSDLite: in every image, one confident class-1 box at input pixels (8, 12, 40, 52) (its
+    anchor, zero regression) and one background anchor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from heads.box_coder import BoxCoder
+
+        self.box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = images.shape[0]
+        logits = torch.zeros(n, 2, 3)  # (N, A, K + 1)
+        logits[:, 0, 1] = 10.0
+        logits[:, 1, 0] = 10.0
+        return {"bbox_regression": torch.zeros(n, 2, 4), "cls_logits": logits,
+                "anchors": torch.tensor([[8.0, 12.0, 40.0, 52.0], [0.0, 0.0, 16.0, 16.0]])}
+
+
 def test_predict_writer_images_and_json(tmp_path: Path) -> None:
+    """Originals are 64 wide and 128 high, the network sees 64x64: the box found at input pixels
+    (8, 12, 40, 52) must come out at original pixels (8, 24, 40, 104) in the predictions, the JSON and the
+    drawn picture."""
     from PIL import Image
 
     paths = []
@@ -150,20 +173,29 @@ def test_predict_writer_images_and_json(tmp_path: Path) -> None:
         Image.fromarray(np.full((128, 64, 3), 40 * i, dtype=np.uint8)).save(path)
         paths.append(str(path))
     data = TinyBoxes(num_images=3, paths=paths)
-    writer = DetectionPredictionWriter(output_dir=str(tmp_path / "out"), score_thresh=0.0, image_format="png")
-    trainer = quiet_trainer(callbacks=[writer])
-    predictions = trainer.predict(tiny_task(), data)
+    writer = DetectionPredictionWriter(output_dir=str(tmp_path / "out"), score_thresh=0.5, image_format="png")
+    task = tiny_task()
+    task.model = FixedDetector()
+    predictions = quiet_trainer(callbacks=[writer]).predict(task, data)
     per_image = [p for batch in predictions for p in batch]
     assert [p["path"] for p in per_image] == paths
-    assert all(p["boxes"].shape[1] == 4 and (p["boxes"][:, 3] <= 128).all() for p in per_image)
+    for p in per_image:
+        torch.testing.assert_close(p["boxes"], torch.tensor([[8.0, 24.0, 40.0, 104.0]]))
+        assert p["labels"].tolist() == [1]
 
     written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert written == ["img0.png", "img1.png", "img2.png"]
-    assert Image.open(tmp_path / "out" / "img0.png").size == (64, 128)
+    picture = np.asarray(Image.open(tmp_path / "out" / "img0.png"))
+    assert picture.shape == (128, 64, 3)
+    background = picture[0, 0]
+    drawn_rows = np.flatnonzero((picture[:, 20] != background).any(axis=1))  # column 20 crosses the box
+    assert drawn_rows.min() in (23, 24, 25) and drawn_rows.max() in (103, 104, 105), drawn_rows
     results = json.loads((tmp_path / "out" / "predictions.json").read_text())
-    assert len(results) == sum(len(p["scores"]) for p in per_image) > 0
-    assert {r["category_id"] for r in results} <= {5, 9} and {r["file_name"] for r in results} <= {
-        "img0.png", "img1.png", "img2.png"}
+    assert len(results) == 3
+    for result in results:
+        assert result["bbox"] == pytest.approx([8.0, 24.0, 32.0, 80.0])  # COCO [x, y, w, h], original pixels
+        assert result["category_id"] == 5  # label 1 -> category id 5
+    assert sorted(r["file_name"] for r in results) == ["img0.png", "img1.png", "img2.png"]
     data.val_coco.loadRes(results)  # pycocotools accepts it
 
 
