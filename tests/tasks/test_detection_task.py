@@ -287,26 +287,57 @@ def test_ddp_evaluates_the_whole_val_set_once() -> None:
     assert float(single.callback_metrics["val/mar_100"]) > 0  # a case with something to find
 
 
+class RecordWeights(L.Callback):
+    """The task's floating-point state (weights and BN statistics) after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.states.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()
+                            if v.is_floating_point()})
+
+
 def test_ema_of_weights_is_what_training_leaves_and_checkpoints_load(tmp_path: Path) -> None:
-    """Lightning's EMAWeightAveraging (the configs' EMA switch): after fit the task holds the averaged weights,
-    which differ from the same run's raw weights, and the saved checkpoint loads back into a fresh task."""
+    """Lightning's EMAWeightAveraging (the configs' EMA switch), checked against the decay formula applied by hand
+    to the weights recorded after each of 3 optimizer steps: e_1 = w_1, e_t = d e_(t-1) + (1 - d) w_t. Validation
+    scores the averaged weights, fit leaves them in the task, and the checkpoint holds them and loads back."""
     from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
-    def fit(callbacks: list) -> DetectionTask:
-        L.seed_everything(0)
-        task = tiny_task()
-        L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                  enable_checkpointing=bool(callbacks), max_epochs=1, limit_train_batches=3, limit_val_batches=0,
-                  callbacks=callbacks).fit(task, TinyBoxes())
-        return task
+    decay, data = 0.5, TinyBoxes(num_images=12)  # 3 batches of 4
+    record, checkpoint = RecordWeights(), ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    L.seed_everything(0)
+    task = tiny_task()
+    L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+              max_epochs=1, limit_train_batches=3, num_sanity_val_steps=0,
+              callbacks=[record, EMAWeightAveraging(decay=decay), checkpoint]).fit(task, data)
+    assert len(record.states) == 3
+    expected = dict(record.states[0])
+    for state in record.states[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * state[k] for k in expected}
 
-    raw = fit([]).state_dict()
-    ema, checkpoint = EMAWeightAveraging(decay=0.5), ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    averaged = fit([ema, checkpoint]).state_dict()
-    reference = ema._average_model.module.state_dict()
-    assert all(torch.equal(averaged[k], reference[k]) for k in averaged)
+    averaged = task.state_dict()
+    for k, value in expected.items():
+        torch.testing.assert_close(averaged[k], value, rtol=1e-5, atol=1e-7, msg=k)
     conv = "model.head.cls_predictors.0.1.weight"
-    assert conv in averaged and not torch.allclose(averaged[conv], raw[conv])
+    assert not torch.allclose(expected[conv], record.states[-1][conv])  # the average is not the last weights
+
+    def val_loss(state: dict[str, torch.Tensor]) -> float:
+        """The epoch's val/loss (batch-size weighted mean) of a task holding ``state``."""
+        reference = tiny_task()
+        reference.load_state_dict({**reference.state_dict(), **state})
+        reference.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for images, targets in data.val_dataloader():
+                loss = reference.criterion(reference(images), targets, reference.model.box_coder)["loss"]
+                total, count = total + float(loss) * len(targets), count + len(targets)
+        return total / count
+
+    logged = float(task.trainer.callback_metrics["val/loss"])
+    assert logged == pytest.approx(val_loss(expected), rel=1e-4)
+    assert logged != pytest.approx(val_loss(record.states[-1]), rel=1e-4)  # not the raw weights'
+
     reloaded = DetectionTask.load_from_checkpoint(checkpoint.last_model_path).state_dict()
     assert all(torch.equal(reloaded[k], averaged[k]) for k in averaged)
 
