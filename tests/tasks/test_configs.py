@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from train_task import cli_main
@@ -86,3 +87,27 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
         image, _ = cli.datamodule.train_dataloader().dataset[0]  # through the config's transform
         size = cli.datamodule.image_size
         assert tuple(image.shape) == (3, size, size)
+
+
+NORM_EVAL_CONFIGS = [c for c in CONFIGS if "norm_eval:" in c.read_text()]
+
+
+@pytest.mark.parametrize("config", NORM_EVAL_CONFIGS, ids=[c.stem for c in NORM_EVAL_CONFIGS])
+def test_norm_eval_reaches_the_backbone_from_the_config(config, tmp_path, monkeypatch):
+    """The switch the detection and segmentation configs show is wired to the backbone (its effect during fit is
+    tested in tests/tasks/test_detection_task.py)."""
+    import backbone.weights
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(backbone.weights, "load_weights", lambda model, weights: None)
+    cli = cli_main(["--config", str(config), "--model.init_args.norm_eval", "true"], run=False)
+    network = cli.model.model.backbone
+    assert network.norm_eval
+    batch_norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert batch_norms and not any(m.training for m in batch_norms)
+
+
+def test_detection_and_segmentation_configs_show_norm_eval():
+    stems = {c.stem for c in NORM_EVAL_CONFIGS}
+    assert {"ssdlite_mobilenetv2_coco", "ssdlite_mobilenetv2_voc", "deeplabv3_mobilenetv2_voc",
+            "deeplabv3lite_mobilenetv2_voc"} <= stems
