@@ -410,3 +410,27 @@ def test_default_loss_learns_background_from_an_image_without_boxes() -> None:
         alone = task.criterion(first, targets[:1], task.model.box_coder)["classification"]
     assert both - alone > 0  # 3 x 0 negatives would add exactly 0
     assert task.criterion.min_negatives_per_image == 3
+
+
+# ------------------------------------------------------------------------------------------ topk_candidates
+def test_topk_benchmark_scores_each_value_and_defaults_agree(shapes_coco: Path, tmp_path: Path, capsys) -> None:
+    """benchmarks/detection_topk.py runs on a checkpoint and COCO-layout data; the default it chose (300) is
+    the signature's and every detection config's."""
+    import inspect
+
+    import yaml
+
+    from benchmarks.detection_topk import main
+
+    task = DetectionTask(num_classes=4, width_mult=0.35)
+    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict()}, tmp_path / "t.ckpt")
+    main(["--ckpt", str(tmp_path / "t.ckpt"), "--root", str(shapes_coco), "--image-size", "96",
+          "--topk", "10,300", "--repeats", "1", "--threads", "1"])
+    table = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in table if line.split() and line.split()[0] in ("10", "300")]
+    assert [r[0] for r in rows] == ["10", "300"] and float(rows[0][5]) <= 10  # dets/img capped by the top-k
+
+    default = inspect.signature(DetectionTask).parameters["topk_candidates"].default
+    assert default == 300
+    for config in DETECTION_CONFIGS:
+        assert yaml.safe_load(config.read_text())["model"]["init_args"]["topk_candidates"] == default, config.name
