@@ -251,18 +251,22 @@ class MobileNetV2(nn.Module):
     def _freeze(self) -> None:
         for module in self._frozen_modules():
             module.requires_grad_(False)
+        self._hold_eval_modes()
+
+    def _hold_eval_modes(self) -> None:
+        """Put the frozen stages (and, under ``norm_eval``, every BatchNorm) in eval mode."""
+        for module in self._frozen_modules():
             module.eval()
+        if self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def train(self, mode: bool = True) -> MobileNetV2:
         """Like ``nn.Module.train``, but frozen stages (and all BN layers under ``norm_eval``) stay in eval."""
         super().train(mode)
         if mode:
-            for module in self._frozen_modules():
-                module.eval()
-            if self.norm_eval:
-                for m in self.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
+            self._hold_eval_modes()
         return self
 
     def set_output_stride(self, output_stride: int) -> None:
@@ -286,6 +290,10 @@ class MobileNetV2(nn.Module):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """``(N, 3, H, W)`` -> ``{name: (N, C, ceil(H / reduction), ceil(W / reduction))}`` in network order."""
+        if self.training:
+            # Not only in train(): Lightning >= 2.2 keeps each module's mode at fit start instead of calling
+            # train(), and any caller may switch a child back to train mode; frozen statistics must hold anyway.
+            self._hold_eval_modes()
         out: dict[str, Tensor] = {}
         x = self.stem(x)
         if "stem" in self._out:

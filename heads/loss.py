@@ -1,7 +1,8 @@
 """SSD's multibox loss (Liu et al. 2016, Sec. 2.2), batched: smooth L1 on positive anchors + classification.
 
 Classification is either softmax cross-entropy with hard negative mining (negatives : positives = 3 : 1, the
-MobileNetV2 paper's setting; torchvision ``SSD.compute_loss``), or sigmoid focal loss over every anchor
+MobileNetV2 paper's setting; torchvision ``SSD.compute_loss``; at least ``min_negatives_per_image`` per image, as
+TF's ``HardExampleMiner``), or sigmoid focal loss over every anchor
 (``torchvision.ops.sigmoid_focal_loss``; no mining, the loss down-weights easy negatives itself). Both terms
 are divided by the number of positive anchors in the batch (at least 1).
 """
@@ -43,6 +44,9 @@ class SSDLoss(nn.Module):
 
     Args:
         neg_pos_ratio: hard negatives kept per positive, per image (softmax only).
+        min_negatives_per_image: hard negatives kept in every image however few positives it has (softmax only).
+            Without it an image with no matched box (COCO has ~1k, plus crowd-only images) keeps 3 x 0 = 0
+            negatives and teaches nothing; TF's ``ssdlite_mobilenet_v2_coco`` config keeps 3.
         classification: ``"softmax"`` (cross-entropy over K + 1 with hard negative mining) or ``"focal"``
             (sigmoid focal loss on the K object logits; the background column is ignored).
         focal_alpha, focal_gamma: focal loss parameters (RetinaNet's 0.25, 2).
@@ -53,6 +57,7 @@ class SSDLoss(nn.Module):
         self,
         neg_pos_ratio: float = 3.0,
         classification: Literal["softmax", "focal"] = "softmax",
+        min_negatives_per_image: int = 3,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         iou_threshold: float = 0.5,
@@ -62,7 +67,11 @@ class SSDLoss(nn.Module):
             raise ValueError(f"heads/loss.py: classification must be 'softmax' or 'focal', got {classification!r}")
         if neg_pos_ratio < 0:
             raise ValueError(f"heads/loss.py: neg_pos_ratio must be >= 0, got {neg_pos_ratio} (SSD uses 3)")
+        if min_negatives_per_image < 0:
+            raise ValueError(f"heads/loss.py: min_negatives_per_image must be >= 0, got {min_negatives_per_image} "
+                             "(TF's SSD configs use 3)")
         self.neg_pos_ratio = neg_pos_ratio
+        self.min_negatives_per_image = min_negatives_per_image
         self.classification = classification
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
@@ -96,7 +105,8 @@ class SSDLoss(nn.Module):
         return {"loss": bbox_loss + cls_loss, "bbox_regression": bbox_loss, "classification": cls_loss}
 
     def _softmax_with_hard_negatives(self, cls_logits: Tensor, cls_targets: Tensor, positive: Tensor) -> Tensor:
-        """Summed CE over positives and each image's ``neg_pos_ratio * P_i`` highest-loss negatives."""
+        """Summed CE over positives and each image's ``max(neg_pos_ratio * P_i, min_negatives_per_image)``
+        highest-loss negatives."""
         num_images, num_anchors, num_outputs = cls_logits.shape
         # (N, A, K+1) -> (N*A, K+1) for cross_entropy, then the per-anchor loss back to (N, A)
         ce = F.cross_entropy(cls_logits.reshape(-1, num_outputs), cls_targets.reshape(-1), reduction="none")
@@ -104,5 +114,6 @@ class SSDLoss(nn.Module):
         negative_ce = ce.detach().masked_fill(positive, -float("inf"))  # positives sort last
         rank = negative_ce.argsort(dim=1, descending=True).argsort(dim=1)  # (N, A): 0 = hardest negative
         num_negative = (self.neg_pos_ratio * positive.sum(dim=1, keepdim=True)).long()  # (N, 1)
+        num_negative = num_negative.clamp(min=self.min_negatives_per_image)
         hard_negative = (rank < num_negative) & ~positive
         return ce[positive].sum() + ce[hard_negative].sum()

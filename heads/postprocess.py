@@ -21,7 +21,7 @@ def postprocess_detections(
     image_size: tuple[int, int],
     score_thresh: float = 0.01,
     nms_thresh: float = 0.45,
-    topk_candidates: int = 400,
+    topk_candidates: int = 300,
     detections_per_img: int = 100,
     classification: Literal["softmax", "focal"] = "softmax",
 ) -> list[dict[str, Tensor]]:

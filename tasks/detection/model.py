@@ -42,7 +42,9 @@ class SSDLite(nn.Module):
         num_classes: K object classes (80 for COCO, 20 for VOC); labels 1..K, 0 is background.
         width_mult: MobileNetV2 width multiplier alpha.
         backbone_weights: torchvision ``mobilenet_v2`` state_dict file or weights name (see ``mobilenet_v2``).
-        frozen_stages: backbone stages to freeze (-1: none).
+        frozen_stages: backbone stages to freeze (-1: none); their BN statistics stay frozen too.
+        norm_eval: keep every backbone BatchNorm's running statistics frozen while training (small batches on
+            ImageNet weights); their affine parameters still train.
         taps: the two backbone features the head sits on (paper: layer-15 expansion, stride 16; the 1280 layer).
         extra_channels: outputs of the extra stride-2 layers after the last tap.
         min_scale, max_scale, aspect_ratios, reduce_boxes_in_lowest_layer: TF ``ssd_anchor_generator`` settings.
@@ -55,6 +57,7 @@ class SSDLite(nn.Module):
         width_mult: float = 1.0,
         backbone_weights: str | None = None,
         frozen_stages: int = -1,
+        norm_eval: bool = False,
         taps: tuple[str, str] = ("stage6_expansion", "conv_head"),
         extra_channels: tuple[int, ...] = (512, 256, 256, 128),
         min_scale: float = 0.2,
@@ -67,7 +70,7 @@ class SSDLite(nn.Module):
         # momentum are not in a state_dict, so ImageNet weights still load.
         norm_layer = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)
         self.backbone = mobilenet_v2(width_mult=width_mult, out_features=list(taps), weights=backbone_weights,
-                                     frozen_stages=frozen_stages, norm_layer=norm_layer)
+                                     frozen_stages=frozen_stages, norm_eval=norm_eval, norm_layer=norm_layer)
         tap_info = self.backbone.out_feature_info  # network order, so the stride-16 tap comes first
         if len(tap_info) != len(taps):
             raise ValueError(f"tasks/detection/model.py: taps {taps} name the same feature twice; "

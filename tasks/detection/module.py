@@ -34,9 +34,21 @@ class DetectionTask(BaseTask):
         width_mult: MobileNetV2 width multiplier.
         backbone_weights: a local MobileNetV2 state_dict to start from (``None``: random init).
         frozen_stages: freeze the stem and the first ``frozen_stages`` stages (``-1``: train everything).
-        classification_loss: ``"softmax"`` + hard negative mining 3:1 (the paper's SSD) or sigmoid ``"focal"``.
+        norm_eval: freeze the running statistics of every backbone BatchNorm (for batches too small to estimate
+            them, starting from ``backbone_weights``); held during ``fit`` however training starts.
+        classification_loss: ``"softmax"`` + hard negative mining 3:1 (the paper's SSD) or sigmoid ``"focal"``;
+            focal starts every object logit at RetinaNet's prior p = 0.01 (Sec. 4.1), so the first loss is O(1)
+            instead of thousands of easy negatives at p = 0.5 each.
         neg_pos_ratio: hard negatives per positive anchor for the softmax loss.
-        score_thresh, nms_thresh, detections_per_img, topk_candidates: post-processing (per-class NMS).
+        min_negatives_per_image: hard negatives every image keeps under the softmax loss, however few positives
+            it has. 3, as TF's ``ssdlite_mobilenet_v2_coco`` hard example miner: without it an image with no
+            trainable box (about 1k COCO train images, plus crowd-only ones) mines 3 x 0 negatives and its loss
+            is exactly 0, so the network never sees background-only scenes.
+        score_thresh, nms_thresh, detections_per_img: post-processing (per-class NMS).
+        topk_candidates: (anchor, class) pairs per image kept for decoding and NMS. 300 = 3 x detections_per_img:
+            on the demo set (benchmarks/detection_topk.py) mAP and AR@100 stop changing at 300, the first value
+            at which NMS still fills all 100 detections (200 leaves 92 per image, AR@100 0.255 vs 0.262), while
+            400 costs 40% more post-processing time and every pair (2,952) 12x, for the same numbers.
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
         optimization, channels_last: see :class:`tasks.base.BaseTask`.
     """
@@ -47,12 +59,14 @@ class DetectionTask(BaseTask):
         width_mult: float = 1.0,
         backbone_weights: str | None = None,
         frozen_stages: int = -1,
+        norm_eval: bool = False,
         classification_loss: Literal["softmax", "focal"] = "softmax",
         neg_pos_ratio: float = 3.0,
+        min_negatives_per_image: int = 3,
         score_thresh: float = 0.01,
         nms_thresh: float = 0.45,
         detections_per_img: int = 100,
-        topk_candidates: int = 400,
+        topk_candidates: int = 300,
         evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
         optimization: Optimization | None = None,
         channels_last: bool = False,
@@ -62,8 +76,11 @@ class DetectionTask(BaseTask):
         self.num_classes = num_classes
         self.evaluator = evaluator
         self.model = SSDLite(num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
-                             frozen_stages=frozen_stages)
-        self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss)
+                             frozen_stages=frozen_stages, norm_eval=norm_eval)
+        if classification_loss == "focal":
+            self.model.head.set_class_prior(0.01)
+        self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss,
+                                 min_negatives_per_image=min_negatives_per_image)
         # Names of labels 1..K and label -> category id: from the data module at set-up, else from the checkpoint.
         self.class_names: list[str] | None = None
         self.label_to_cat_id: dict[int, int] | None = None

@@ -45,6 +45,8 @@ class DeepLabV3(nn.Module):
         decoder: add the DeepLabv3+ decoder on the stride-4 feature ``stage2``.
         backbone_weights: a local torchvision ``mobilenet_v2`` state_dict file (or a torchvision weights name).
         frozen_stages: freeze the stem and the first k stages (-1: nothing).
+        norm_eval: keep every backbone BatchNorm's running statistics frozen while training (batches under
+            TF DeepLab's 12 images are too small to estimate them); their affine parameters still train.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class DeepLabV3(nn.Module):
         decoder: bool = False,
         backbone_weights: str | None = None,
         frozen_stages: int = -1,
+        norm_eval: bool = False,
     ) -> None:
         super().__init__()
         if head not in ("lite", "aspp"):
@@ -68,7 +71,7 @@ class DeepLabV3(nn.Module):
         self.head_type = head
         self.backbone = mobilenet_v2(width_mult=width_mult, output_stride=output_stride,
                                      out_features=["stage2", "stage7"] if decoder else ["stage7"],
-                                     weights=backbone_weights, frozen_stages=frozen_stages)
+                                     weights=backbone_weights, frozen_stages=frozen_stages, norm_eval=norm_eval)
         info = self.backbone.out_feature_info
         self.head = DeepLabV3Head(info.get("stage7")["num_chs"], None if decoder else num_classes,
                                   aspp=head == "aspp", atrous_rates=rates)

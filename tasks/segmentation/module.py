@@ -46,6 +46,7 @@ class SegmentationTask(BaseTask):
         decoder: add the DeepLabv3+ decoder on the stride-4 feature.
         backbone_weights: torchvision ``mobilenet_v2`` weights (local state_dict file, or a name that downloads).
         frozen_stages: freeze the backbone stem and first k stages (-1: nothing).
+        norm_eval: freeze every backbone BatchNorm's running statistics (batches too small to estimate them).
         dice_weight: add ``dice_weight *`` smp's multiclass Dice loss to the cross-entropy (0: off).
         eval_output_stride: output stride for validation, test and predict (e.g. 8); the training stride is
             restored afterwards. ``None`` keeps ``output_stride``.
@@ -64,6 +65,7 @@ class SegmentationTask(BaseTask):
         decoder: bool = False,
         backbone_weights: str | None = None,
         frozen_stages: int = -1,
+        norm_eval: bool = False,
         dice_weight: float = 0.0,
         eval_output_stride: int | None = None,
         eval_scales: Sequence[float] = (1.0,),
@@ -91,7 +93,7 @@ class SegmentationTask(BaseTask):
         self.dice_weight = dice_weight
         self.model = DeepLabV3(num_classes=num_classes, width_mult=width_mult, output_stride=output_stride,
                                head=head, decoder=decoder, backbone_weights=backbone_weights,
-                               frozen_stages=frozen_stages)
+                               frozen_stages=frozen_stages, norm_eval=norm_eval)
         self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX) if dice_weight > 0 else None
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)

@@ -62,3 +62,19 @@ def test_norm_eval_freezes_every_batchnorm():
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns and all(not m.training for m in bns)
     assert model.training
+
+
+@pytest.mark.parametrize("kwargs", [dict(norm_eval=True), dict(frozen_stages=2)], ids=["norm_eval", "frozen_stages"])
+def test_frozen_statistics_hold_without_a_train_call(kwargs):
+    """Built, then stepped in whatever mode it was left in (Lightning >= 2.2 never calls train() at fit start),
+    or with a child switched back to train mode by hand: the frozen running statistics must not move."""
+    model = mobilenet_v2(out_features=["stage3"], **kwargs)
+    frozen = [model] if "norm_eval" in kwargs else [model.stem, model.stages[0], model.stages[1]]
+    stats = lambda: [b.clone() for m in frozen for n, b in m.named_buffers() if n.endswith("running_mean")]  # noqa: E731
+    before = stats()
+    model(torch.randn(2, 3, 64, 64))
+    model.stem.train()  # e.g. a caller's own mode switching
+    model(torch.randn(2, 3, 64, 64))
+    assert all(torch.equal(a, b) for a, b in zip(before, stats()))
+    if "frozen_stages" in kwargs:  # the rest keeps learning its statistics
+        assert model.stages[2][0].expand[1].running_mean.abs().sum() > 0  # starts at zeros

@@ -92,8 +92,32 @@ def test_empty_batch_is_finite_and_backpropagates(classification):
     assert losses["bbox_regression"] == 0
     losses["loss"].backward()
     assert torch.isfinite(logits.grad).all() and torch.isfinite(regression.grad).all()
-    # softmax mines 3 * 0 negatives, so nothing is learnt; focal still pushes every object logit down
-    assert (logits.grad.abs().sum() > 0) == (classification == "focal")
+    # softmax keeps min_negatives_per_image hard negatives per image, focal pushes every object logit down
+    assert (logits.grad.abs().sum(dim=(1, 2)) > 0).all()
+
+
+def test_image_without_boxes_teaches_background_through_its_hardest_negatives():
+    """3 x 0 positives would mine no negatives: the box-less image keeps its ``min_negatives_per_image`` (TF's 3)
+    hardest anchors, and adds exactly their cross-entropy (over the batch's positives) to the loss."""
+    anchors = grid_anchors()
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 64, 4, generator=g)
+    outputs = {"bbox_regression": torch.zeros(2, 64, 4), "cls_logits": logits, "anchors": anchors}
+    boxed = {"boxes": torch.tensor([[10.0, 10.0, 20.0, 20.0]]), "labels": torch.tensor([2])}
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    num_positive = int((match_anchors([boxed["boxes"]], anchors) >= 0).sum())
+    assert num_positive > 0
+
+    with_empty = SSDLoss()(outputs, [boxed, empty], BoxCoder())["classification"]
+    first = {"bbox_regression": outputs["bbox_regression"][:1], "cls_logits": logits[:1], "anchors": anchors}
+    alone = SSDLoss()(first, [boxed], BoxCoder())["classification"]
+    background_ce = F.cross_entropy(logits[1], torch.zeros(64, dtype=torch.long), reduction="none")
+    expected_extra = background_ce.topk(3).values.sum() / num_positive
+    assert expected_extra > 0
+    torch.testing.assert_close(with_empty - alone, expected_extra)
+    # The old behaviour (and torchvision's) is min_negatives_per_image=0: the empty image adds nothing.
+    without = SSDLoss(min_negatives_per_image=0)(outputs, [boxed, empty], BoxCoder())["classification"]
+    torch.testing.assert_close(without, alone)
 
 
 def test_rejects_unknown_classification():

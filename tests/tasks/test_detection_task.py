@@ -140,7 +140,30 @@ def test_repeated_images_count_once() -> None:
     np.testing.assert_array_equal(once, twice)
 
 
+class FixedDetector(torch.nn.Module):
+    """Stands in for SSDLite: in every image, one confident class-1 box at input pixels (8, 12, 40, 52) (its
+    anchor, zero regression) and one background anchor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from heads.box_coder import BoxCoder
+
+        self.box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = images.shape[0]
+        logits = torch.zeros(n, 2, 3)  # (N, A, K + 1)
+        logits[:, 0, 1] = 10.0
+        logits[:, 1, 0] = 10.0
+        return {"bbox_regression": torch.zeros(n, 2, 4), "cls_logits": logits,
+                "anchors": torch.tensor([[8.0, 12.0, 40.0, 52.0], [0.0, 0.0, 16.0, 16.0]])}
+
+
 def test_predict_writer_images_and_json(tmp_path: Path) -> None:
+    """Originals are 64 wide and 128 high, the network sees 64x64: the box found at input pixels
+    (8, 12, 40, 52) must come out at original pixels (8, 24, 40, 104) in the predictions, the JSON and the
+    drawn picture."""
     from PIL import Image
 
     paths = []
@@ -150,20 +173,29 @@ def test_predict_writer_images_and_json(tmp_path: Path) -> None:
         Image.fromarray(np.full((128, 64, 3), 40 * i, dtype=np.uint8)).save(path)
         paths.append(str(path))
     data = TinyBoxes(num_images=3, paths=paths)
-    writer = DetectionPredictionWriter(output_dir=str(tmp_path / "out"), score_thresh=0.0, image_format="png")
-    trainer = quiet_trainer(callbacks=[writer])
-    predictions = trainer.predict(tiny_task(), data)
+    writer = DetectionPredictionWriter(output_dir=str(tmp_path / "out"), score_thresh=0.5, image_format="png")
+    task = tiny_task()
+    task.model = FixedDetector()
+    predictions = quiet_trainer(callbacks=[writer]).predict(task, data)
     per_image = [p for batch in predictions for p in batch]
     assert [p["path"] for p in per_image] == paths
-    assert all(p["boxes"].shape[1] == 4 and (p["boxes"][:, 3] <= 128).all() for p in per_image)
+    for p in per_image:
+        torch.testing.assert_close(p["boxes"], torch.tensor([[8.0, 24.0, 40.0, 104.0]]))
+        assert p["labels"].tolist() == [1]
 
     written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert written == ["img0.png", "img1.png", "img2.png"]
-    assert Image.open(tmp_path / "out" / "img0.png").size == (64, 128)
+    picture = np.asarray(Image.open(tmp_path / "out" / "img0.png"))
+    assert picture.shape == (128, 64, 3)
+    background = picture[0, 0]
+    drawn_rows = np.flatnonzero((picture[:, 20] != background).any(axis=1))  # column 20 crosses the box
+    assert drawn_rows.min() in (23, 24, 25) and drawn_rows.max() in (103, 104, 105), drawn_rows
     results = json.loads((tmp_path / "out" / "predictions.json").read_text())
-    assert len(results) == sum(len(p["scores"]) for p in per_image) > 0
-    assert {r["category_id"] for r in results} <= {5, 9} and {r["file_name"] for r in results} <= {
-        "img0.png", "img1.png", "img2.png"}
+    assert len(results) == 3
+    for result in results:
+        assert result["bbox"] == pytest.approx([8.0, 24.0, 32.0, 80.0])  # COCO [x, y, w, h], original pixels
+        assert result["category_id"] == 5  # label 1 -> category id 5
+    assert sorted(r["file_name"] for r in results) == ["img0.png", "img1.png", "img2.png"]
     data.val_coco.loadRes(results)  # pycocotools accepts it
 
 
@@ -255,25 +287,150 @@ def test_ddp_evaluates_the_whole_val_set_once() -> None:
     assert float(single.callback_metrics["val/mar_100"]) > 0  # a case with something to find
 
 
+class RecordWeights(L.Callback):
+    """The task's floating-point state (weights and BN statistics) after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.states.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()
+                            if v.is_floating_point()})
+
+
 def test_ema_of_weights_is_what_training_leaves_and_checkpoints_load(tmp_path: Path) -> None:
-    """Lightning's EMAWeightAveraging (the configs' EMA switch): after fit the task holds the averaged weights,
-    which differ from the same run's raw weights, and the saved checkpoint loads back into a fresh task."""
+    """Lightning's EMAWeightAveraging (the configs' EMA switch), checked against the decay formula applied by hand
+    to the weights recorded after each of 3 optimizer steps: e_1 = w_1, e_t = d e_(t-1) + (1 - d) w_t. Validation
+    scores the averaged weights, fit leaves them in the task, and the checkpoint holds them and loads back."""
     from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
-    def fit(callbacks: list) -> DetectionTask:
-        L.seed_everything(0)
-        task = tiny_task()
-        L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                  enable_checkpointing=bool(callbacks), max_epochs=1, limit_train_batches=3, limit_val_batches=0,
-                  callbacks=callbacks).fit(task, TinyBoxes())
-        return task
+    decay, data = 0.5, TinyBoxes(num_images=12)  # 3 batches of 4
+    record, checkpoint = RecordWeights(), ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    L.seed_everything(0)
+    task = tiny_task()
+    L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+              max_epochs=1, limit_train_batches=3, num_sanity_val_steps=0,
+              callbacks=[record, EMAWeightAveraging(decay=decay), checkpoint]).fit(task, data)
+    assert len(record.states) == 3
+    expected = dict(record.states[0])
+    for state in record.states[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * state[k] for k in expected}
 
-    raw = fit([]).state_dict()
-    ema, checkpoint = EMAWeightAveraging(decay=0.5), ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    averaged = fit([ema, checkpoint]).state_dict()
-    reference = ema._average_model.module.state_dict()
-    assert all(torch.equal(averaged[k], reference[k]) for k in averaged)
+    averaged = task.state_dict()
+    for k, value in expected.items():
+        torch.testing.assert_close(averaged[k], value, rtol=1e-5, atol=1e-7, msg=k)
     conv = "model.head.cls_predictors.0.1.weight"
-    assert conv in averaged and not torch.allclose(averaged[conv], raw[conv])
+    assert not torch.allclose(expected[conv], record.states[-1][conv])  # the average is not the last weights
+
+    def val_loss(state: dict[str, torch.Tensor]) -> float:
+        """The epoch's val/loss (batch-size weighted mean) of a task holding ``state``."""
+        reference = tiny_task()
+        reference.load_state_dict({**reference.state_dict(), **state})
+        reference.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for images, targets in data.val_dataloader():
+                loss = reference.criterion(reference(images), targets, reference.model.box_coder)["loss"]
+                total, count = total + float(loss) * len(targets), count + len(targets)
+        return total / count
+
+    logged = float(task.trainer.callback_metrics["val/loss"])
+    assert logged == pytest.approx(val_loss(expected), rel=1e-4)
+    assert logged != pytest.approx(val_loss(record.states[-1]), rel=1e-4)  # not the raw weights'
+
     reloaded = DetectionTask.load_from_checkpoint(checkpoint.last_model_path).state_dict()
     assert all(torch.equal(reloaded[k], averaged[k]) for k in averaged)
+
+
+# ------------------------------------------------------------------------------------ frozen BatchNorm in fit
+def _bn_statistics(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: buffer.clone() for name, buffer in module.named_buffers()
+            if name.endswith(("running_mean", "running_var"))}
+
+
+@pytest.mark.parametrize("kwargs", [dict(norm_eval=True), dict(frozen_stages=2)], ids=["norm_eval", "frozen_stages"])
+def test_frozen_batchnorm_statistics_hold_through_trainer_fit(kwargs: dict) -> None:
+    """Lightning keeps each module's mode at fit start (it never calls ``train()``): the frozen statistics must
+    hold anyway, while the rest of the network (BN statistics outside the frozen part, weights) still trains."""
+    task = tiny_task(**kwargs)
+    backbone = task.model.backbone
+    frozen = [backbone] if "norm_eval" in kwargs else [backbone.stem, *backbone.stages[:2]]
+    trained = [task.model.head] if "norm_eval" in kwargs else [*backbone.stages[2:], task.model.head]
+    frozen_before = [_bn_statistics(m) for m in frozen]
+    trained_before = [_bn_statistics(m) for m in trained]
+    weights_before = {k: v.clone() for k, v in task.named_parameters()}
+    quiet_trainer(max_steps=2, limit_val_batches=0).fit(task, TinyBoxes())
+
+    for module, before in zip(frozen, frozen_before):
+        assert before and all(torch.equal(v, _bn_statistics(module)[k]) for k, v in before.items())
+    for module, before in zip(trained, trained_before):
+        changed = [k for k, v in before.items() if not torch.equal(v, _bn_statistics(module)[k])]
+        assert len(changed) == len(before), "BN statistics outside the frozen part must keep training"
+    params = dict(task.named_parameters())
+    moved = {k for k, v in weights_before.items() if not torch.equal(v, params[k])}
+    backbone_params = {f"model.backbone.{k}": p.requires_grad for k, p in backbone.named_parameters()}
+    frozen_params = {k for k, trainable in backbone_params.items() if not trainable}
+    assert moved & set(backbone_params) == set(backbone_params) - frozen_params  # BN affine included
+    if "frozen_stages" in kwargs:
+        assert frozen_params and all(k.startswith(("model.backbone.stem", "model.backbone.stages.0",
+                                                   "model.backbone.stages.1")) for k in frozen_params)
+
+
+# ---------------------------------------------------------------------------------------------- loss set-up
+class FirstLoss(L.Callback):
+    """The logged classification loss of the first training step, before any update."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.classification = float(trainer.callback_metrics["train/classification_step"])
+
+
+def test_focal_loss_starts_from_the_retinanet_prior() -> None:
+    """Object logits start at sigmoid^-1(0.01): each positive costs 0.25 * 0.99^2 * -log(0.01) = 1.13 and the
+    negatives next to nothing, so the first focal loss (per positive) is ~1.13; at p = 0.5 it would be the
+    A * K easy negatives over the positives (~1,800 at 320 px on COCO)."""
+    L.seed_everything(0)
+    first = FirstLoss()
+    task = tiny_task(classification_loss="focal")
+    quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[first]).fit(task, TinyBoxes())
+    assert first.classification == pytest.approx(0.25 * 0.99 ** 2 * -np.log(0.01), rel=0.15)
+    bias = task.model.head.cls_predictors[0][-1].bias.view(task.model.head.num_anchors[0], 3)  # (A_l, K + 1)
+    assert torch.sigmoid(bias[:, 1:]).allclose(torch.tensor(0.01), atol=1e-3)  # the step moved it a little
+
+
+def test_default_loss_learns_background_from_an_image_without_boxes() -> None:
+    """DetectionTask's softmax loss keeps TF's 3 hard negatives in a box-less image (COCO has ~1k of them)."""
+    task = tiny_task().eval()
+    images, targets = next(iter(TinyBoxes(num_images=2)._loader(batch_size=2)))
+    empty = {**targets[1], "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    with torch.no_grad():
+        outputs = task(images)
+        both = task.criterion(outputs, [targets[0], empty], task.model.box_coder)["classification"]
+        first = {k: v[:1] if k != "anchors" else v for k, v in outputs.items()}
+        alone = task.criterion(first, targets[:1], task.model.box_coder)["classification"]
+    assert both - alone > 0  # 3 x 0 negatives would add exactly 0
+    assert task.criterion.min_negatives_per_image == 3
+
+
+# ------------------------------------------------------------------------------------------ topk_candidates
+def test_topk_benchmark_scores_each_value_and_defaults_agree(shapes_coco: Path, tmp_path: Path, capsys) -> None:
+    """benchmarks/detection_topk.py runs on a checkpoint and COCO-layout data; the default it chose (300) is
+    the signature's and every detection config's."""
+    import inspect
+
+    import yaml
+
+    from benchmarks.detection_topk import main
+
+    task = DetectionTask(num_classes=4, width_mult=0.35)
+    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict()}, tmp_path / "t.ckpt")
+    main(["--ckpt", str(tmp_path / "t.ckpt"), "--root", str(shapes_coco), "--image-size", "96",
+          "--topk", "10,300", "--repeats", "1", "--threads", "1"])
+    table = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in table if line.split() and line.split()[0] in ("10", "300")]
+    assert [r[0] for r in rows] == ["10", "300"] and float(rows[0][5]) <= 10  # dets/img capped by the top-k
+
+    default = inspect.signature(DetectionTask).parameters["topk_candidates"].default
+    assert default == 300
+    for config in DETECTION_CONFIGS:
+        assert yaml.safe_load(config.read_text())["model"]["init_args"]["topk_candidates"] == default, config.name
