@@ -12,6 +12,8 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from tasks.checkpointing import ResumableTraining
+
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """Run the CLI on ``args`` (``sys.argv`` when ``None``); ``run=False`` only instantiates model and data.
@@ -26,6 +28,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [ResumableTraining()]},  # checkpoint on SIGTERM, atomic writes, RNG states
     )
 
 
