@@ -9,6 +9,10 @@ changes:
   checkpoint. Here the exception saves ``last.ckpt`` beside the other checkpoints and the exit status becomes
   143 (128 + SIGTERM, the shell's code for "killed by SIGTERM"), so schedulers and scripts see an unfinished run.
   (Under SLURM with auto-requeue Lightning also saves ``hpc_ckpt_*.ckpt`` on the requeue signal, SIGUSR1.)
+- ``last.ckpt``: ``ModelCheckpoint(monitor=..., save_last=True)`` writes it only at the steps where it writes a
+  best-k file, i.e. in epochs where the metric improved (and validation ran): after a plateau, "last" was the
+  best epoch's state, and resuming replayed the epochs since. It is now also written at the end of every epoch
+  (and every 15 minutes within one by the in-epoch ``ModelCheckpoint`` of the configs).
 - Checkpoint files: Lightning's ``TorchCheckpointIO`` writes to a file from ``tempfile.mkstemp()`` (``$TMPDIR``)
   and ``shutil.move``-s it over the target: a rename when ``$TMPDIR`` is on the checkpoint's file system, but a
   copy *into* the target when it is not (a node-local ``/tmp`` or tmpfs, checkpoints on shared storage), and a
@@ -95,8 +99,15 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(states["cuda"])
 
 
+def last_checkpoint_path(trainer: L.Trainer) -> str:
+    """``last.ckpt`` in the folder of the run's checkpoints (``<default_root_dir>/checkpoints`` without any)."""
+    folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+    return os.path.join(folder or os.path.join(trainer.default_root_dir, "checkpoints"), "last.ckpt")
+
+
 class ResumableTraining(Callback):
-    """Atomic checkpoint writes, ``last.ckpt`` + exit status 143 on SIGTERM, RNG states in every checkpoint.
+    """``last.ckpt`` at every epoch end and on SIGTERM (then exit status 143), atomic checkpoint writes, RNG
+    states in every checkpoint.
 
     ``train_task.py`` adds it to every run; see the module docstring for what each part fixes.
     """
@@ -115,13 +126,16 @@ class ResumableTraining(Callback):
         if "rng" in state_dict:
             set_rng_states(state_dict["rng"])
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the epoch's validation; ModelCheckpoint callbacks (run after this one) may write the same file again
+        if trainer.checkpoint_callback is not None and not trainer.fast_dev_run:
+            trainer.save_checkpoint(last_checkpoint_path(trainer))
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
             return
         if trainer.state.fn == "fit":
-            folder = getattr(trainer.checkpoint_callback, "dirpath", None) or os.path.join(
-                trainer.default_root_dir, "checkpoints")
-            path = os.path.join(folder, "last.ckpt")
+            path = last_checkpoint_path(trainer)
             trainer.save_checkpoint(path)
             rank_zero_info(f"SIGTERM: saved {path} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
                            f"resume with: fit --config <the same config> --ckpt_path {path}")
