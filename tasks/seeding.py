@@ -9,10 +9,11 @@ reseeded from torch's seeds whenever an epoch's iterator is made:
 - with ``num_workers=0``, from one draw of the same generator torch draws the base seed from (the global torch
   RNG unless the loader has a ``generator``).
 
-Both seeds descend from the global torch RNG, so two runs with the same ``seed_everything`` augment alike, and
-restoring that RNG on resume (``tasks.checkpointing.ResumableTraining``) restores the augmentation too, except
-with ``persistent_workers``: their pipelines are seeded once and run on across epochs in processes whose state no
-checkpoint holds.
+Both seeds are mixed with the process's rank (DDP ranks start from the same global seed and would otherwise apply
+the same sequence of augmentations to their shards). They descend from the global torch RNG, so two runs with the
+same ``seed_everything`` augment alike, and restoring that RNG on resume (``tasks.checkpointing.ResumableTraining``)
+restores the augmentation too, except with ``persistent_workers``: their pipelines are seeded once and run on
+across epochs in processes whose state no checkpoint holds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 
+import numpy as np
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, get_worker_info
 
 
@@ -36,11 +39,13 @@ def datasets_in(dataset: Dataset) -> Iterator[Dataset]:
 
 def seed_transforms(dataset: Dataset, seed: int) -> None:
     """Reseed the ``transform`` of ``dataset`` and of every dataset it wraps (anything with ``set_random_seed``:
-    albumentations' ``Compose``, ``DetectionTransform``)."""
+    albumentations' ``Compose``, ``DetectionTransform``) from torch's ``seed`` and this process's rank."""
+    rank = getattr(rank_zero_only, "rank", 0) or 0  # set by Lightning in every DDP process (and its workers)
+    mixed = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
     for part in datasets_in(dataset):
         reseed = getattr(getattr(part, "transform", None), "set_random_seed", None)
         if reseed is not None:
-            reseed(seed % 2**32)
+            reseed(mixed)
 
 
 def seed_worker(worker_id: int) -> None:
