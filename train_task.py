@@ -16,6 +16,8 @@ import lightning as L
 
 from tasks.cli import TaskCLI
 
+from tasks.checkpointing import ResumableTraining
+
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> TaskCLI:
     """Run the CLI on ``args`` (``sys.argv`` when ``None``); ``run=False`` only instantiates model and data.
@@ -30,6 +32,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> TaskCLI:
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [ResumableTraining()]},  # checkpoint on SIGTERM, atomic writes, RNG states
     )
 
 

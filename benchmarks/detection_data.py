@@ -23,9 +23,10 @@ if __package__ in (None, ""):  # run as a script: the repository root first
 
 from benchmarks.common import print_table  # noqa: E402
 from tasks.detection.coco import COCODetection  # noqa: E402
-from tasks.detection.data import detection_collate, seed_worker  # noqa: E402
+from tasks.detection.data import detection_collate  # noqa: E402
 from tasks.detection.shapes import write_shapes_coco  # noqa: E402
 from tasks.detection.transforms import eval_transform, train_transform  # noqa: E402
+from tasks.seeding import seed_worker  # noqa: E402
 
 
 def loader_speed(dataset: COCODetection, *, workers: int, batch_size: int, batches: int) -> float:

@@ -14,6 +14,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
 from tasks.checks import DatasetReport
 from tasks.images import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, image_problem, read_rgb
+from tasks.seeding import seeded_loader
 from tasks.synthetic import SHAPE_CLASSES, write_image_folder
 
 
@@ -83,18 +84,20 @@ class ImageFolderDataModule(L.LightningDataModule):
         image_size: training crop and evaluation size (224 for ImageNet).
         crop_scale: area range of the random-resized training crop (Inception's 0.08-1.0).
         strict: stop at set-up on any unusable image instead of skipping it with a warning.
+        persistent_workers: keep loader workers across epochs (saves their start-up; resuming is then not exact,
+            see ``tasks/seeding.py``).
     """
 
     def __init__(self, root: str = "data/imagenet", image_size: int = 224, batch_size: int = 64,
                  num_workers: int = 4, strict: bool = False, check_images: bool = True,
                  crop_scale: tuple[float, float] = (0.08, 1.0),
                  mean: tuple[float, float, float] = IMAGENET_MEAN,
-                 std: tuple[float, float, float] = IMAGENET_STD) -> None:
+                 std: tuple[float, float, float] = IMAGENET_STD, persistent_workers: bool = False) -> None:
         super().__init__()
         self.root = Path(root)
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.strict, self.check_images, self.mean, self.std = strict, check_images, mean, std
-        self.crop_scale = crop_scale
+        self.crop_scale, self.persistent_workers = crop_scale, persistent_workers
         self.train_set: ImageFolderDataset | None = None
         self.val_set: ImageFolderDataset | None = None
 
@@ -124,9 +127,9 @@ class ImageFolderDataModule(L.LightningDataModule):
             self.val_set = make("val", False)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          drop_last=shuffle, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return seeded_loader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                             drop_last=shuffle, persistent_workers=self.persistent_workers and self.num_workers > 0,
+                             pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
@@ -144,9 +147,9 @@ class ShapesImageFolderDataModule(ImageFolderDataModule):
 
     def __init__(self, root: str = "data/shapes_classification", image_size: int = 96, batch_size: int = 32,
                  num_workers: int = 2, images_per_class: int = 120, seed: int = 0, strict: bool = False,
-                 crop_scale: tuple[float, float] = (0.5, 1.0)) -> None:
+                 crop_scale: tuple[float, float] = (0.5, 1.0), persistent_workers: bool = False) -> None:
         super().__init__(root=root, image_size=image_size, batch_size=batch_size, num_workers=num_workers,
-                         strict=strict, crop_scale=crop_scale)
+                         strict=strict, crop_scale=crop_scale, persistent_workers=persistent_workers)
         self.images_per_class, self.seed = images_per_class, seed
 
     @property

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import ConcatDataset, Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from tasks.checks import DatasetError, DatasetReport, DatasetWarning
 from tasks.images import ImageReadError, image_problem, image_size, read_rgb
@@ -209,17 +209,3 @@ def detection_collate(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, list[di
     as a list because images hold different numbers of boxes."""
     images, targets = zip(*batch)
     return torch.stack(images), list(targets)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
-
-    albumentations 2.x keeps a private random state in each ``Compose``; forked workers would otherwise all
-    start from the same state and repeat each other's augmentations.
-    """
-    info = get_worker_info()
-    datasets = info.dataset.datasets if isinstance(info.dataset, ConcatDataset) else [info.dataset]
-    for dataset in datasets:
-        reseed = getattr(getattr(dataset, "transform", None), "set_random_seed", None)
-        if reseed is not None:
-            reseed(info.seed % 2**32)

@@ -19,23 +19,29 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from tasks.checks import DatasetError
 from tasks.detection.coco import COCODetection
-from tasks.detection.data import DetectionDataset, ImageFolderDetection, Transform, detection_collate, seed_worker
+from tasks.detection.data import DetectionDataset, ImageFolderDetection, Transform, detection_collate
 from tasks.detection.transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionAugment, eval_transform, train_transform
 from tasks.detection.voc import VOC_CLASSES, VOCDetection
+from tasks.seeding import seeded_loader
 
 
 class DetectionDataModule(L.LightningDataModule):
     """Loaders, transforms and the predict folder shared by :class:`COCODataModule` and
-    :class:`VOCDetectionDataModule`; subclasses say how to build a split (``make_dataset``)."""
+    :class:`VOCDetectionDataModule`; subclasses say how to build a split (``make_dataset``).
+
+    ``persistent_workers`` keeps loader workers across epochs: it saves their start-up, but resuming is then not
+    exact (their augmentation state is in no checkpoint; see ``tasks/seeding.py``).
+    """
 
     def __init__(self, *, image_size: int = 320, batch_size: int = 32, num_workers: int = 4,
                  mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD,
-                 strict: bool = False, pin_memory: bool = True, augment: DetectionAugment | None = None,
+                 strict: bool = False, pin_memory: bool = True,
+                 persistent_workers: bool = False, augment: DetectionAugment | None = None,
                  predict_images: str | None = None) -> None:
         super().__init__()
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.mean, self.std = tuple(mean), tuple(std)
-        self.strict, self.pin_memory = strict, pin_memory
+        self.strict, self.pin_memory, self.persistent_workers = strict, pin_memory, persistent_workers
         self.augment = augment or DetectionAugment()
         self.predict_images = predict_images
         self.train_dataset: Dataset | None = None
@@ -75,10 +81,10 @@ class DetectionDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() for this stage before asking for its loader")
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, num_workers=self.num_workers,
-                          collate_fn=detection_collate, pin_memory=self.pin_memory,
-                          drop_last=train and len(dataset) > self.batch_size,  # no tiny last batch for BatchNorm
-                          persistent_workers=self.num_workers > 0, worker_init_fn=seed_worker)
+        return seeded_loader(dataset, batch_size=self.batch_size, shuffle=train, num_workers=self.num_workers,
+                             collate_fn=detection_collate, pin_memory=self.pin_memory,
+                             drop_last=train and len(dataset) > self.batch_size,  # no tiny last batch for BatchNorm
+                             persistent_workers=self.persistent_workers and self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, train=True)
@@ -107,9 +113,11 @@ class COCODataModule(DetectionDataModule):
                  val_annotations: str | None = None, image_size: int = 320, batch_size: int = 32,
                  num_workers: int = 4, mean: tuple[float, float, float] = IMAGENET_MEAN,
                  std: tuple[float, float, float] = IMAGENET_STD, strict: bool = False, pin_memory: bool = True,
+                 persistent_workers: bool = False,
                  augment: DetectionAugment | None = None, predict_images: str | None = None) -> None:
         super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, mean=mean, std=std,
-                         strict=strict, pin_memory=pin_memory, augment=augment, predict_images=predict_images)
+                         strict=strict, pin_memory=pin_memory,
+                         persistent_workers=persistent_workers, augment=augment, predict_images=predict_images)
         self.root = root
         base = Path(root) if root else None
         default = lambda relative: str(base / relative) if base else None
@@ -196,10 +204,12 @@ class VOCDetectionDataModule(DetectionDataModule):
     def __init__(self, root: str, *, train_sets: tuple[str, ...] = ("VOC2012/train",),
                  val_set: str = "VOC2012/val", image_size: int = 320, batch_size: int = 32, num_workers: int = 4,
                  mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD,
-                 strict: bool = False, pin_memory: bool = True, augment: DetectionAugment | None = None,
+                 strict: bool = False, pin_memory: bool = True,
+                 persistent_workers: bool = False, augment: DetectionAugment | None = None,
                  predict_images: str | None = None) -> None:
         super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, mean=mean, std=std,
-                         strict=strict, pin_memory=pin_memory, augment=augment, predict_images=predict_images)
+                         strict=strict, pin_memory=pin_memory,
+                         persistent_workers=persistent_workers, augment=augment, predict_images=predict_images)
         self.root = Path(root)
         self.train_sets, self.val_set = tuple(train_sets), val_set
         self._val_coco: COCO | None = None

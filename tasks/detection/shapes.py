@@ -92,9 +92,11 @@ class ShapesCOCODataModule(COCODataModule):
                  scene_size: int = 320, seed: int = 0, image_size: int = 320, batch_size: int = 32,
                  num_workers: int = 4, mean: tuple[float, float, float] = IMAGENET_MEAN,
                  std: tuple[float, float, float] = IMAGENET_STD, strict: bool = False, pin_memory: bool = True,
+                 persistent_workers: bool = False,
                  augment: DetectionAugment | None = None, predict_images: str | None = None) -> None:
         super().__init__(root, image_size=image_size, batch_size=batch_size, num_workers=num_workers, mean=mean,
-                         std=std, strict=strict, pin_memory=pin_memory, augment=augment,
+                         std=std, strict=strict, pin_memory=pin_memory,
+                         persistent_workers=persistent_workers, augment=augment,
                          predict_images=predict_images)
         self.write_args = {"num_train": num_train, "num_val": num_val, "image_size": scene_size, "seed": seed}
 

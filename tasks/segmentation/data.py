@@ -23,6 +23,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from tasks.checks import DatasetReport
 from tasks.images import ImageReadError, image_problem, read_rgb
+from tasks.seeding import seeded_loader
 from tasks.segmentation.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, train_transforms
 from tasks.segmentation.voc import (
     IGNORE_INDEX,
@@ -143,6 +144,8 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         scale_range: random scale factors for training.
         batch_size / val_batch_size: training batch (>= 12 for good BN statistics) / full-resolution evaluation.
         strict: stop at set-up on any bad sample instead of skipping it with a warning.
+        persistent_workers: keep loader workers across epochs (saves their start-up; resuming is then not exact,
+            see ``tasks/seeding.py``).
         predict_images: a folder of images for ``predict``.
     """
 
@@ -151,7 +154,7 @@ class VOCSegmentationDataModule(L.LightningDataModule):
                  scale_range: tuple[float, float] = (0.5, 2.0), batch_size: int = 16, val_batch_size: int = 4,
                  num_workers: int = 4, mean: tuple[float, float, float] = IMAGENET_MEAN,
                  std: tuple[float, float, float] = IMAGENET_STD, strict: bool = False, check: bool = True,
-                 predict_images: str | None = None) -> None:
+                 persistent_workers: bool = False, predict_images: str | None = None) -> None:
         super().__init__()
         if train_split not in ("train", "trainaug"):
             raise ValueError(f"train_split={train_split!r}; use 'train' or 'trainaug'")
@@ -159,7 +162,7 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         self.crop_size, self.scale_range = crop_size, tuple(scale_range)
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
         self.mean, self.std, self.strict, self.check = tuple(mean), tuple(std), strict, check
-        self.predict_images = predict_images
+        self.predict_images, self.persistent_workers = predict_images, persistent_workers
         self.train_set: SegmentationDataset | None = None
         self.val_set: SegmentationDataset | None = None
         self.predict_set: ImageFolderPredictDataset | None = None
@@ -216,9 +219,10 @@ class VOCSegmentationDataModule(L.LightningDataModule):
                                                                                               std=self.std))
 
     def _loader(self, dataset: Dataset, *, batch_size: int, shuffle: bool, collate=segmentation_collate) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return seeded_loader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, collate_fn=collate,
+                             num_workers=self.num_workers,
+                             persistent_workers=self.persistent_workers and self.num_workers > 0,
+                             pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, batch_size=self.batch_size, shuffle=True)

@@ -84,10 +84,11 @@ class ShapesVOCDataModule(VOCSegmentationDataModule):
                  scale_range: tuple[float, float] = (0.5, 2.0), batch_size: int = 16, val_batch_size: int = 8,
                  num_workers: int = 2, mean: tuple[float, float, float] = IMAGENET_MEAN,
                  std: tuple[float, float, float] = IMAGENET_STD, strict: bool = False,
-                 predict_images: str | None = None) -> None:
+                 persistent_workers: bool = False, predict_images: str | None = None) -> None:
         super().__init__(root, sbd_root=None, train_split="train", crop_size=crop_size, scale_range=scale_range,
                          batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers, mean=mean,
-                         std=std, strict=strict, predict_images=predict_images)
+                         std=std, strict=strict, persistent_workers=persistent_workers,
+                         predict_images=predict_images)
         self.num_train, self.num_val, self.image_size, self.seed = num_train, num_val, tuple(image_size), seed
 
     def prepare_data(self) -> None:

@@ -235,7 +235,7 @@ def test_collate_stacks_images_and_keeps_targets() -> None:
 
 def test_workers_get_different_augmentations(good_coco: Path) -> None:
     """albumentations keeps its own random state; without reseeding, forked workers would repeat each other."""
-    from tasks.detection.data import seed_worker
+    from tasks.seeding import seed_worker
 
     transform = train_transform(image_size=32, augment=DetectionAugment(photometric=False, max_zoom=4.0, zoom_p=1.0))
     dataset = COCODetection(good_coco.parent / "images", good_coco, transform=transform)
