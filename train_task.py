@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import lightning as L
 
-from tasks.cli import TaskCLI
-
 from tasks.checkpointing import ResumableTraining
+from tasks.cli import TaskCLI
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> TaskCLI:
