@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tasks.synthetic import write_image_folder
+
 RED, GREEN, BLUE, GRAY = (230, 20, 20), (20, 230, 20), (20, 20, 230), (90, 90, 90)
 CATEGORIES = [{"id": 2, "name": "red"}, {"id": 5, "name": "green"}, {"id": 11, "name": "blue"}]  # ids with gaps
 
@@ -159,3 +161,11 @@ def shapes_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def copy_tree(tmp_path: Path):
     """``copy_tree(src) -> a writable copy`` of a session fixture's folder."""
     return lambda src: Path(shutil.copytree(src, tmp_path / Path(src).name))
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_folder(tmp_path_factory) -> Path:
+    """A complete ``ShapesImageFolderDataModule`` tree: 4 classes x 6 images of 32x32 (16 train, 8 val), read-only."""
+    root = write_image_folder(tmp_path_factory.mktemp("folder"), images_per_class=6, image_size=32)
+    (root / ".complete").write_text("ok\n")  # ShapesImageFolderDataModule: already written
+    return root

@@ -17,7 +17,6 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tasks.synthetic import write_image_folder
 from train_task import cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,13 +27,6 @@ STEPS_PER_EPOCH = 4  # 16 training images (4 classes x 4), batch 4
 EVERY_2_STEPS = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",  # an in-epoch checkpoint
                  "--trainer.callbacks.every_n_train_steps=2", "--trainer.callbacks.save_top_k=0",
                  "--trainer.callbacks.save_last=true", "--trainer.callbacks.enable_version_counter=false"]
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    root = write_image_folder(tmp_path_factory.mktemp("folder"), images_per_class=6, image_size=32)
-    (root / ".complete").write_text("ok\n")  # ShapesImageFolderDataModule: already written
-    return root
 
 
 def tiny(root: Path, *, workers: int = 0, epochs: int = 2) -> list[str]:
@@ -80,9 +72,9 @@ class ReadLastCheckpoint(L.Callback):
         self.steps.append(torch.load(path)["global_step"] if path.is_file() else None)
 
 
-def test_in_epoch_checkpoint_shares_last_ckpt(image_folder, tmp_path, monkeypatch):
+def test_in_epoch_checkpoint_shares_last_ckpt(tiny_shapes_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = cli_main(["--config", CONFIG, *tiny(image_folder, epochs=1), *EVERY_2_STEPS], run=False)
+    cli = cli_main(["--config", CONFIG, *tiny(tiny_shapes_folder, epochs=1), *EVERY_2_STEPS], run=False)
     reader = ReadLastCheckpoint()
     cli.trainer.callbacks.insert(0, reader)  # Lightning runs checkpoint callbacks after the others
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -93,9 +85,9 @@ def test_in_epoch_checkpoint_shares_last_ckpt(image_folder, tmp_path, monkeypatc
 
 
 # ----------------------------------------------------------------------------------------- item 13: SIGTERM
-def test_sigterm_saves_a_checkpoint_exits_nonzero_and_resumes(image_folder, tmp_path, monkeypatch):
+def test_sigterm_saves_a_checkpoint_exits_nonzero_and_resumes(tiny_shapes_folder, tmp_path, monkeypatch):
     """Preemption signals every process of the job (here: the process group, loader workers included)."""
-    args = tiny(image_folder, workers=1, epochs=3)
+    args = tiny(tiny_shapes_folder, workers=1, epochs=3)
     child = subprocess.Popen([sys.executable, str(ROOT / "train_task.py"), "fit", "--config", CONFIG, *args],
                              cwd=tmp_path, env=child_env(), start_new_session=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -162,14 +154,14 @@ cli_main(sys.argv[1:])
 """
 
 
-def test_kill_during_a_checkpoint_write_keeps_the_previous_last_ckpt(image_folder, tmp_path):
+def test_kill_during_a_checkpoint_write_keeps_the_previous_last_ckpt(tiny_shapes_folder, tmp_path):
     """``$TMPDIR`` on another file system than the checkpoints (node-local or tmpfs ``/tmp``, shared storage for
     runs) is where Lightning's own writer copies into ``last.ckpt`` instead of renaming over it."""
     if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs /dev/shm on another file system than the test's folder")
     with tempfile.TemporaryDirectory(dir="/dev/shm") as other_fs:
         child = subprocess.run([sys.executable, "-c", KILLED_WRITING, "fit", "--config", CONFIG,
-                                *tiny(image_folder, epochs=1), *EVERY_2_STEPS],
+                                *tiny(tiny_shapes_folder, epochs=1), *EVERY_2_STEPS],
                                cwd=tmp_path, env=child_env(TMPDIR=other_fs), capture_output=True, timeout=300)
     assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-3000:]  # killed replacing last.ckpt
     last = [p for p in checkpoints(tmp_path) if p.name == "last.ckpt"]

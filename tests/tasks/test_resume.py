@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.synthetic import write_image_folder
 from train_task import cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,13 +19,6 @@ KEEP_EVERY_EPOCH = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheck
                     "--trainer.callbacks.save_top_k=-1", "--trainer.callbacks.every_n_epochs=1"]
 
 
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    root = write_image_folder(tmp_path_factory.mktemp("folder"), images_per_class=6, image_size=32)
-    (root / ".complete").write_text("ok\n")  # ShapesImageFolderDataModule: already written
-    return root
-
-
 def fit(root: Path, *args: str, workers: int = 0, epochs: int = 2):
     # the classification model has dropout: the global torch RNG drives shuffle, augmentation and dropout
     return cli_main(["fit", "--config", CONFIG, "--data.root", str(root), "--data.image_size", "32",
@@ -36,13 +28,13 @@ def fit(root: Path, *args: str, workers: int = 0, epochs: int = 2):
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_resume_at_an_epoch_boundary_equals_the_uninterrupted_run(image_folder, tmp_path, monkeypatch, workers):
+def test_resume_at_an_epoch_boundary_equals_the_uninterrupted_run(tiny_shapes_folder, tmp_path, monkeypatch, workers):
     monkeypatch.chdir(tmp_path)
-    straight = fit(image_folder, *KEEP_EVERY_EPOCH, workers=workers, epochs=3)
+    straight = fit(tiny_shapes_folder, *KEEP_EVERY_EPOCH, workers=workers, epochs=3)
     last = torch.load(Path(straight.trainer.checkpoint_callback.dirpath) / "last.ckpt")
     assert last["global_step"] == 3 * STEPS_PER_EPOCH  # last.ckpt is the last epoch, improved or not
 
-    resumed = fit(image_folder, "--ckpt_path", str(tmp_path / "every_epoch" / "epoch0.ckpt"), workers=workers,
+    resumed = fit(tiny_shapes_folder, "--ckpt_path", str(tmp_path / "every_epoch" / "epoch0.ckpt"), workers=workers,
                   epochs=3)
     assert resumed.trainer.global_step == 3 * STEPS_PER_EPOCH
     expected, got = straight.model.state_dict(), resumed.model.state_dict()
@@ -51,13 +43,13 @@ def test_resume_at_an_epoch_boundary_equals_the_uninterrupted_run(image_folder, 
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
-def test_resume_restores_optimizer_schedule_epoch_and_step(image_folder, tmp_path, monkeypatch):
+def test_resume_restores_optimizer_schedule_epoch_and_step(tiny_shapes_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    fit(image_folder, *KEEP_EVERY_EPOCH, epochs=3)
+    fit(tiny_shapes_folder, *KEEP_EVERY_EPOCH, epochs=3)
     path = tmp_path / "every_epoch" / "epoch1.ckpt"
     saved = torch.load(path, weights_only=False)
     # max_epochs=2: the run is complete once restored, so what the trainer holds is what it restored
-    resumed = fit(image_folder, "--ckpt_path", str(path), epochs=2).trainer
+    resumed = fit(tiny_shapes_folder, "--ckpt_path", str(path), epochs=2).trainer
     assert resumed.current_epoch == 2 and resumed.global_step == 2 * STEPS_PER_EPOCH
     optimizer = resumed.optimizers[0].state_dict()
     assert optimizer["param_groups"] == saved["optimizer_states"][0]["param_groups"]
