@@ -1,8 +1,10 @@
 """Which runs give bit-identical weights: the same seed on the same CPU, another thread count, another CPU's kernels.
 
-    python benchmarks/reproducibility.py [--steps 30] [--num-train 128] [--num-workers 1]
+    python benchmarks/reproducibility.py [--task detection|segmentation] [--steps 30] [--num-train 128]
+                                         [--num-workers 1]
 
-Trains the detection demo (``configs/ssdlite_shapes_demo.yaml``: SSDLite, MobileNetV2 0.5, AdamW, channels_last)
+Trains a demo model (``configs/ssdlite_shapes_demo.yaml``: SSDLite, or ``configs/deeplabv3lite_shapes_demo.yaml``:
+DeepLabv3-lite; MobileNetV2 0.5, AdamW, channels_last)
 for ``--steps`` optimizer steps, each run a fresh ``python train_task.py fit`` process with ``seed_everything: 0``
 on the same generated COCO-format data, under these settings:
 
@@ -30,7 +32,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "ssdlite_shapes_demo.yaml"
+CONFIGS = {"detection": ROOT / "configs" / "ssdlite_shapes_demo.yaml",
+           "segmentation": ROOT / "configs" / "deeplabv3lite_shapes_demo.yaml"}
 SETTINGS = {
     "reference": {},
     "same seed, again": {},
@@ -39,11 +42,11 @@ SETTINGS = {
 }
 
 
-def train(run_dir: Path, data_root: Path, steps: int, num_train: int, workers: int,
+def train(config: Path, run_dir: Path, data_root: Path, steps: int, num_train: int, workers: int,
           env: dict[str, str]) -> tuple[dict, float]:
     """One ``train_task.py fit`` process in ``run_dir``; returns the final weights and the last logged train loss."""
     run_dir.mkdir(parents=True)
-    command = [sys.executable, str(ROOT / "train_task.py"), "fit", "--config", str(CONFIG),
+    command = [sys.executable, str(ROOT / "train_task.py"), "fit", "--config", str(config),
                "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
                "--trainer.log_every_n_steps", "1",
                "--data.init_args.root", str(data_root), "--data.init_args.num_train", str(num_train),
@@ -54,22 +57,26 @@ def train(run_dir: Path, data_root: Path, steps: int, num_train: int, workers: i
     checkpoint = next(run_dir.rglob("last.ckpt"))
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     rows = list(csv.DictReader(next(run_dir.rglob("metrics.csv")).open()))
-    losses = [float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
+    key = "train/loss_step" if "train/loss_step" in rows[0] else "train/loss"
+    losses = [float(r[key]) for r in rows if r.get(key)]
     return state, losses[-1] if losses else float("nan")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=sorted(CONFIGS), default="detection", help="which demo model trains")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--num-train", type=int, default=128)
     parser.add_argument("--num-workers", type=int, default=1, help="loader processes (the demo uses 1)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        results = {name: train(tmp / f"run{i}", tmp / "data", args.steps, args.num_train, args.num_workers, env)
+        results = {name: train(CONFIGS[args.task], tmp / f"run{i}", tmp / "data", args.steps, args.num_train,
+                               args.num_workers, env)
                    for i, (name, env) in enumerate(SETTINGS.items())}
     reference, _ = results["reference"]
-    print(f"\nSSDLite demo model, {args.steps} AdamW steps from seed 0, torch {torch.__version__}, "
+    model = "SSDLite" if args.task == "detection" else "DeepLabv3-lite"
+    print(f"\n{model} demo model, {args.steps} AdamW steps from seed 0, torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, {args.num_workers} loader worker(s)")
     print(f"{'run':<20}{'bit-identical':>15}{'max |w - w_ref|':>18}{'last train loss':>17}")
     for name, (state, loss) in results.items():
