@@ -46,9 +46,9 @@ class DetectionTask(BaseTask):
             is exactly 0, so the network never sees background-only scenes.
         score_thresh, nms_thresh, detections_per_img: post-processing (per-class NMS).
         topk_candidates: (anchor, class) pairs per image kept for decoding and NMS. 300 = 3 x detections_per_img:
-            on the demo set (benchmarks/detection_topk.py) mAP and AR@100 stop changing at 300, the first value
-            at which NMS still fills all 100 detections (200 leaves 92 per image, AR@100 0.255 vs 0.262), while
-            400 costs 40% more post-processing time and every pair (2,952) 12x, for the same numbers.
+            on the ``make demo`` model (benchmarks/detection_topk.py) mAP 0.2835 and AR@100 0.5575 are reached at
+            300 and unchanged up to every pair (2,952); 200 loses 0.004 AR@100, and 400 costs 10% more
+            post-processing time (1.6x for every pair) for the same numbers.
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
         optimization, channels_last: see :class:`tasks.base.BaseTask`.
     """
