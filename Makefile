@@ -32,10 +32,10 @@ demo-cls: $(STAMP)
 	$(PY) train_task.py fit --config configs/mobilenetv2_shapes_classification.yaml
 
 bench: $(STAMP)
-	$(PY) benchmarks/backbone.py
-	$(PY) benchmarks/paper_tables.py
-	$(PY) benchmarks/detection.py
-	$(PY) benchmarks/segmentation.py
+	$(PY) -m benchmarks.backbone
+	$(PY) -m benchmarks.paper_tables
+	$(PY) -m benchmarks.detection
+	$(PY) -m benchmarks.segmentation
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

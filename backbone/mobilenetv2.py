@@ -1,7 +1,7 @@
 """MobileNetV2 (Sandler et al., 2018) as a multi-scale feature extractor.
 
 The architecture follows the paper's Table 2 and torchvision's ``mobilenet_v2`` parameter for parameter,
-so torchvision's ImageNet weights load unchanged (see :mod:`backbone.weights`).
+so torchvision's ImageNet weights load unchanged (see :mod:`mobilenetv2_dense.backbone.weights`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from backbone.features import FeatureInfo
+from mobilenetv2_dense.backbone.features import FeatureInfo
 
 # Paper Table 2: expansion t, output channels c, repeats n, stride s of the first repeat.
 INVERTED_RESIDUAL_SETTING: list[tuple[int, int, int, int]] = [
@@ -284,7 +284,7 @@ class MobileNetV2(nn.Module):
 
     def load_weights(self, weights: str | Path) -> None:
         """Load a torchvision ``mobilenet_v2`` state_dict file, or a torchvision weights name (downloads)."""
-        from backbone.weights import load_weights
+        from mobilenetv2_dense.backbone.weights import load_weights
 
         load_weights(self, weights)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from backbone.mobilenetv2 import INVERTED_RESIDUAL_SETTING, STEM_CHANNELS, MobileNetV2, make_divisible
+from mobilenetv2_dense.backbone.mobilenetv2 import INVERTED_RESIDUAL_SETTING, STEM_CHANNELS, MobileNetV2, make_divisible
 
 TORCHVISION_WEIGHT_NAMES = ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT")
 
@@ -19,7 +19,8 @@ TORCHVISION_WEIGHT_NAMES = ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT")
 class WeightsDownloadError(RuntimeError):
     """torchvision's weights ``name`` could not be downloaded (no internet, a proxy, a server error).
 
-    ``option`` names the setting that asked for them (``weights`` of :func:`backbone.mobilenet_v2`, or a config key),
+    ``option`` names the setting that asked for them (``weights`` of :func:`mobilenetv2_dense.backbone.mobilenet_v2`,
+    or a config key),
     ``none`` how that setting spells "no weights".
     """
 

@@ -1,6 +1,6 @@
 """Backbone latency on the CPU: this project's MobileNetV2 vs torchvision's, same process, as ratios.
 
-    python benchmarks/backbone.py [--runs 30] [--threads 2]
+    python -m benchmarks.backbone [--runs 30] [--threads 2]
 
 Both models are the 1000-class classifier at 224x224 in eval mode (identical parameter count); a ratio
 below 1.0 means ours is faster. Also run with channels_last memory format.
@@ -9,17 +9,12 @@ below 1.0 means ours is faster. Also run with channels_last memory format.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
 
-# This file is called backbone.py: put the repository root, not benchmarks/, first on the path so that
-# `import backbone` finds the package rather than this script.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-from backbone import mobilenet_v2  # noqa: E402
-from benchmarks.common import median_latency, print_table  # noqa: E402
+from benchmarks.common import median_latency, print_table
+from mobilenetv2_dense.backbone import mobilenet_v2
 
 
 def main(argv: list[str] | None = None) -> None:

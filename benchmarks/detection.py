@@ -1,6 +1,6 @@
 """All detection benchmarks in one run: latency, training and data-loader throughput, COCO evaluation time.
 
-    python benchmarks/detection.py [--quick]
+    python -m benchmarks.detection [--quick]
 
 Runs, in this process and in this order, each printing its own table with ratios against the peer:
   1. ``detection_latency.py``  batch-1 end-to-end latency at 320 (network + decode + NMS) vs torchvision
@@ -13,13 +13,8 @@ Each part also runs alone with its own options (``--help``).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository root
-
-from benchmarks import detection_data, detection_latency, detection_train  # noqa: E402
-from benchmarks.common import run_part, suite_options  # noqa: E402
+from benchmarks import detection_data, detection_latency, detection_train
+from benchmarks.common import run_part, suite_options
 
 
 def main(argv: list[str] | None = None) -> None:

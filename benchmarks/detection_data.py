@@ -1,7 +1,7 @@
 """Detection data speed: writing the generated COCO dataset, the set-up check, training loader images/s.
 
-    python benchmarks/detection_data.py                          # generated shapes (1,500 / 200 at 320) in a temp dir
-    python benchmarks/detection_data.py --root data/coco         # a real COCO 2017 tree (its train2017 split)
+    python -m benchmarks.detection_data                          # generated shapes (1,500 / 200 at 320) in a temp dir
+    python -m benchmarks.detection_data --root data/coco         # a real COCO 2017 tree (its train2017 split)
 
 Training batches go through the full SSD augmentation (photometric distortion, zoom out up to 4x, min-IoU crop,
 flip, resize to 320, normalise) and ``detection_collate``, with 0, 1 and 2 DataLoader workers.
@@ -10,7 +10,6 @@ flip, resize to 320, normalise) and ``detection_collate``, with 0, 1 and 2 DataL
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,15 +17,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-if __package__ in (None, ""):  # run as a script: the repository root first
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import print_table  # noqa: E402
-from tasks.detection.coco import COCODetection  # noqa: E402
-from tasks.detection.data import detection_collate  # noqa: E402
-from tasks.detection.shapes import write_shapes_coco  # noqa: E402
-from tasks.detection.transforms import eval_transform, train_transform  # noqa: E402
-from tasks.seeding import seed_worker  # noqa: E402
+from benchmarks.common import print_table
+from mobilenetv2_dense.tasks.detection.coco import COCODetection
+from mobilenetv2_dense.tasks.detection.data import detection_collate
+from mobilenetv2_dense.tasks.detection.shapes import write_shapes_coco
+from mobilenetv2_dense.tasks.detection.transforms import eval_transform, train_transform
+from mobilenetv2_dense.tasks.seeding import seed_worker
 
 
 def loader_speed(dataset: COCODetection, *, workers: int, batch_size: int, batches: int) -> float:

@@ -1,6 +1,6 @@
 """End-to-end SSDLite latency on the CPU, batch 1 at 320x320: ours vs torchvision's ssdlite320_mobilenet_v3_large.
 
-    python benchmarks/detection_latency.py [--runs 30] [--threads 1]
+    python -m benchmarks.detection_latency [--runs 30] [--threads 1]
 
 Both models are randomly initialised (nothing downloads), in eval mode under ``torch.inference_mode``, and
 timed in the same process with calls interleaved (warm-up, then the median of ``--runs``). "network" is the
@@ -14,17 +14,14 @@ A ratio below 1.0 means ours is faster. The paper's figure is 200 ms on one Pixe
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository root, so `backbone` is the package
-from backbone.complexity import count_parameters  # noqa: E402
-from benchmarks.common import median_latency, print_table  # noqa: E402
-from heads.postprocess import postprocess_detections  # noqa: E402
-from tasks.detection.model import SSDLite  # noqa: E402
+from benchmarks.common import median_latency, print_table
+from mobilenetv2_dense.backbone.complexity import count_parameters
+from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.tasks.detection.model import SSDLite
 
 SETTINGS = dict(score_thresh=0.01, nms_thresh=0.45, topk_candidates=400, detections_per_img=100)
 

@@ -1,6 +1,6 @@
 """How many candidates post-processing should keep: ``topk_candidates`` against AR@100, mAP and time.
 
-    python benchmarks/detection_topk.py --ckpt runs/shapes_detection/csv/version_0/checkpoints/last.ckpt \
+    python -m benchmarks.detection_topk --ckpt runs/shapes_detection/csv/version_0/checkpoints/last.ckpt \
         --root data/shapes_coco --image-size 192
 
 Runs the trained network once over the COCO-format val split, keeps its raw outputs, then post-processes them
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -22,15 +21,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository root
-
-from benchmarks.common import print_table  # noqa: E402
-from heads.postprocess import postprocess_detections  # noqa: E402
-from tasks.detection.coco import COCODetection  # noqa: E402
-from tasks.detection.data import detection_collate  # noqa: E402
-from tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original  # noqa: E402
-from tasks.detection.model import SSDLite  # noqa: E402
-from tasks.detection.transforms import eval_transform  # noqa: E402
+from benchmarks.common import print_table
+from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.tasks.detection.coco import COCODetection
+from mobilenetv2_dense.tasks.detection.data import detection_collate
+from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
+from mobilenetv2_dense.tasks.detection.model import SSDLite
+from mobilenetv2_dense.tasks.detection.transforms import eval_transform
 
 
 def load_model(ckpt: str) -> tuple[SSDLite, dict]:

@@ -1,6 +1,6 @@
 """Detection speed on this machine: SSDLite training throughput vs torchvision, COCO evaluation backends.
 
-    python benchmarks/detection_train.py [--batch-size 8] [--size 320] [--iters 6] [--threads N]
+    python -m benchmarks.detection_train [--batch-size 8] [--size 320] [--iters 6] [--threads N]
 
 1. Training images/s (forward + loss + backward + SGD step) at 320x320 on the CPU: our SSDLite-MobileNetV2
    (80 classes) against torchvision's ``ssdlite320_mobilenet_v3_large`` (91 classes, random init, its training
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,12 +21,10 @@ import numpy as np
 import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from heads.loss import SSDLoss  # noqa: E402
-from tasks.detection.evaluation import evaluate_coco  # noqa: E402
-from tasks.detection.model import SSDLite  # noqa: E402
-from tasks.detection.shapes import write_shapes_coco  # noqa: E402
+from mobilenetv2_dense.heads.loss import SSDLoss
+from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
+from mobilenetv2_dense.tasks.detection.model import SSDLite
+from mobilenetv2_dense.tasks.detection.shapes import write_shapes_coco
 
 
 def random_targets(batch_size: int, size: int, generator: torch.Generator, num_classes: int) -> list[dict]:

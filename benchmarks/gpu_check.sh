@@ -48,5 +48,5 @@ fi
 
 if want 4; then
 echo "== 4. training throughput"
-timeout 200 $PY benchmarks/gpu_training.py 2>&1 | tee "$OUT/gpu_training.log"
+timeout 200 $PY -m benchmarks.gpu_training 2>&1 | tee "$OUT/gpu_training.log"
 fi

@@ -1,6 +1,6 @@
 """GPU training throughput: SSDLite and DeepLabv3-lite against their peers, fp32 / AMP fp16 / AMP bf16, NCHW / NHWC.
 
-    python benchmarks/gpu_training.py [--det-batch 32] [--seg-batch 16] [--steps 10]
+    python -m benchmarks.gpu_training [--det-batch 32] [--seg-batch 16] [--steps 10]
 
 Each step is forward + loss + backward + SGD step, timed with CUDA synchronisation; the contenders alternate
 step by step and the median step is reported, with the ratio to the peer in the same precision:
@@ -14,25 +14,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
 from torch.nn import functional as F
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-if __package__ in (None, ""):  # run as a script: the project root must win over benchmarks/backbone.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import print_table  # noqa: E402
-from heads.loss import SSDLoss  # noqa: E402
-from tasks.detection.model import SSDLite  # noqa: E402
-from tasks.segmentation.model import DeepLabV3  # noqa: E402
-from tasks.segmentation.voc import IGNORE_INDEX  # noqa: E402
+from benchmarks.common import print_table
+from mobilenetv2_dense.heads.loss import SSDLoss
+from mobilenetv2_dense.tasks.detection.model import SSDLite
+from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
+from mobilenetv2_dense.tasks.segmentation.voc import IGNORE_INDEX
 
 PRECISIONS = {"fp32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 

@@ -1,31 +1,30 @@
 """The paper's Tables 4, 6 and 7 beside this project's models, built from the experiment configs.
 
-    python benchmarks/paper_tables.py
+    python -m benchmarks.paper_tables
 
-Counts come from ``backbone.complexity`` (parameters; multiply-adds of convolutions and linear layers,
+Counts come from ``mobilenetv2_dense.backbone.complexity`` (parameters; multiply-adds of convolutions and linear layers,
 as the paper counts them). Nothing is trained or downloaded: the configs' optional ImageNet weights are skipped.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
+import mobilenetv2_dense.backbone.weights
+from benchmarks.common import print_table
+from mobilenetv2_dense.backbone import mobilenet_v2
+from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
+from mobilenetv2_dense.tasks.cli import cli_main
 
-import backbone.weights  # noqa: E402
-from backbone import mobilenet_v2  # noqa: E402
-from backbone.complexity import count_madds, count_parameters  # noqa: E402
-from benchmarks.common import print_table  # noqa: E402
-from train_task import cli_main  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS = ROOT / "configs"
 
 
 def _network(config: str):
     """The ``self.model`` of a config's task, without data, weights or a run."""
-    backbone.weights.load_weights = lambda model, weights: None  # counts only: skip optional downloads
+    # counts only: skip the configs' optional weight downloads
+    mobilenetv2_dense.backbone.weights.load_weights = lambda model, weights: None
     return cli_main(["--config", str(CONFIGS / config), "--trainer.logger", "false"], run=False).model.model
 
 

@@ -1,6 +1,6 @@
 """Which runs give bit-identical weights: the same seed on the same CPU, another thread count, another CPU's kernels.
 
-    python benchmarks/reproducibility.py [--task detection|segmentation] [--steps 30] [--num-train 128]
+    python -m benchmarks.reproducibility [--task detection|segmentation] [--steps 30] [--num-train 128]
                                          [--num-workers 1]
 
 Trains a demo model (``configs/ssdlite_shapes_demo.yaml``: SSDLite, or ``configs/deeplabv3lite_shapes_demo.yaml``:

@@ -1,6 +1,6 @@
 """All segmentation benchmarks in one run: batch-1 latency, training throughput, data-loader throughput.
 
-    python benchmarks/segmentation.py [--quick]
+    python -m benchmarks.segmentation [--quick]
 
 Runs, in this process and in this order, each printing its own table with ratios against the peers:
   1. ``segmentation_latency.py``  batch-1 latency at 512x512 of DeepLabv3-lite and DeepLabv3 (ASPP) vs torchvision
@@ -12,13 +12,8 @@ Each part also runs alone with its own options (``--help``).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository root
-
-from benchmarks import segmentation_data, segmentation_latency, segmentation_train  # noqa: E402
-from benchmarks.common import run_part, suite_options  # noqa: E402
+from benchmarks import segmentation_data, segmentation_latency, segmentation_train
+from benchmarks.common import run_part, suite_options
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """Segmentation data speed: the set-up check (ms per mask) and training loader throughput (images/s).
 
-    python benchmarks/segmentation_data.py                      # generated VOC-sized scenes in a temp folder
-    python benchmarks/segmentation_data.py --root data/voc      # a real VOCdevkit (its ``train`` split)
+    python -m benchmarks.segmentation_data                      # generated VOC-sized scenes in a temp folder
+    python -m benchmarks.segmentation_data --root data/voc      # a real VOCdevkit (its ``train`` split)
 
 Training samples go through the full DeepLab augmentation (random scale 0.5-2.0, pad, crop, flip, normalise)
 and ``segmentation_collate``, with 0, 1 and 2 DataLoader workers. The main process runs torch and OpenCV with
@@ -11,7 +11,6 @@ and ``segmentation_collate``, with 0, 1 and 2 DataLoader workers. The main proce
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +19,11 @@ import cv2
 import torch
 from torch.utils.data import DataLoader
 
-if __package__ in (None, ""):  # run as a script: the repository root, not benchmarks/ (holding backbone.py), first
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tasks.checks import DatasetReport  # noqa: E402
-from tasks.segmentation.data import SegmentationDataset, segmentation_collate  # noqa: E402
-from tasks.segmentation.shapes import write_shapes_voc  # noqa: E402
-from tasks.segmentation.transforms import train_transforms  # noqa: E402
-from tasks.segmentation.voc import check_samples, find_voc2012, voc_samples  # noqa: E402
+from mobilenetv2_dense.tasks.checks import DatasetReport
+from mobilenetv2_dense.tasks.segmentation.data import SegmentationDataset, segmentation_collate
+from mobilenetv2_dense.tasks.segmentation.shapes import write_shapes_voc
+from mobilenetv2_dense.tasks.segmentation.transforms import train_transforms
+from mobilenetv2_dense.tasks.segmentation.voc import check_samples, find_voc2012, voc_samples
 
 
 def time_check(samples: list, workers: int) -> float:

@@ -1,6 +1,6 @@
 """Batch-1 CPU latency of our DeepLabv3 models against torchvision's and smp's mobile segmentation models.
 
-    python benchmarks/segmentation_latency.py --runs 20 --threads 1 --size 512
+    python -m benchmarks.segmentation_latency --runs 20 --threads 1 --size 512
 
 Every model is built with random weights (nothing downloads), 21 classes, put in eval mode and run under
 ``torch.inference_mode`` on one ``(1, 3, size, size)`` input: ``--warmup`` runs first, then the median (and
@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backbone.complexity import count_madds, count_parameters  # noqa: E402
-from tasks.segmentation.model import DeepLabV3  # noqa: E402
+from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
+from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
 
 NUM_CLASSES = 21
 

@@ -5,31 +5,26 @@ ASPP + DeepLabv3+ decoder) with segmentation_models_pytorch's ``DeepLabV3Plus(en
 (random weights; nothing downloads). Steps of the models are interleaved, so a machine whose load changes during
 the run slows every model alike; the median step time is reported, and ratios against smp.
 
-    python benchmarks/segmentation_train.py                      # 512 crop, batch 4, CPU
-    python benchmarks/segmentation_train.py --device cuda --batch 16 --steps 20
+    python -m benchmarks.segmentation_train                      # 512 crop, batch 4, CPU
+    python -m benchmarks.segmentation_train --device cuda --batch 16 --steps 20
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-if __package__ in (None, ""):  # run as a script: the project root must win over benchmarks/backbone.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backbone.complexity import count_parameters  # noqa: E402
-from benchmarks.common import print_table  # noqa: E402
-from tasks.segmentation.model import DeepLabV3  # noqa: E402
-from tasks.segmentation.voc import IGNORE_INDEX  # noqa: E402
+from benchmarks.common import print_table
+from mobilenetv2_dense.backbone.complexity import count_parameters
+from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
+from mobilenetv2_dense.tasks.segmentation.voc import IGNORE_INDEX
 
 
 class SmpAdapter(nn.Module):

@@ -1,12 +1,12 @@
 """Plain-PyTorch heads and their pieces: built from channel counts and feature names, never from a backbone."""
 
-from heads.anchors import box_specs, num_anchors_per_location, ssd_anchors
-from heads.box_coder import BoxCoder
-from heads.deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, ImagePooling, atrous_rates_for
-from heads.loss import SSDLoss
-from heads.matcher import match_anchors
-from heads.postprocess import postprocess_detections
-from heads.ssdlite import SSDLiteHead
+from mobilenetv2_dense.heads.anchors import box_specs, num_anchors_per_location, ssd_anchors
+from mobilenetv2_dense.heads.box_coder import BoxCoder
+from mobilenetv2_dense.heads.deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, ImagePooling, atrous_rates_for
+from mobilenetv2_dense.heads.loss import SSDLoss
+from mobilenetv2_dense.heads.matcher import match_anchors
+from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.heads.ssdlite import SSDLiteHead
 
 __all__ = [
     "BoxCoder",

@@ -16,7 +16,7 @@ i.e. ``create_ssd_anchors`` in ``object_detection/anchor_generators/multiple_gri
   so in pixels ``base = min(H, W)`` and an ``ar = 1`` anchor is square on any image;
 - centres at ``((i + 0.5) / fh, (j + 0.5) / fw)`` of the image (default stride ``1 / grid``, offset half a stride);
 - order: anchor spec fastest, then x, then y, then layer (``tile_anchors`` docstring) -- the order in which
-  :class:`heads.ssdlite.SSDLiteHead` flattens its ``(N, A*4, H, W)`` maps;
+  :class:`mobilenetv2_dense.heads.ssdlite.SSDLiteHead` flattens its ``(N, A*4, H, W)`` maps;
 - no clipping (``clip_window=None`` by default).
 """
 

@@ -49,7 +49,7 @@ def _flatten_predictions(maps: list[Tensor], values_per_anchor: int) -> Tensor:
     for x in maps:
         n, _, h, w = x.shape
         x = x.reshape(n, -1, values_per_anchor, h, w)  # (N, A_l*V, H, W) -> (N, A_l, V, H, W)
-        x = x.permute(0, 3, 4, 1, 2)  # (N, A_l, V, H, W) -> (N, H, W, A_l, V): anchor order of heads.anchors
+        x = x.permute(0, 3, 4, 1, 2)  # (N, A_l, V, H, W) -> (N, H, W, A_l, V): the anchor order of heads.anchors
         flat.append(x.reshape(n, -1, values_per_anchor))  # (N, H, W, A_l, V) -> (N, H*W*A_l, V)
     return torch.cat(flat, dim=1)
 
@@ -62,7 +62,7 @@ class SSDLiteHead(nn.Module):
             the paper: ``{"stage6_expansion": 576, "conv_head": 1280}``). The extra layers chain after the last.
         num_classes: K object classes; the classifier predicts K + 1 logits (column 0 = background).
         num_anchors: anchors per cell for every map, taps first then extras (``[3, 6, 6, 6, 6, 6]``), e.g. from
-            :func:`heads.anchors.num_anchors_per_location`.
+            :func:`mobilenetv2_dense.heads.anchors.num_anchors_per_location`.
         extra_channels: outputs of the extra layers (paper: 512, 256, 256, 128).
 
     ``forward(features)`` takes the backbone's ``dict[str, Tensor]`` and returns

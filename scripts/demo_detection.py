@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
+from mobilenetv2_dense.tasks.detection.visualize import DetectionPredictionWriter, draw_detections, save_image
+from mobilenetv2_dense.tasks.images import read_rgb
 
-from tasks.detection.evaluation import evaluate_coco  # noqa: E402
-from tasks.detection.visualize import DetectionPredictionWriter, draw_detections, save_image  # noqa: E402
-from tasks.images import read_rgb  # noqa: E402
-from train_task import cli_main  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ROWS = (("map", "AP @[.50:.95]"), ("map_50", "AP @.50"), ("map_75", "AP @.75"), ("map_small", "AP small"),
         ("map_medium", "AP medium"), ("map_large", "AP large"), ("mar_100", "AR @100"))

@@ -1,4 +1,5 @@
 """Lightning tasks: classification, SSDLite detection and DeepLabv3 segmentation, with their data modules.
 
-Sub-packages: ``tasks.classification``, ``tasks.detection``, ``tasks.segmentation``.
+Sub-packages: ``mobilenetv2_dense.tasks.classification``, ``mobilenetv2_dense.tasks.detection``,
+``mobilenetv2_dense.tasks.segmentation``.
 """

@@ -9,14 +9,15 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from tasks.optim import Optimization, build_optimizer, build_scheduler
+from mobilenetv2_dense.tasks.optim import Optimization, build_optimizer, build_scheduler
 
 
 class BaseTask(L.LightningModule):
     """Base LightningModule. Subclasses set ``self.model`` (a plain ``nn.Module``: images -> dict of tensors).
 
     Args:
-        optimization: optimiser, peak lr, schedule and warm-up (see :class:`tasks.optim.Optimization`).
+        optimization: optimiser, peak lr, schedule and warm-up (see
+        :class:`mobilenetv2_dense.tasks.optim.Optimization`).
         channels_last: run the network in NHWC memory format (faster convolutions on recent GPUs and CPUs).
     """
 

@@ -22,12 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from backbone.weights import WeightsDownloadError
+from mobilenetv2_dense.backbone.weights import WeightsDownloadError
+from mobilenetv2_dense.tasks.checkpointing import ResumableTraining
 
 _CONFIG_OPTIONS = ("-c", "--config")
 
@@ -153,3 +155,26 @@ class TaskCLI(LightningCLI):
         if lines:
             rank_zero_info(f"Model arguments set by --ckpt_path {ckpt_path} or typed over it (the command line wins "
                            "over the checkpoint, the checkpoint over the config files):\n" + "\n".join(lines))
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> TaskCLI:
+    """Run the CLI on ``args`` (``sys.argv`` when ``None``); ``run=False`` only instantiates model and data.
+
+    The entry point of ``mobilenetv2-dense``, ``python -m mobilenetv2_dense`` and ``python train_task.py``.
+    With ``run=False`` the arguments have no subcommand: ``cli_main(["--config", path], run=False)``.
+    """
+    return TaskCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [ResumableTraining()]},  # checkpoint on SIGTERM, atomic writes, RNG states
+    )
+
+
+def main() -> None:
+    """Console script ``mobilenetv2-dense``."""
+    cli_main()

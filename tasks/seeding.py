@@ -11,7 +11,8 @@ reseeded from torch's seeds whenever an epoch's iterator is made:
 
 Both seeds are mixed with the process's rank (DDP ranks start from the same global seed and would otherwise apply
 the same sequence of augmentations to their shards). They descend from the global torch RNG, so two runs with the
-same ``seed_everything`` augment alike, and restoring that RNG on resume (``tasks.checkpointing.ResumableTraining``)
+same ``seed_everything`` augment alike, and restoring that RNG on resume
+(``mobilenetv2_dense.tasks.checkpointing.ResumableTraining``)
 restores the augmentation too, except with ``persistent_workers``: their pipelines are seeded once and run on
 across epochs in processes whose state no checkpoint holds.
 """

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from backbone import mobilenet_v2
+from mobilenetv2_dense.backbone import mobilenet_v2
 
 
 class FPNLiteNeck(nn.Module):

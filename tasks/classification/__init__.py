@@ -1,12 +1,12 @@
 """Classification (backbone pre-training) on the ImageNet folder layout."""
 
-from tasks.classification.data import (
+from mobilenetv2_dense.tasks.classification.data import (
     ImageFolderDataModule,
     ImageFolderDataset,
     ShapesImageFolderDataModule,
     classification_transforms,
 )
-from tasks.classification.module import ClassificationTask
+from mobilenetv2_dense.tasks.classification.module import ClassificationTask
 
 __all__ = [
     "ClassificationTask",

@@ -12,10 +12,10 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
-from tasks.checks import DatasetReport
-from tasks.images import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, image_problem, read_rgb
-from tasks.seeding import seeded_loader
-from tasks.synthetic import SHAPE_CLASSES, write_image_folder
+from mobilenetv2_dense.tasks.checks import DatasetReport
+from mobilenetv2_dense.tasks.images import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, image_problem, read_rgb
+from mobilenetv2_dense.tasks.seeding import seeded_loader
+from mobilenetv2_dense.tasks.synthetic import SHAPE_CLASSES, write_image_folder
 
 
 def classification_transforms(image_size: int, *, train: bool, crop_scale: tuple[float, float] = (0.08, 1.0),

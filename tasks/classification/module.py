@@ -6,9 +6,9 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from backbone import mobilenet_v2
-from tasks.base import BaseTask
-from tasks.optim import Optimization
+from mobilenetv2_dense.backbone import mobilenet_v2
+from mobilenetv2_dense.tasks.base import BaseTask
+from mobilenetv2_dense.tasks.optim import Optimization
 
 
 class ClassificationTask(BaseTask):
@@ -20,7 +20,7 @@ class ClassificationTask(BaseTask):
         num_classes: K, the number of classes of the data module.
         width_mult: the paper's width multiplier alpha.
         backbone_weights: a torchvision mobilenet_v2 state_dict file or ImageNet weights name (see
-            ``backbone.mobilenet_v2``); a classifier of another class count is left initialised.
+            ``mobilenetv2_dense.backbone.mobilenet_v2``); a classifier of another class count is left initialised.
         label_smoothing: cross-entropy label smoothing (0 in the paper).
     """
 

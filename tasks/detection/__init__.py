@@ -1,12 +1,18 @@
 """SSDLite detection: COCO and VOC data, box-safe augmentation, the network and its Lightning task."""
 
-from tasks.detection.coco import COCODetection, load_coco
-from tasks.detection.data import DetectionDataset, DetectionIndex, ImageFolderDetection, build_index, detection_collate
-from tasks.detection.datamodule import COCODataModule, DetectionDataModule, VOCDetectionDataModule
-from tasks.detection.model import SSDLite
-from tasks.detection.module import DetectionTask
-from tasks.detection.shapes import ShapesCOCODataModule, write_shapes_coco
-from tasks.detection.transforms import (
+from mobilenetv2_dense.tasks.detection.coco import COCODetection, load_coco
+from mobilenetv2_dense.tasks.detection.data import (
+    DetectionDataset,
+    DetectionIndex,
+    ImageFolderDetection,
+    build_index,
+    detection_collate,
+)
+from mobilenetv2_dense.tasks.detection.datamodule import COCODataModule, DetectionDataModule, VOCDetectionDataModule
+from mobilenetv2_dense.tasks.detection.model import SSDLite
+from mobilenetv2_dense.tasks.detection.module import DetectionTask
+from mobilenetv2_dense.tasks.detection.shapes import ShapesCOCODataModule, write_shapes_coco
+from mobilenetv2_dense.tasks.detection.transforms import (
     DetectionAugment,
     DetectionTransform,
     MinIoURandomCrop,
@@ -14,7 +20,7 @@ from tasks.detection.transforms import (
     eval_transform,
     train_transform,
 )
-from tasks.detection.voc import VOC_CLASSES, VOCAnnotation, VOCDetection, parse_voc_xml
+from mobilenetv2_dense.tasks.detection.voc import VOC_CLASSES, VOCAnnotation, VOCDetection, parse_voc_xml
 
 __all__ = [
     "COCODataModule",

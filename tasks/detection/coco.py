@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from tasks.checks import DatasetError, DatasetReport
-from tasks.detection.data import DetectionDataset, Transform, build_index
+from mobilenetv2_dense.tasks.checks import DatasetError, DatasetReport
+from mobilenetv2_dense.tasks.detection.data import DetectionDataset, Transform, build_index
 
 
 def load_coco(annotations: str | Path) -> COCO:
@@ -38,8 +38,9 @@ class COCODetection(DetectionDataset):
     Category ids (1..90 with gaps in COCO) map to contiguous labels 1..K in id order (0 is background):
     ``cat_id_to_label`` and ``label_to_cat_id``; ``class_names[label - 1]``. Crowd annotations stay in the index
     flagged ``ignore`` (left out of training targets; the evaluator reads them from the json); images without
-    annotations are kept as negatives. The set-up check (see :func:`tasks.detection.data.build_index`) prints a
-    summary; ``strict=True`` raises :class:`tasks.checks.DatasetError` on any problem.
+    annotations are kept as negatives. The set-up check (see
+    :func:`mobilenetv2_dense.tasks.detection.data.build_index`) prints a
+    summary; ``strict=True`` raises :class:`mobilenetv2_dense.tasks.checks.DatasetError` on any problem.
     """
 
     def __init__(self, images: str | Path, annotations: str | Path, *, transform: Transform | None = None,

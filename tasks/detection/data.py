@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tasks.checks import DatasetError, DatasetReport, DatasetWarning
-from tasks.images import ImageReadError, image_problem, image_size, read_rgb
+from mobilenetv2_dense.tasks.checks import DatasetError, DatasetReport, DatasetWarning
+from mobilenetv2_dense.tasks.images import ImageReadError, image_problem, image_size, read_rgb
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[Tensor, Tensor, Tensor]]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

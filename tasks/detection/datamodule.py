@@ -17,12 +17,18 @@ import lightning as L
 from pycocotools.coco import COCO
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from tasks.checks import DatasetError
-from tasks.detection.coco import COCODetection
-from tasks.detection.data import DetectionDataset, ImageFolderDetection, Transform, detection_collate
-from tasks.detection.transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionAugment, eval_transform, train_transform
-from tasks.detection.voc import VOC_CLASSES, VOCDetection
-from tasks.seeding import seeded_loader
+from mobilenetv2_dense.tasks.checks import DatasetError
+from mobilenetv2_dense.tasks.detection.coco import COCODetection
+from mobilenetv2_dense.tasks.detection.data import DetectionDataset, ImageFolderDetection, Transform, detection_collate
+from mobilenetv2_dense.tasks.detection.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DetectionAugment,
+    eval_transform,
+    train_transform,
+)
+from mobilenetv2_dense.tasks.detection.voc import VOC_CLASSES, VOCDetection
+from mobilenetv2_dense.tasks.seeding import seeded_loader
 
 
 class DetectionDataModule(L.LightningDataModule):

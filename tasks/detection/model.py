@@ -1,6 +1,7 @@
 """MobileNetV2 + SSDLite, the detector of the MobileNetV2 paper (Sec. 6.2, Tables 5 and 6).
 
-Parameter and MAdds budget of ``SSDLite(num_classes=80)`` at 320x320, counted with ``backbone.complexity``
+Parameter and MAdds budget of ``SSDLite(num_classes=80)`` at 320x320, counted with
+``mobilenetv2_dense.backbone.complexity``
 (checked in ``tests/tasks/test_detection_model.py``):
 
 ============================  ==========  ==========  ======================
@@ -25,14 +26,14 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from backbone import mobilenet_v2
-from heads.anchors import num_anchors_per_location, ssd_anchors
-from heads.box_coder import BoxCoder
-from heads.ssdlite import SSDLiteHead
+from mobilenetv2_dense.backbone import mobilenet_v2
+from mobilenetv2_dense.heads.anchors import num_anchors_per_location, ssd_anchors
+from mobilenetv2_dense.heads.box_coder import BoxCoder
+from mobilenetv2_dense.heads.ssdlite import SSDLiteHead
 
 
 class SSDLite(nn.Module):
-    """MobileNetV2 backbone tapped at ``taps`` + :class:`heads.ssdlite.SSDLiteHead` + TF SSD anchors.
+    """MobileNetV2 backbone tapped at ``taps`` + :class:`mobilenetv2_dense.heads.ssdlite.SSDLiteHead` + TF SSD anchors.
 
     ``forward(images (N, 3, H, W))`` returns ``{"bbox_regression": (N, A, 4), "cls_logits": (N, A, K + 1),
     "anchors": (A, 4)}``, anchors xyxy in input pixels for that H, W (cached per input size). ``A`` is 2034 at
@@ -98,7 +99,7 @@ class SSDLite(nn.Module):
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"tasks/detection/model.py: expected images (N, 3, H, W), got {tuple(images.shape)}; "
-                             "stack the batch with tasks.detection.data.detection_collate")
+                             "stack the batch with mobilenetv2_dense.tasks.detection.data.detection_collate")
         out = self.head(self.backbone(images))
         feature_sizes = out.pop("feature_sizes")
         out["anchors"] = self.anchors(tuple(images.shape[-2:]), feature_sizes, device=images.device)

@@ -13,12 +13,17 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from heads.loss import SSDLoss
-from heads.postprocess import postprocess_detections
-from tasks.base import BaseTask
-from tasks.detection.evaluation import METRIC_NAMES, detections_to_array, evaluate_coco, scale_to_original
-from tasks.detection.model import SSDLite
-from tasks.optim import Optimization
+from mobilenetv2_dense.heads.loss import SSDLoss
+from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.tasks.base import BaseTask
+from mobilenetv2_dense.tasks.detection.evaluation import (
+    METRIC_NAMES,
+    detections_to_array,
+    evaluate_coco,
+    scale_to_original,
+)
+from mobilenetv2_dense.tasks.detection.model import SSDLite
+from mobilenetv2_dense.tasks.optim import Optimization
 
 LOGGED_METRICS = (*METRIC_NAMES, "mar_100")
 
@@ -50,7 +55,7 @@ class DetectionTask(BaseTask):
             300 and unchanged up to every pair (2,952); 200 loses 0.004 AR@100, and 400 costs 10% more
             post-processing time (1.6x for every pair) for the same numbers.
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
-        optimization, channels_last: see :class:`tasks.base.BaseTask`.
+        optimization, channels_last: see :class:`mobilenetv2_dense.tasks.base.BaseTask`.
     """
 
     def __init__(

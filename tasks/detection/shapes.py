@@ -1,6 +1,6 @@
 """A generated detection dataset written in the real COCO 2017 layout, for demos and tests.
 
-``write_shapes_coco`` draws scenes with :func:`tasks.synthetic.render_scene` and writes
+``write_shapes_coco`` draws scenes with :func:`mobilenetv2_dense.tasks.synthetic.render_scene` and writes
 ``annotations/instances_{train,val}2017.json`` + ``train2017/``, ``val2017/`` JPEGs; :class:`ShapesCOCODataModule`
 writes it on first use and then reads it back through exactly the COCO path a user's dataset takes.
 Category ids are deliberately not contiguous (1, 3, 7, 9) so the id <-> label mapping is exercised.
@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from tasks.detection.datamodule import COCODataModule
-from tasks.detection.transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionAugment
-from tasks.synthetic import SHAPE_CLASSES, render_scene
+from mobilenetv2_dense.tasks.detection.datamodule import COCODataModule
+from mobilenetv2_dense.tasks.detection.transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionAugment
+from mobilenetv2_dense.tasks.synthetic import SHAPE_CLASSES, render_scene
 
 SHAPE_CATEGORY_IDS = (1, 3, 7, 9)  # COCO-style ids with gaps, one per SHAPE_CLASSES entry
 STARTED = ".shapes_coco_writing"  # written first: a tree without it (or MARKER) is someone else's data
@@ -70,7 +70,8 @@ def write_shapes_coco(root: str | Path, *, num_train: int = 1500, num_val: int =
                                     "iscrowd": 0, "segmentation": {"size": rle["size"],
                                                                    "counts": rle["counts"].decode("ascii")}})
                 next_ann_id += 1
-        dataset = {"info": {"description": "generated shapes (tasks.detection.shapes)", "version": "1.0",
+        dataset = {"info": {"description": "generated shapes (mobilenetv2_dense.tasks.detection.shapes)", "version":
+        "1.0",
                             "year": 2025, "contributor": "write_shapes_coco", "date_created": ""},
                    "licenses": [{"id": 1, "name": "CC0", "url": ""}],
                    "images": images, "annotations": annotations, "categories": shape_categories()}

@@ -13,8 +13,8 @@ from typing import NamedTuple
 import numpy as np
 from pycocotools.coco import COCO
 
-from tasks.checks import DatasetReport
-from tasks.detection.data import DetectionDataset, Transform, build_index
+from mobilenetv2_dense.tasks.checks import DatasetReport
+from mobilenetv2_dense.tasks.detection.data import DetectionDataset, Transform, build_index
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")

@@ -1,18 +1,25 @@
 """DeepLabv3 semantic segmentation on PASCAL VOC 2012 (trainaug from SBD) and the generated shapes scenes."""
 
-from tasks.segmentation.data import (
+from mobilenetv2_dense.tasks.segmentation.data import (
     ImageFolderPredictDataset,
     SegmentationDataset,
     VOCSegmentationDataModule,
     predict_collate,
     segmentation_collate,
 )
-from tasks.segmentation.model import DeepLabV3
-from tasks.segmentation.module import SegmentationTask
-from tasks.segmentation.shapes import SHAPES_CLASSES, ShapesVOCDataModule, write_shapes_voc
-from tasks.segmentation.smp_encoder import register_smp_encoder
-from tasks.segmentation.transforms import eval_transforms, train_transforms
-from tasks.segmentation.voc import VOC_CLASSES, VOC_PALETTE, MaskError, read_mask, rgb_to_index, voc_palette
+from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
+from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
+from mobilenetv2_dense.tasks.segmentation.shapes import SHAPES_CLASSES, ShapesVOCDataModule, write_shapes_voc
+from mobilenetv2_dense.tasks.segmentation.smp_encoder import register_smp_encoder
+from mobilenetv2_dense.tasks.segmentation.transforms import eval_transforms, train_transforms
+from mobilenetv2_dense.tasks.segmentation.voc import (
+    VOC_CLASSES,
+    VOC_PALETTE,
+    MaskError,
+    read_mask,
+    rgb_to_index,
+    voc_palette,
+)
 
 # Makes ``smp`` encoder names ``mnv2_dense*`` resolve to this backbone.
 register_smp_encoder()

@@ -21,11 +21,16 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from tasks.checks import DatasetReport
-from tasks.images import ImageReadError, image_problem, read_rgb
-from tasks.seeding import seeded_loader
-from tasks.segmentation.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, train_transforms
-from tasks.segmentation.voc import (
+from mobilenetv2_dense.tasks.checks import DatasetReport
+from mobilenetv2_dense.tasks.images import ImageReadError, image_problem, read_rgb
+from mobilenetv2_dense.tasks.seeding import seeded_loader
+from mobilenetv2_dense.tasks.segmentation.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transforms,
+    train_transforms,
+)
+from mobilenetv2_dense.tasks.segmentation.voc import (
     IGNORE_INDEX,
     VOC_CLASSES,
     VOC_PALETTE,
@@ -67,10 +72,12 @@ def predict_collate(batch: Sequence[tuple[Tensor, str]]) -> dict:
 class SegmentationDataset(Dataset):
     """Checked ``(image, mask)`` file pairs as ``(image (3, H, W) float, mask (H, W) int64)`` after ``transform``.
 
-    Construction runs the set-up check (:func:`tasks.segmentation.voc.check_samples`): missing, unreadable or
+    Construction runs the set-up check (:func:`mobilenetv2_dense.tasks.segmentation.voc.check_samples`): missing,
+    unreadable or
     truncated files, masks of the wrong size, labels outside ``0..num_classes-1`` and 255, RGB masks with
     colours outside the VOC palette. One summary is printed; bad samples are skipped with a warning, or
-    ``strict=True`` raises :class:`tasks.checks.DatasetError` naming the files. A file that still fails to
+    ``strict=True`` raises :class:`mobilenetv2_dense.tasks.checks.DatasetError` naming the files. A file that still
+    fails to
     decode later is replaced by the next sample with a warning naming it.
     """
 

@@ -3,7 +3,7 @@
 Paper Sec. 6.3, Table 7. The head sits on ``stage7``, the 320-channel output of the last bottleneck
 ("MNet V2*": the second-last feature map, no 1280 layer), which the backbone then does not even build.
 
-Cost against Table 7 (21 classes, width 1, OS16; ``backbone.complexity``; paper in brackets):
+Cost against Table 7 (21 classes, width 1, OS16; ``mobilenetv2_dense.backbone.complexity``; paper in brackets):
 
     head   params             MAdds at 512x512    MAdds at 513x513
     lite   2,113,557 (2.11M)  2.604B (2.75B)      2.741B
@@ -27,8 +27,8 @@ from typing import Literal
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from backbone import mobilenet_v2
-from heads.deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, atrous_rates_for
+from mobilenetv2_dense.backbone import mobilenet_v2
+from mobilenetv2_dense.heads.deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, atrous_rates_for
 
 
 class DeepLabV3(nn.Module):

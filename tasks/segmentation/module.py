@@ -22,10 +22,10 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DistributedSampler
 
-from tasks.base import BaseTask
-from tasks.optim import Optimization
-from tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
-from tasks.segmentation.model import DeepLabV3
+from mobilenetv2_dense.tasks.base import BaseTask
+from mobilenetv2_dense.tasks.optim import Optimization
+from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
+from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
 
 
 class SegmentationTask(BaseTask):
@@ -34,7 +34,8 @@ class SegmentationTask(BaseTask):
     Logs ``train/loss``, ``val/loss`` (cross-entropy per labelled pixel of the split), ``val/miou``,
     ``val/pixel_accuracy`` (``test/...`` likewise) and prints the per-class IoU table after each validation.
     Evaluation batches may add each image's ``(h, w)`` (``(images, masks, sizes)``, see
-    :func:`tasks.segmentation.data.segmentation_collate`); each image is then evaluated at its own size.
+    :func:`mobilenetv2_dense.tasks.segmentation.data.segmentation_collate`); each image is then evaluated at its own
+    size.
     ``predict_step`` takes ``{"images", "paths", "sizes"}`` batches and returns one ``(h, w)`` uint8 index mask
     per image, predicted at its original size.
 

@@ -15,10 +15,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from tasks.segmentation.data import VOCSegmentationDataModule
-from tasks.segmentation.transforms import IMAGENET_MEAN, IMAGENET_STD
-from tasks.segmentation.voc import IGNORE_INDEX, VOC_PALETTE
-from tasks.synthetic import SHAPE_CLASSES, render_scene
+from mobilenetv2_dense.tasks.segmentation.data import VOCSegmentationDataModule
+from mobilenetv2_dense.tasks.segmentation.transforms import IMAGENET_MEAN, IMAGENET_STD
+from mobilenetv2_dense.tasks.segmentation.voc import IGNORE_INDEX, VOC_PALETTE
+from mobilenetv2_dense.tasks.synthetic import SHAPE_CLASSES, render_scene
 
 SHAPES_CLASSES = ("background", *SHAPE_CLASSES)
 _MARKER, _WRITING = ".shapes_voc_complete", ".shapes_voc_writing"

@@ -1,9 +1,9 @@
 """This project's MobileNetV2 as a segmentation-models-pytorch encoder, so every smp decoder runs on it.
 
-    from tasks.segmentation.smp_encoder import register_smp_encoder
+    from mobilenetv2_dense.tasks.segmentation.smp_encoder import register_smp_encoder
     import segmentation_models_pytorch as smp
 
-    register_smp_encoder()  # tasks.segmentation does this on import
+    register_smp_encoder()  # mobilenetv2_dense.tasks.segmentation does this on import
     model = smp.DeepLabV3Plus(encoder_name="mnv2_dense", encoder_weights=None, classes=21)
     model.encoder.load_weights("mobilenet_v2_imagenet.pth")  # a local torchvision mobilenet_v2 state_dict
 
@@ -25,8 +25,8 @@ from segmentation_models_pytorch import encoders as smp_encoders
 from segmentation_models_pytorch.encoders._base import EncoderMixin
 from torch import Tensor
 
-from backbone import MobileNetV2
-from backbone.mobilenetv2 import DEFAULT_OUT_FEATURES
+from mobilenetv2_dense.backbone import MobileNetV2
+from mobilenetv2_dense.backbone.mobilenetv2 import DEFAULT_OUT_FEATURES
 
 # smp encoder name -> width multiplier.
 SMP_ENCODER_WIDTHS: dict[str, float] = {

@@ -17,8 +17,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 
-from tasks.images import read_rgb
-from tasks.segmentation.voc import IGNORE_INDEX, VOC_PALETTE
+from mobilenetv2_dense.tasks.images import read_rgb
+from mobilenetv2_dense.tasks.segmentation.voc import IGNORE_INDEX, VOC_PALETTE
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5,
@@ -69,7 +69,8 @@ class SegmentationPredictionWriter(BasePredictionWriter):
     ``<output_dir>/overlays/<image stem>.<overlay_format>`` (colours blended on the original image).
 
     Expects ``predict_step`` to return a list of ``(h, w)`` index masks at each image's original size, and
-    the predict batch to carry ``"paths"`` (the contract of :mod:`tasks.segmentation.data`). Each DDP rank
+    the predict batch to carry ``"paths"`` (the contract of :mod:`mobilenetv2_dense.tasks.segmentation.data`). Each
+    DDP rank
     writes the images it predicted.
 
     Args:
@@ -98,7 +99,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
                            dataloader_idx: int) -> None:
         if not isinstance(batch, dict) or "paths" not in batch:
             raise TypeError("SegmentationPredictionWriter needs predict batches as dicts with 'paths' "
-                            "(tasks.segmentation.data.segmentation_collate makes them)")
+                            "(mobilenetv2_dense.tasks.segmentation.data.segmentation_collate makes them)")
         for mask, path in zip(prediction, batch["paths"]):
             stem = Path(path).stem
             mask = mask.cpu().numpy()

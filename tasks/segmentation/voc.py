@@ -21,8 +21,8 @@ import numpy as np
 import scipy.io
 from PIL import Image, ImageOps
 
-from tasks.checks import DatasetReport
-from tasks.images import ImageReadError, exif_orientation, image_problem, image_size
+from mobilenetv2_dense.tasks.checks import DatasetReport
+from mobilenetv2_dense.tasks.images import ImageReadError, exif_orientation, image_problem, image_size
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -77,7 +77,8 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, bool]:
     Palette (``P``) and grayscale (``L``) PNGs hold the indices; RGB(A) PNGs are mapped through the VOC palette;
     SBD ``.mat`` files hold them in ``GTcls.Segmentation``. Raises :class:`MaskError` naming the file.
 
-    Masks are read in their displayed orientation, as images are (:func:`tasks.images.read_rgb`): a mask file
+    Masks are read in their displayed orientation, as images are (:func:`mobilenetv2_dense.tasks.images.read_rgb`): a
+    mask file
     with its own EXIF orientation tag (one saved with its photo's metadata) is transposed by it, and a mask
     without one is taken as drawn on the displayed image, which is what annotation tools show and save.
     """

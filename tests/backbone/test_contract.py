@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from backbone import MobileNetV2, mobilenet_v2
-from backbone.features import FeatureInfo
+from mobilenetv2_dense.backbone import MobileNetV2, mobilenet_v2
+from mobilenetv2_dense.backbone.features import FeatureInfo
 
 WIDTHS = [0.35, 0.5, 0.75, 1.0, 1.4]
 ALL_FEATURES = MobileNetV2(width_mult=1.0).feature_info.names

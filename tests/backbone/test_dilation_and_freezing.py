@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from backbone import mobilenet_v2
+from mobilenetv2_dense.backbone import mobilenet_v2
 
 
 def _depthwise(model):

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
 
-from backbone import mobilenet_v2
-from backbone.complexity import count_madds, count_parameters
+from mobilenetv2_dense.backbone import mobilenet_v2
+from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
 
 WIDTHS = [0.35, 0.5, 0.75, 1.0, 1.4]
 # Stage ends in torchvision's `features` Sequential: the index of the last block of each stage.

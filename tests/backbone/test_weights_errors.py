@@ -5,7 +5,7 @@ import torch
 from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
 from torchvision.models import resnet18
 
-from backbone import mobilenet_v2
+from mobilenetv2_dense.backbone import mobilenet_v2
 
 
 def test_missing_file_names_path_and_fix(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from heads.anchors import box_specs, num_anchors_per_location, ssd_anchors
+from mobilenetv2_dense.heads.anchors import box_specs, num_anchors_per_location, ssd_anchors
 
 PAPER_MAPS_320 = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 
-from heads.box_coder import BoxCoder
+from mobilenetv2_dense.heads.box_coder import BoxCoder
 
 
 def random_boxes(n: int, generator: torch.Generator) -> torch.Tensor:

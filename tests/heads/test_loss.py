@@ -11,9 +11,9 @@ from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 from torchvision.models.detection.ssd import SSD
 from torchvision.ops import sigmoid_focal_loss
 
-from heads.box_coder import BoxCoder
-from heads.loss import SSDLoss
-from heads.matcher import match_anchors
+from mobilenetv2_dense.heads.box_coder import BoxCoder
+from mobilenetv2_dense.heads.loss import SSDLoss
+from mobilenetv2_dense.heads.matcher import match_anchors
 
 
 def grid_anchors(cells: int = 8, size: float = 10.0) -> torch.Tensor:

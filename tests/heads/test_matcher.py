@@ -6,7 +6,7 @@ import torch
 from torchvision.models.detection._utils import SSDMatcher
 from torchvision.ops import box_iou
 
-from heads.matcher import match_anchors
+from mobilenetv2_dense.heads.matcher import match_anchors
 
 ANCHORS = torch.tensor([
     [0.0, 0.0, 10.0, 10.0],  # 0: the gt box itself

@@ -9,8 +9,8 @@ import torch
 from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 from torchvision.models.detection.ssd import SSD
 
-from heads.box_coder import BoxCoder
-from heads.postprocess import postprocess_detections
+from mobilenetv2_dense.heads.box_coder import BoxCoder
+from mobilenetv2_dense.heads.postprocess import postprocess_detections
 
 ANCHORS = torch.tensor([
     [10.0, 10.0, 50.0, 50.0],

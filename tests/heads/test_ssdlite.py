@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torchvision.models.detection import ssdlite as tv_ssdlite
 
-from heads.anchors import num_anchors_per_location
-from heads.ssdlite import SSDLiteHead, SSDLiteNorm, _flatten_predictions
+from mobilenetv2_dense.heads.anchors import num_anchors_per_location
+from mobilenetv2_dense.heads.ssdlite import SSDLiteHead, SSDLiteNorm, _flatten_predictions
 
 TAPS = {"stage6_expansion": 32, "conv_head": 48}  # small channels keep the test fast; layout is what matters
 EXTRA = (64, 32, 32, 16)

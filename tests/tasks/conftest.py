@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.synthetic import write_image_folder
+from mobilenetv2_dense.tasks.synthetic import write_image_folder
 
 RED, GREEN, BLUE, GRAY = (230, 20, 20), (20, 230, 20), (20, 20, 230), (90, 90, 90)
 CATEGORIES = [{"id": 2, "name": "red"}, {"id": 5, "name": "green"}, {"id": 11, "name": "blue"}]  # ids with gaps
@@ -151,7 +151,9 @@ def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def shapes_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated shapes dataset in the COCO 2017 layout (read-only)."""
-    from tasks.detection.shapes import write_shapes_coco  # here, so other task tests never import detection code
+    from mobilenetv2_dense.tasks.detection.shapes import (
+        write_shapes_coco,  # here, so other task tests never import detection code
+    )
 
     return write_shapes_coco(tmp_path_factory.mktemp("shapes") / "coco", num_train=24, num_val=8, image_size=96,
                              seed=3)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tasks.detection import COCODataModule, DetectionAugment, DetectionTask
-from tasks.optim import Optimization
-from tasks.segmentation.module import SegmentationTask
+from mobilenetv2_dense.tasks.detection import COCODataModule, DetectionAugment, DetectionTask
+from mobilenetv2_dense.tasks.optim import Optimization
+from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_task import cli_main
+from mobilenetv2_dense.tasks.cli import cli_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SEG_DEMO = str(CONFIGS / "deeplabv3lite_shapes_demo.yaml")
@@ -51,18 +51,18 @@ def no_backbone_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail if anything downloads or reads backbone weights."""
     import torchvision.models._api
 
-    import backbone.weights
+    import mobilenetv2_dense.backbone.weights
 
     def refuse(*args, **kwargs):
         raise AssertionError("backbone weights were read although the checkpoint holds them")
 
-    monkeypatch.setattr(backbone.weights, "_read", refuse)
+    monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "_read", refuse)
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", refuse)
 
 
 def _record_validation(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     """(backbone output stride, eval_flip, eval_scales) of every validation batch, as the task really ran it."""
-    from tasks.segmentation.module import SegmentationTask
+    from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 
     seen: list[tuple] = []
 
@@ -113,7 +113,7 @@ def test_checkpoint_loads_without_its_backbone_weights(in_seg_run: Path, weights
                                                        tmp_path: Path) -> None:
     """A checkpoint whose hyper-parameters name ImageNet weights (or a file since removed) validates, predicts,
     resumes and loads offline."""
-    from tasks.segmentation.module import SegmentationTask
+    from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 
     checkpoint = torch.load(in_seg_run, weights_only=True)
     checkpoint["hyper_parameters"]["backbone_weights"] = weights
@@ -137,7 +137,7 @@ def test_checkpoint_loads_without_its_backbone_weights(in_seg_run: Path, weights
 def test_unreachable_torchvision_weights_name_the_option_and_the_fix(tmp_path: Path, monkeypatch) -> None:
     import torchvision.models._api
 
-    from backbone.weights import WeightsDownloadError
+    from mobilenetv2_dense.backbone.weights import WeightsDownloadError
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
@@ -157,8 +157,8 @@ def test_unreachable_torchvision_weights_name_the_option_and_the_fix(tmp_path: P
 # ---------------------------------------------------------------------------------- predict with a checkpoint
 def test_detection_predict_needs_only_the_checkpoint(shapes_coco: Path, tmp_path: Path, monkeypatch) -> None:
     """COCO config, no COCO on this machine: names and category ids come from the checkpoint."""
-    import tasks.detection.visualize as visualize
-    from tasks.synthetic import SHAPE_CLASSES
+    import mobilenetv2_dense.tasks.detection.visualize as visualize
+    from mobilenetv2_dense.tasks.synthetic import SHAPE_CLASSES
 
     monkeypatch.chdir(tmp_path)
     config = str(CONFIGS / "ssdlite_mobilenetv2_coco.yaml")
@@ -193,8 +193,8 @@ def test_segmentation_predict_needs_only_the_checkpoint(tmp_path: Path, monkeypa
     from PIL import Image
     from torch.utils.data import DataLoader, TensorDataset
 
-    from tasks.optim import Optimization
-    from tasks.segmentation.module import SegmentationTask
+    from mobilenetv2_dense.tasks.optim import Optimization
+    from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 
     monkeypatch.chdir(tmp_path)
     task = SegmentationTask(num_classes=21, width_mult=0.35, optimization=Optimization(lr=1e-3))
@@ -217,7 +217,7 @@ def test_segmentation_predict_needs_only_the_checkpoint(tmp_path: Path, monkeypa
 
 
 def test_config_files_are_told_apart_from_typed_options() -> None:
-    from tasks.cli import split_config_files
+    from mobilenetv2_dense.tasks.cli import split_config_files
 
     args = ["--config", "a.yaml", "--model.init_args.eval_flip", "true", "-c", "b.yaml", "--config=c.yaml",
             "--ckpt_path", "x.ckpt"]

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from train_task import cli_main
+from mobilenetv2_dense.tasks.cli import cli_main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 # COCO 2017's 80 category ids: 1..90 without the 10 ids the paper's list left unused.
@@ -60,11 +60,11 @@ def test_there_are_configs():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_config_instantiates(config, tmp_path, monkeypatch):
-    import backbone.weights
+    import mobilenetv2_dense.backbone.weights
 
     monkeypatch.chdir(tmp_path)  # runs/ and data/ paths stay in the tmp dir
     # ImageNet weights named in a config are an optional download: record the request instead of fetching.
-    monkeypatch.setattr(backbone.weights, "load_weights", lambda model, weights: None)
+    monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "load_weights", lambda model, weights: None)
     cli = cli_main(["--config", str(config)], run=False)
     assert isinstance(cli.model, L.LightningModule)
     assert isinstance(cli.datamodule, L.LightningDataModule)
@@ -96,10 +96,10 @@ NORM_EVAL_CONFIGS = [c for c in CONFIGS if "norm_eval:" in c.read_text()]
 def test_norm_eval_reaches_the_backbone_from_the_config(config, tmp_path, monkeypatch):
     """The switch the detection and segmentation configs show is wired to the backbone (its effect during fit is
     tested in tests/tasks/test_detection_task.py)."""
-    import backbone.weights
+    import mobilenetv2_dense.backbone.weights
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(backbone.weights, "load_weights", lambda model, weights: None)
+    monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "load_weights", lambda model, weights: None)
     cli = cli_main(["--config", str(config), "--model.init_args.norm_eval", "true"], run=False)
     network = cli.model.model.backbone
     assert network.norm_eval

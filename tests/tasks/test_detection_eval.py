@@ -8,7 +8,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tasks.detection.evaluation import (
+from mobilenetv2_dense.tasks.detection.evaluation import (
     METRIC_NAMES,
     RECALL_NAMES,
     detections_to_coco,

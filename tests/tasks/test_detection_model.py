@@ -8,10 +8,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.ops import box_iou
 
-from backbone.complexity import count_madds, count_parameters
-from heads.loss import SSDLoss
-from heads.postprocess import postprocess_detections
-from tasks.detection.model import SSDLite
+from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
+from mobilenetv2_dense.heads.loss import SSDLoss
+from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.tasks.detection.model import SSDLite
 
 
 def printed(value: float, figure: str, *, units: float = 0.5) -> bool:

@@ -13,9 +13,9 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 
-from tasks.detection.evaluation import evaluate_coco
-from tasks.detection.module import DetectionTask
-from tasks.detection.visualize import DetectionPredictionWriter, draw_detections
+from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
+from mobilenetv2_dense.tasks.detection.module import DetectionTask
+from mobilenetv2_dense.tasks.detection.visualize import DetectionPredictionWriter, draw_detections
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTION_CONFIGS = [ROOT / "configs" / f"{name}.yaml"
@@ -102,7 +102,7 @@ def test_validation_logs_loss_and_coco_metrics_of_the_same_pass(capsys) -> None:
         assert name in metrics, name
 
     # The reference: the network's raw outputs, decoded here, scaled by (orig_w / S, orig_h / S) by hand.
-    from heads.postprocess import postprocess_detections
+    from mobilenetv2_dense.heads.postprocess import postprocess_detections
 
     task.eval()
     results = []
@@ -146,7 +146,7 @@ class FixedDetector(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from heads.box_coder import BoxCoder
+        from mobilenetv2_dense.heads.box_coder import BoxCoder
 
         self.box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
         self.unused = torch.nn.Parameter(torch.zeros(1))
@@ -217,7 +217,7 @@ TINY = ["--data.num_train", "8", "--data.num_val", "4", "--data.scene_size", "96
 @pytest.mark.parametrize("config", DETECTION_CONFIGS, ids=[c.stem for c in DETECTION_CONFIGS])
 def test_config_instantiates_without_data(config: Path, tmp_path: Path, monkeypatch) -> None:
     """COCO and VOC are not on this machine: building the config must not touch the data paths."""
-    from train_task import cli_main
+    from mobilenetv2_dense.tasks.cli import cli_main
 
     monkeypatch.chdir(tmp_path)
     cli = cli_main(["--config", str(config)], run=False)
@@ -229,7 +229,7 @@ def test_config_instantiates_without_data(config: Path, tmp_path: Path, monkeypa
 
 
 def test_fit_fast_dev_run_and_predict_through_cli(tmp_path: Path, monkeypatch) -> None:
-    from train_task import cli_main
+    from mobilenetv2_dense.tasks.cli import cli_main
 
     monkeypatch.chdir(tmp_path)
     config = str(ROOT / "configs" / "ssdlite_shapes_demo.yaml")
@@ -254,8 +254,8 @@ def test_fit_fast_dev_run_and_predict_through_cli(tmp_path: Path, monkeypatch) -
 @pytest.mark.slow
 def test_overfits_small_shapes_set(tmp_path: Path) -> None:
     """64 generated images at 160 px, evaluated on themselves: SSDLite must reach AP50 >= 0.9 (2-3 min on CPU)."""
-    from tasks.detection import COCODataModule, DetectionAugment, write_shapes_coco
-    from tasks.optim import Optimization
+    from mobilenetv2_dense.tasks.detection import COCODataModule, DetectionAugment, write_shapes_coco
+    from mobilenetv2_dense.tasks.optim import Optimization
 
     root = write_shapes_coco(tmp_path / "shapes", num_train=64, num_val=0, image_size=160, seed=1, max_objects=3)
     train = {"images": str(root / "train2017"), "annotations": str(root / "annotations" / "instances_train2017.json")}

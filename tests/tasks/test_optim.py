@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from tasks.base import BaseTask
-from tasks.optim import Optimization, build_optimizer, build_scheduler, lr_factor, parameter_groups
+from mobilenetv2_dense.tasks.base import BaseTask
+from mobilenetv2_dense.tasks.optim import Optimization, build_optimizer, build_scheduler, lr_factor, parameter_groups
 
 
 def lrs(config: Optimization, *, total_steps: int, steps_per_epoch: int) -> list[float]:

@@ -17,7 +17,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from train_task import cli_main
+from mobilenetv2_dense.tasks.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "mobilenetv2_shapes_classification.yaml")
@@ -48,10 +48,10 @@ def checkpoints(run_dir: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------- item 12: in-epoch saves
 @pytest.mark.parametrize("name", REAL_CONFIGS)
 def test_real_configs_checkpoint_within_an_epoch(name, tmp_path, monkeypatch):
-    import backbone.weights
+    import mobilenetv2_dense.backbone.weights
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(backbone.weights, "load_weights", lambda model, weights: None)
+    monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "load_weights", lambda model, weights: None)
     cli = cli_main(["--config", str(ROOT / "configs" / f"{name}.yaml")], run=False)
     saving = [c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
     assert saving[0] is cli.trainer.checkpoint_callback and saving[0].monitor, "the best-by-metric one comes first"
@@ -148,7 +148,7 @@ def open_killing(file, mode="r", *args, **kwargs):
 
 
 builtins.open = open_killing
-from train_task import cli_main
+from mobilenetv2_dense.tasks.cli import cli_main
 
 cli_main(sys.argv[1:])
 """

@@ -10,17 +10,24 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.checks import DatasetError, DatasetWarning
-from tasks.segmentation.data import (
+from mobilenetv2_dense.tasks.checks import DatasetError, DatasetWarning
+from mobilenetv2_dense.tasks.segmentation.data import (
     SegmentationDataset,
     VOCSegmentationDataModule,
     predict_collate,
     segmentation_collate,
 )
-from tasks.segmentation.shapes import SHAPES_CLASSES, ShapesVOCDataModule, save_palette_png
-from tasks.segmentation.transforms import eval_transforms
-from tasks.segmentation.voc import VOC_PALETTE, find_voc2012, read_list, read_mask, rgb_to_index, voc_samples
-from tasks.synthetic import SHAPE_CLASSES
+from mobilenetv2_dense.tasks.segmentation.shapes import SHAPES_CLASSES, ShapesVOCDataModule, save_palette_png
+from mobilenetv2_dense.tasks.segmentation.transforms import eval_transforms
+from mobilenetv2_dense.tasks.segmentation.voc import (
+    VOC_PALETTE,
+    find_voc2012,
+    read_list,
+    read_mask,
+    rgb_to_index,
+    voc_samples,
+)
+from mobilenetv2_dense.tasks.synthetic import SHAPE_CLASSES
 from tests.tasks.seg_fixtures import (
     NUM_TRAIN,
     NUM_VAL,

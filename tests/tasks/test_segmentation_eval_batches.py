@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from tasks.segmentation.module import SegmentationTask
-from tasks.segmentation.shapes import ShapesVOCDataModule
+from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
+from mobilenetv2_dense.tasks.segmentation.shapes import ShapesVOCDataModule
 
 NUM_VAL = 5  # odd: two ranks get 3 + 3 samples, one of them a repeat
 SCORES = ("val/miou", "val/pixel_accuracy", "val/loss")

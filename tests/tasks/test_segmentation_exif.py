@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.checks import DatasetWarning
-from tasks.segmentation.data import VOCSegmentationDataModule
-from tasks.segmentation.shapes import save_palette_png
-from tasks.segmentation.voc import read_mask
+from mobilenetv2_dense.tasks.checks import DatasetWarning
+from mobilenetv2_dense.tasks.segmentation.data import VOCSegmentationDataModule
+from mobilenetv2_dense.tasks.segmentation.shapes import save_palette_png
+from mobilenetv2_dense.tasks.segmentation.voc import read_mask
 from tests.tasks.conftest import RED, scene
 
 CAT = 8  # the VOC label the red patch carries

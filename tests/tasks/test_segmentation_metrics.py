@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from tasks.segmentation.metrics import (
+from mobilenetv2_dense.tasks.segmentation.metrics import (
     SegmentationMetrics,
     confusion_matrix,
     format_iou_table,

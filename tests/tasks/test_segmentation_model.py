@@ -8,8 +8,8 @@ import pytest
 import torch
 import torchvision
 
-from backbone.complexity import count_madds, count_parameters
-from tasks.segmentation.model import DeepLabV3
+from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
+from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
 
 # (stride, dilation) of every depthwise conv of stages 4..7 (4, 3, 3 and 1 blocks), worked out by hand from
 # TF DeepLab's rule: the block that would take the stride past the output stride keeps the current rate,

@@ -12,9 +12,9 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from tasks.segmentation.module import SegmentationTask
-from tasks.segmentation.visualize import overlay_mask, save_index_png
-from tasks.segmentation.voc import voc_palette
+from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
+from mobilenetv2_dense.tasks.segmentation.visualize import overlay_mask, save_index_png
+from mobilenetv2_dense.tasks.segmentation.voc import voc_palette
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -156,7 +156,7 @@ def test_validation_logs_miou_equal_to_the_metric_on_the_predictions(capsys):
     with torch.no_grad():
         images, masks = data.dataset.tensors
         preds = task.model(images)["out"].argmax(1)
-    from tasks.segmentation.metrics import confusion_matrix, scores_from_confusion
+    from mobilenetv2_dense.tasks.segmentation.metrics import confusion_matrix, scores_from_confusion
 
     expected = scores_from_confusion(confusion_matrix(preds, masks, 3))
     assert metrics["val/miou"] == pytest.approx(expected["miou"].item(), abs=1e-5)
@@ -232,11 +232,11 @@ def test_index_png_round_trips_with_voc_palette(tmp_path):
     ("deeplabv3lite_shapes_demo.yaml", "lite", None),
 ])
 def test_configs_instantiate_without_data_or_downloads(name, head, weights, monkeypatch, tmp_path):
-    import backbone.weights
-    from train_task import cli_main
+    import mobilenetv2_dense.backbone.weights
+    from mobilenetv2_dense.tasks.cli import cli_main
 
     requested = []  # the ImageNet weights are an optional download: record the request instead of fetching
-    monkeypatch.setattr(backbone.weights, "load_weights", lambda model, w: requested.append(w))
+    monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "load_weights", lambda model, w: requested.append(w))
     monkeypatch.chdir(tmp_path)  # no dataset here: instantiation must not touch the data folders
     cli = cli_main(["--config", str(CONFIGS / name)], run=False)
     task, data = cli.model, cli.datamodule
@@ -258,7 +258,7 @@ SHRINK = ["--data.num_train", "6", "--data.num_val", "3", "--data.image_size", "
 
 
 def test_demo_config_fast_dev_run_fit(monkeypatch, tmp_path):
-    from train_task import cli_main
+    from mobilenetv2_dense.tasks.cli import cli_main
 
     monkeypatch.chdir(tmp_path)  # the config's relative data/ and runs/ folders land in tmp_path
     cli = cli_main(["fit", "--config", str(CONFIGS / "deeplabv3lite_shapes_demo.yaml"), *SHRINK,
@@ -270,8 +270,8 @@ def test_demo_config_fast_dev_run_fit(monkeypatch, tmp_path):
 
 
 def test_predict_writes_palette_pngs_at_original_size_and_overlays(tmp_path):
-    from tasks.segmentation.shapes import ShapesVOCDataModule
-    from tasks.segmentation.visualize import SegmentationPredictionWriter
+    from mobilenetv2_dense.tasks.segmentation.shapes import ShapesVOCDataModule
+    from mobilenetv2_dense.tasks.segmentation.visualize import SegmentationPredictionWriter
 
     data = ShapesVOCDataModule(root=str(tmp_path / "shapes"), num_train=2, num_val=3, image_size=(40, 72),
                                num_workers=0, val_batch_size=3,
@@ -297,11 +297,11 @@ def test_predict_writes_palette_pngs_at_original_size_and_overlays(tmp_path):
 @pytest.mark.slow
 def test_overfits_a_small_generated_set(tmp_path):
     """16 generated 96x96 scenes, read back through the VOC loader: training must reach mIoU >= 0.8 on them."""
-    from tasks.optim import Optimization
-    from tasks.segmentation.data import SegmentationDataset, segmentation_collate
-    from tasks.segmentation.shapes import write_shapes_voc
-    from tasks.segmentation.transforms import eval_transforms
-    from tasks.segmentation.voc import voc_samples
+    from mobilenetv2_dense.tasks.optim import Optimization
+    from mobilenetv2_dense.tasks.segmentation.data import SegmentationDataset, segmentation_collate
+    from mobilenetv2_dense.tasks.segmentation.shapes import write_shapes_voc
+    from mobilenetv2_dense.tasks.segmentation.transforms import eval_transforms
+    from mobilenetv2_dense.tasks.segmentation.voc import voc_samples
 
     L.seed_everything(0)
     voc = write_shapes_voc(tmp_path, num_train=16, num_val=0, image_size=96, seed=1)

@@ -10,8 +10,12 @@ import torch
 import torchvision
 from segmentation_models_pytorch.encoders import get_encoder
 
-from backbone import mobilenet_v2
-from tasks.segmentation.smp_encoder import SMP_ENCODER_WIDTHS, MobileNetV2Encoder, register_smp_encoder
+from mobilenetv2_dense.backbone import mobilenet_v2
+from mobilenetv2_dense.tasks.segmentation.smp_encoder import (
+    SMP_ENCODER_WIDTHS,
+    MobileNetV2Encoder,
+    register_smp_encoder,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -1,0 +1,72 @@
+"""What every task shares: the network as ``self.model``, optimisation from config, channels_last."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from mobilenetv2_dense.tasks.optim import Optimization, build_optimizer, build_scheduler
+
+
+class BaseTask(L.LightningModule):
+    """Base LightningModule. Subclasses set ``self.model`` (a plain ``nn.Module``: images -> dict of tensors).
+
+    Args:
+        optimization: optimiser, peak lr, schedule and warm-up (see
+        :class:`mobilenetv2_dense.tasks.optim.Optimization`).
+        channels_last: run the network in NHWC memory format (faster convolutions on recent GPUs and CPUs).
+    """
+
+    def __init__(self, optimization: Optimization | None = None, channels_last: bool = False) -> None:
+        super().__init__()
+        self.optimization = optimization or Optimization()
+        self.channels_last = channels_last
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Self:
+        """Lightning's, but ``backbone_weights`` is not loaded (unless given): the checkpoint holds the trained
+        weights, so a checkpoint naming torchvision's ImageNet weights or a file since gone loads offline."""
+        kwargs.setdefault("backbone_weights", None)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    def prepare_images(self, images: Tensor) -> Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def configure_optimizers(self) -> dict:
+        total = max(1, int(self.trainer.estimated_stepping_batches))  # also loads the train dataloader
+        config = self.optimization
+        if config.reference_batch_size is not None:
+            config = config.scaled(self._global_batch_size())
+        optimizer = build_optimizer(self, config)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        scheduler = build_scheduler(optimizer, config, total_steps=total, steps_per_epoch=max(1, total // epochs))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _global_batch_size(self) -> int:
+        """Samples per optimiser step over all processes; prints the lr it scales to (rank zero)."""
+        trainer, config = self.trainer, self.optimization
+        if trainer.train_dataloader is None:  # not loaded by estimated_stepping_batches when max_steps bounds the run
+            trainer.fit_loop.setup_data()
+        loader = trainer.train_dataloader
+        per_device = getattr(loader, "batch_size", None) or getattr(getattr(loader, "batch_sampler", None),
+                                                                     "batch_size", None)
+        if not per_device:
+            raise ValueError(
+                f"optimization.reference_batch_size={config.reference_batch_size} scales the lr by the global "
+                f"batch, but the train dataloader ({type(loader).__name__}) has no batch_size to read; set "
+                "optimization.reference_batch_size: null and give the lr for your batch")
+        batch = trainer.world_size * per_device * trainer.accumulate_grad_batches
+        rank_zero_info(
+            f"lr {config.scaled(batch).lr:.6g} = {config.lr:g} x global batch {batch} / reference batch "
+            f"{config.reference_batch_size} (global batch = {per_device} per device x {trainer.num_devices} "
+            f"device(s) x {trainer.num_nodes} node(s) x {trainer.accumulate_grad_batches} accumulated; linear "
+            "scaling rule, optimization.reference_batch_size: null uses lr as given)")
+        return batch

@@ -1,0 +1,142 @@
+"""Runs that survive a kill: atomic checkpoint files, a checkpoint on SIGTERM, and exact resumption.
+
+What Lightning 2.6.6 does by itself, and what :class:`ResumableTraining` (added to every run by ``train_task.py``)
+changes:
+
+- SIGTERM: Lightning's handler only sets ``trainer.received_sigterm``; the loops then raise ``SIGTERMException``
+  after the current training batch (or validation batch), which is a ``SystemExit`` without a code: the process
+  exits with status 0 and saves nothing, so a preempted run looks finished and loses everything since the last
+  checkpoint. Here the exception saves ``last.ckpt`` beside the other checkpoints and the exit status becomes
+  143 (128 + SIGTERM, the shell's code for "killed by SIGTERM"), so schedulers and scripts see an unfinished run.
+  (Under SLURM with auto-requeue Lightning also saves ``hpc_ckpt_*.ckpt`` on the requeue signal, SIGUSR1.)
+- ``last.ckpt``: ``ModelCheckpoint(monitor=..., save_last=True)`` writes it only at the steps where it writes a
+  best-k file, i.e. in epochs where the metric improved (and validation ran): after a plateau, "last" was the
+  best epoch's state, and resuming replayed the epochs since. It is now also written at the end of every epoch
+  (and every 15 minutes within one by the in-epoch ``ModelCheckpoint`` of the configs).
+- Checkpoint files: Lightning's ``TorchCheckpointIO`` writes to a file from ``tempfile.mkstemp()`` (``$TMPDIR``)
+  and ``shutil.move``-s it over the target: a rename when ``$TMPDIR`` is on the checkpoint's file system, but a
+  copy *into* the target when it is not (a node-local ``/tmp`` or tmpfs, checkpoints on shared storage), and a
+  kill during that copy leaves a truncated ``last.ckpt``; a kill during the write leaves the temporary file behind.
+  :class:`AtomicCheckpointIO` writes ``<name>.part`` in the target's own folder, syncs it to disk and renames it
+  over the target: a kill at any moment leaves the previous file whole.
+- Random states: checkpoints hold no global torch / numpy / Python RNG state, but the global torch RNG draws each
+  epoch's shuffle, the loader's base seed (hence every augmentation, see ``tasks/seeding.py``) and dropout. The
+  states are saved in every checkpoint and restored on resume before the first training iterator is made, so
+  resuming from a checkpoint written at the end of an epoch reproduces the uninterrupted run exactly on CPU (with
+  ``num_workers=0``, or workers that are not persistent).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` that writes ``<path>.part`` beside ``path``, fsyncs it and ``os.replace``-s it over
+    ``path`` (remote paths are left to Lightning): a kill during a write never leaves a broken checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+                        ) -> None:
+        if not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options (got {storage_options!r}); "
+                            "drop them, or configure a CheckpointIO plugin that uses them")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".part")  # same folder: the rename cannot turn into a copy
+        with open(partial, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+        folder = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def rng_states() -> dict[str, Any]:
+    """The global torch (CPU and current CUDA device), numpy and Python random states, as tensors and ints
+    (loadable with ``torch.load(weights_only=True)``)."""
+    _, keys, position, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    states = {"torch": torch.get_rng_state(),
+              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                        "has_gauss": int(has_gauss), "gauss": float(gauss)},
+              "python": {"version": version, "state": list(python_state), "gauss": python_gauss}}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned."""
+    torch.set_rng_state(states["torch"])
+    numpy = states["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"], numpy["has_gauss"],
+                         numpy["gauss"]))
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> str:
+    """``last.ckpt`` in the folder of the run's checkpoints (``<default_root_dir>/checkpoints`` without any)."""
+    folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+    return os.path.join(folder or os.path.join(trainer.default_root_dir, "checkpoints"), "last.ckpt")
+
+
+class ResumableTraining(Callback):
+    """``last.ckpt`` at every epoch end and on SIGTERM (then exit status 143), atomic checkpoint writes, RNG
+    states in every checkpoint.
+
+    ``train_task.py`` adds it to every run; see the module docstring for what each part fixes.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # only the plain default: strategies with their own IO (FSDP, DeepSpeed) or a configured plugin keep theirs
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores callbacks before it builds the first training iterator (and skips the sanity check
+        # when resuming), so the shuffle, the augmentation seeds and dropout continue as they would have.
+        if "rng" in state_dict:
+            set_rng_states(state_dict["rng"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the epoch's validation; ModelCheckpoint callbacks (run after this one) may write the same file again
+        if trainer.checkpoint_callback is not None and not trainer.fast_dev_run:
+            trainer.save_checkpoint(last_checkpoint_path(trainer))
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        if trainer.state.fn == "fit":
+            path = last_checkpoint_path(trainer)
+            trainer.save_checkpoint(path)
+            rank_zero_info(f"SIGTERM: saved {path} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                           f"resume with: fit --config <the same config> --ckpt_path {path}")
+        exception.code = EXIT_SIGTERM

@@ -1,0 +1,73 @@
+"""ImageNet-style classification: pre-training the MobileNetV2 backbone (paper Sec. 6.1, Table 4)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from mobilenetv2_dense.backbone import mobilenet_v2
+from mobilenetv2_dense.tasks.base import BaseTask
+from mobilenetv2_dense.tasks.optim import Optimization
+
+
+class ClassificationTask(BaseTask):
+    """MobileNetV2 classifier. ``self.model(images)`` returns ``{"logits": (N, K)}``.
+
+    Logs ``train/loss``, ``val/loss``, ``val/acc1`` and ``val/acc5`` (top-5 becomes top-K when K < 5).
+
+    Args:
+        num_classes: K, the number of classes of the data module.
+        width_mult: the paper's width multiplier alpha.
+        backbone_weights: a torchvision mobilenet_v2 state_dict file or ImageNet weights name (see
+            ``mobilenetv2_dense.backbone.mobilenet_v2``); a classifier of another class count is left initialised.
+        label_smoothing: cross-entropy label smoothing (0 in the paper).
+    """
+
+    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2,
+                 backbone_weights: str | None = None, frozen_stages: int = -1, label_smoothing: float = 0.0,
+                 optimization: Optimization | None = None, channels_last: bool = False) -> None:
+        super().__init__(optimization=optimization, channels_last=channels_last)
+        self.save_hyperparameters()
+        self.num_classes = num_classes
+        self.model = mobilenet_v2(width_mult=width_mult, num_classes=num_classes, dropout=dropout,
+                                  weights=backbone_weights, frozen_stages=frozen_stages)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        top_k = min(5, num_classes)
+        self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        data_classes = getattr(self.trainer.datamodule, "num_classes", None) if self._trainer else None
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(f"model.num_classes={self.num_classes} but the data has {data_classes} classes; "
+                             f"set model.init_args.num_classes: {data_classes} in the config")
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(self.prepare_images(images))["logits"]
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        loss = self.criterion(self(images), labels)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], prefix: str) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.val_acc1(logits, labels)
+        self.val_acc5(logits, labels)
+        n = len(labels)
+        self.log(f"{prefix}/loss", self.criterion(logits, labels), sync_dist=True, batch_size=n)
+        self.log(f"{prefix}/acc1", self.val_acc1, prog_bar=True, batch_size=n)
+        self.log(f"{prefix}/acc5", self.val_acc5, batch_size=n)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return torch.softmax(self(batch[0]), dim=1)

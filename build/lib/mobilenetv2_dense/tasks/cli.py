@@ -1,0 +1,180 @@
+"""The project's LightningCLI: what a checkpoint given with ``--ckpt_path`` may change in the config, and what not.
+
+Precedence for the model's arguments, lowest first:
+
+    signature defaults < --config files < the checkpoint's hyper-parameters < options typed on the command line
+
+A model trained with ``--model.init_args.width_mult 0.5`` reloads at width 0.5 under a config that says 1.0, and
+``validate --ckpt_path best.ckpt --model.init_args.eval_output_stride 8`` evaluates at output stride 8 whatever the
+checkpoint says: evaluation-time options (``eval_output_stride``, ``eval_scales``, ``eval_flip``, ``score_thresh``,
+``nms_thresh``) are ordinary arguments. Lightning 2.6's own ``_parse_ckpt_path`` applies the checkpoint last, over
+the command line too. Here the arguments are parsed once more in precedence order: the subcommand's ``--config``
+files, then the checkpoint's hyper-parameters as one ``--model`` option, then every other option as typed.
+``backbone_weights`` is always set to ``None`` under ``--ckpt_path``: the checkpoint holds the trained weights, so
+nothing is downloaded or read from the original weights file. What came from the checkpoint is printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from mobilenetv2_dense.backbone.weights import WeightsDownloadError
+from mobilenetv2_dense.tasks.checkpointing import ResumableTraining
+
+_CONFIG_OPTIONS = ("-c", "--config")
+
+
+def split_config_files(args: list[str]) -> tuple[list[str], list[str]]:
+    """``args`` (after the subcommand) -> (the ``--config`` options, the options typed one by one)."""
+    configs, typed, value_of_config = [], [], False
+    for arg in args:
+        if value_of_config:
+            configs.append(arg)
+            value_of_config = False
+        elif arg in _CONFIG_OPTIONS:
+            configs.append(arg)
+            value_of_config = True
+        elif arg.startswith(tuple(f"{option}=" for option in _CONFIG_OPTIONS)):
+            configs.append(arg)
+        else:
+            typed.append(arg)
+    return configs, typed
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` for Namespaces and dicts; other values (tuples as lists) are leaves."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
+
+
+def checkpoint_hyperparameters(ckpt_path: str | Path) -> dict[str, Any]:
+    """The model's hyper-parameters saved in a Lightning checkpoint, without Lightning's private keys."""
+    checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+    hparams = dict(checkpoint.get("hyper_parameters", {}))
+    hparams.pop("_instantiator", None)
+    return hparams
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what Python-built tasks keep in their hyper-parameters (dataclasses such as ``Optimization``)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"checkpoint hyper-parameter of type {type(value).__name__} cannot be given to the CLI: {value!r}")
+
+
+def _cause(error: BaseException, kind: type[Exception]) -> Exception | None:
+    """The first exception of type ``kind`` in ``error``'s chain of causes, or ``None``."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class TaskCLI(LightningCLI):
+    """LightningCLI where ``--ckpt_path`` fills in the model's arguments the command line did not type.
+
+    See the module docstring for the precedence; everything else is LightningCLI's.
+    """
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._args = list(sys.argv[1:] if args is None else args) if not isinstance(args, (dict, Namespace)) else None
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = checkpoint_hyperparameters(ckpt_path)
+        configured = _flatten(self.config[subcommand].get("model"), "model.")
+        if hparams:
+            class_path = hparams.pop("_class_path", None) or configured.get("model.class_path")
+            spec = {"class_path": class_path, "init_args": hparams} if class_path else hparams
+            if self._args is None:  # parsed from a dict: there is no command line to put above the checkpoint
+                self.config = self.parser.parse_object({subcommand: {"model": spec}}, self.config)
+            else:
+                # One parse, in precedence order: the config files, the checkpoint, then what was typed.
+                at = self._args.index(subcommand)
+                configs, typed = split_config_files(self._args[at + 1:])
+                checkpoint = ["--model", json.dumps(spec, default=_plain)]
+                self.config = self.parser.parse_args([*self._args[:at + 1], *configs, *checkpoint, *typed])
+            self._report(ckpt_path, configured, _flatten(spec, "model."),
+                         _flatten(self.config[subcommand].get("model"), "model."))
+        model = self.config[subcommand].get("model")
+        init_args = model.get("init_args") if isinstance(model, Namespace) else None
+        if init_args is not None and init_args.get("backbone_weights") is not None:
+            # The checkpoint's state_dict replaces the backbone's start weights: never download or read them.
+            rank_zero_info(f"model.init_args.backbone_weights={init_args.backbone_weights!r} is not loaded: "
+                           f"{ckpt_path} holds the trained weights")
+            init_args["backbone_weights"] = None
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:  # jsonargparse wraps what a constructor raises in its own report
+            cause = _cause(error, WeightsDownloadError)
+            if cause is None:
+                raise
+            raise WeightsDownloadError(cause.name, cause.reason, option="model.init_args.backbone_weights",
+                                       none="null") from None
+
+    @staticmethod
+    def _report(ckpt_path: str, configured: dict, checkpoint: dict, final: dict) -> None:
+        """Print the model arguments the checkpoint set, and those the command line set over it."""
+        lines = []
+        for key, value in checkpoint.items():
+            if key not in final:
+                continue
+            if final[key] != value:  # the checkpoint is applied over the config files: only the command line wins
+                lines.append(f"  {key}: {final[key]!r} from the command line (checkpoint: {value!r})")
+            elif configured.get(key) != value:
+                lines.append(f"  {key}: {value!r} from the checkpoint (config: {configured.get(key)!r})")
+        if lines:
+            rank_zero_info(f"Model arguments set by --ckpt_path {ckpt_path} or typed over it (the command line wins "
+                           "over the checkpoint, the checkpoint over the config files):\n" + "\n".join(lines))
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> TaskCLI:
+    """Run the CLI on ``args`` (``sys.argv`` when ``None``); ``run=False`` only instantiates model and data.
+
+    The entry point of ``mobilenetv2-dense``, ``python -m mobilenetv2_dense`` and ``python train_task.py``.
+    With ``run=False`` the arguments have no subcommand: ``cli_main(["--config", path], run=False)``.
+    """
+    return TaskCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [ResumableTraining()]},  # checkpoint on SIGTERM, atomic writes, RNG states
+    )
+
+
+def main() -> None:
+    """Console script ``mobilenetv2-dense``."""
+    cli_main()

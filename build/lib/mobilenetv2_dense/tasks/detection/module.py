@@ -1,0 +1,253 @@
+"""SSDLite training, COCO evaluation and prediction as a LightningModule (paper section 6.2).
+
+One validation pass computes the loss and the detections; the detections are mapped back to original
+image pixels, gathered over ranks and scored once per epoch with COCOeval against ``datamodule.val_coco``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from mobilenetv2_dense.heads.loss import SSDLoss
+from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.tasks.base import BaseTask
+from mobilenetv2_dense.tasks.detection.evaluation import (
+    METRIC_NAMES,
+    detections_to_array,
+    evaluate_coco,
+    scale_to_original,
+)
+from mobilenetv2_dense.tasks.detection.model import SSDLite
+from mobilenetv2_dense.tasks.optim import Optimization
+
+LOGGED_METRICS = (*METRIC_NAMES, "mar_100")
+
+
+class DetectionTask(BaseTask):
+    """SSDLite on a MobileNetV2 backbone: training, COCO mAP, prediction in original pixels.
+
+    Batches follow the detection data contract: ``images (N, 3, S, S)`` normalised, ``targets`` a list of N
+    dicts (``boxes (M, 4)`` xyxy input pixels, ``labels (M,)`` in 1..K, ``image_id``, ``orig_size (2,)`` = (h, w)).
+
+    Args:
+        num_classes: K object classes (80 for COCO, 20 for VOC); the classifier has K + 1 outputs.
+        width_mult: MobileNetV2 width multiplier.
+        backbone_weights: a local MobileNetV2 state_dict to start from (``None``: random init).
+        frozen_stages: freeze the stem and the first ``frozen_stages`` stages (``-1``: train everything).
+        norm_eval: freeze the running statistics of every backbone BatchNorm (for batches too small to estimate
+            them, starting from ``backbone_weights``); held during ``fit`` however training starts.
+        classification_loss: ``"softmax"`` + hard negative mining 3:1 (the paper's SSD) or sigmoid ``"focal"``;
+            focal starts every object logit at RetinaNet's prior p = 0.01 (Sec. 4.1), so the first loss is O(1)
+            instead of thousands of easy negatives at p = 0.5 each.
+        neg_pos_ratio: hard negatives per positive anchor for the softmax loss.
+        min_negatives_per_image: hard negatives every image keeps under the softmax loss, however few positives
+            it has. 3, as TF's ``ssdlite_mobilenet_v2_coco`` hard example miner: without it an image with no
+            trainable box (about 1k COCO train images, plus crowd-only ones) mines 3 x 0 negatives and its loss
+            is exactly 0, so the network never sees background-only scenes.
+        score_thresh, nms_thresh, detections_per_img: post-processing (per-class NMS).
+        topk_candidates: (anchor, class) pairs per image kept for decoding and NMS. 300 = 3 x detections_per_img:
+            on the ``make demo`` model (benchmarks/detection_topk.py) mAP 0.2835 and AR@100 0.5575 are reached at
+            300 and unchanged up to every pair (2,952); 200 loses 0.004 AR@100, and 400 costs 10% more
+            post-processing time (1.6x for every pair) for the same numbers.
+        evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
+        optimization, channels_last: see :class:`mobilenetv2_dense.tasks.base.BaseTask`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        width_mult: float = 1.0,
+        backbone_weights: str | None = None,
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
+        classification_loss: Literal["softmax", "focal"] = "softmax",
+        neg_pos_ratio: float = 3.0,
+        min_negatives_per_image: int = 3,
+        score_thresh: float = 0.01,
+        nms_thresh: float = 0.45,
+        detections_per_img: int = 100,
+        topk_candidates: int = 300,
+        evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
+        optimization: Optimization | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(optimization=optimization, channels_last=channels_last)
+        self.save_hyperparameters()
+        self.num_classes = num_classes
+        self.evaluator = evaluator
+        self.model = SSDLite(num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
+                             frozen_stages=frozen_stages, norm_eval=norm_eval)
+        if classification_loss == "focal":
+            self.model.head.set_class_prior(0.01)
+        self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss,
+                                 min_negatives_per_image=min_negatives_per_image)
+        # Names of labels 1..K and label -> category id: from the data module at set-up, else from the checkpoint.
+        self.class_names: list[str] | None = None
+        self.label_to_cat_id: dict[int, int] | None = None
+        # Per evaluation epoch: the (D, 7) COCO results arrays and the image ids seen on this rank.
+        self._results: list[np.ndarray] = []
+        self._image_ids: set[int] = set()
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        try:
+            data_classes = getattr(datamodule, "num_classes", None)
+            names, cat_ids = getattr(datamodule, "class_names", None), getattr(datamodule, "label_to_cat_id", None)
+        except (FileNotFoundError, ValueError):
+            if stage != "predict":
+                raise
+            # Predicting on a folder where the dataset is absent: the names and ids come from the checkpoint.
+            data_classes = names = cat_ids = None
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"DetectionTask (tasks/detection/module.py): model.num_classes={self.num_classes} but "
+                f"{type(datamodule).__name__}.num_classes={data_classes}; set model.init_args.num_classes to "
+                f"{data_classes} (object classes, background excluded) in the config")
+        if names is not None:
+            self.class_names = [str(name) for name in names]
+        if cat_ids is not None:
+            self.label_to_cat_id = {int(label): int(cat) for label, cat in cat_ids.items()}
+
+    # The label set travels in the checkpoint, so predict needs no dataset to name classes and map ids back.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["class_names"], checkpoint["label_to_cat_id"] = self.class_names, self.label_to_cat_id
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The data module's label set (set up before the checkpoint is restored) wins when it has one.
+        self.class_names = self.class_names or checkpoint.get("class_names")
+        self.label_to_cat_id = self.label_to_cat_id or checkpoint.get("label_to_cat_id")
+
+    # -------------------------------------------------------------------------------------------- training
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """Raw network outputs: ``bbox_regression (N, A, 4)``, ``cls_logits (N, A, K+1)``, ``anchors (A, 4)``."""
+        return self.model(self.prepare_images(images))
+
+    def training_step(self, batch: tuple[Tensor, list[dict]], batch_idx: int) -> Tensor:
+        images, targets = batch
+        losses = self.criterion(self(images), targets, self.model.box_coder)
+        size = len(targets)
+        self.log("train/loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train/bbox_regression", losses["bbox_regression"], on_step=True, on_epoch=True, batch_size=size)
+        self.log("train/classification", losses["classification"], on_step=True, on_epoch=True, batch_size=size)
+        return losses["loss"]
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def detect(self, outputs: dict[str, Tensor], input_size: tuple[int, int],
+               orig_sizes: list[Tensor] | Tensor) -> list[dict[str, Tensor]]:
+        """Post-processed detections per image, boxes xyxy in original image pixels."""
+        hp = self.hparams
+        detections = postprocess_detections(
+            outputs["bbox_regression"], outputs["cls_logits"], outputs["anchors"], self.model.box_coder,
+            image_size=input_size, score_thresh=hp.score_thresh, nms_thresh=hp.nms_thresh,
+            topk_candidates=hp.topk_candidates, detections_per_img=hp.detections_per_img,
+            classification=hp.classification_loss)
+        return scale_to_original(detections, input_size, orig_sizes)
+
+    def _evaluation_step(self, batch: tuple[Tensor, list[dict]], prefix: str) -> None:
+        images, targets = batch
+        outputs = self(images)
+        losses = self.criterion(outputs, targets, self.model.box_coder)
+        self.log(f"{prefix}/loss", losses["loss"], on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=len(targets))
+        self._collect(self.detect(outputs, tuple(images.shape[-2:]), [t["orig_size"] for t in targets]), targets)
+
+    def _collect(self, detections: list[dict[str, Tensor]], targets: list[dict]) -> None:
+        """Keep one batch's detections (original pixels) as COCO results for the end-of-epoch evaluation."""
+        image_ids = [int(t["image_id"]) for t in targets]
+        # An image met twice on this rank (sampler padding) must not count its detections twice.
+        fresh = [i for i, image_id in enumerate(image_ids) if image_id not in self._image_ids]
+        self._image_ids.update(image_ids[i] for i in fresh)
+        label_to_cat_id = getattr(self.trainer.datamodule, "label_to_cat_id", None)
+        self._results.append(detections_to_array([detections[i] for i in fresh], [image_ids[i] for i in fresh],
+                                                 label_to_cat_id))
+
+    def _reset(self) -> None:
+        self._results, self._image_ids = [], set()
+
+    def _gather(self) -> tuple[np.ndarray, list[int]]:
+        """Every rank's results on rank 0 (all ranks), each image once: a DistributedSampler pads with repeats."""
+        local = (np.concatenate(self._results) if self._results else np.zeros((0, 7)), sorted(self._image_ids))
+        parts: list[Any] = [local]
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(parts, local)
+        arrays, seen = [], set()
+        for array, ids in parts:
+            fresh = set(ids) - seen
+            seen |= fresh
+            arrays.append(array[np.isin(array[:, 0], list(fresh))])
+        return np.concatenate(arrays), sorted(seen)
+
+    def _evaluate(self, prefix: str) -> None:
+        datamodule = self.trainer.datamodule
+        coco_gt = getattr(datamodule, f"{prefix}_coco", None)  # the test split is the val split unless given
+        if coco_gt is None:
+            coco_gt = getattr(datamodule, "val_coco", None)
+        if coco_gt is None:
+            raise AttributeError(
+                f"DetectionTask (tasks/detection/module.py): {type(datamodule).__name__} has no val_coco; COCO "
+                "evaluation needs the ground truth as a pycocotools COCO object (see COCODataModule.val_coco)")
+        results, image_ids = self._gather()
+        self._reset()
+        values = torch.zeros(len(LOGGED_METRICS), dtype=torch.float64)
+        if self.trainer.is_global_zero:
+            rank_zero_info(f"COCO {prefix} evaluation on {len(image_ids)} images, {len(results)} detections")
+            metrics = evaluate_coco(coco_gt, results, backend=self.evaluator, image_ids=image_ids,
+                                    verbose=not self.trainer.sanity_checking)
+            values = torch.tensor([metrics[name] for name in LOGGED_METRICS], dtype=torch.float64)
+        # Rank 0 computed them; every rank must log the same values for checkpointing on val/map.
+        values = self.trainer.strategy.broadcast(values, src=0)
+        for name, value in zip(LOGGED_METRICS, values.tolist()):
+            self.log(f"{prefix}/{name}", value, prog_bar=name == "map", sync_dist=False, rank_zero_only=False)
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset()
+
+    def validation_step(self, batch: tuple[Tensor, list[dict]], batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluate("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset()
+
+    def test_step(self, batch: tuple[Tensor, list[dict]], batch_idx: int) -> None:
+        self._evaluation_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluate("test")
+
+    # ------------------------------------------------------------------------------------------ prediction
+    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
+        """Detections per image in original pixels: ``boxes (D, 4)`` xyxy, ``scores``, ``labels`` in 1..K,
+        plus ``path``, ``image_id`` and ``orig_size`` of the image, on the CPU."""
+        images, metas = _split_predict_batch(batch)
+        detections = self.detect(self(images), tuple(images.shape[-2:]), [m["orig_size"] for m in metas])
+        return [{**{k: v.cpu() for k, v in det.items()}, **meta} for det, meta in zip(detections, metas)]
+
+
+def _split_predict_batch(batch: Any) -> tuple[Tensor, list[dict[str, Any]]]:
+    """``(images, per-image dicts with path, image_id, orig_size)`` from a predict batch.
+
+    Accepts the detection contract's ``(images, targets)`` (targets carrying ``path``) and the image-folder
+    form ``{"images", "paths", "sizes"}``.
+    """
+    if isinstance(batch, dict):
+        images = batch["images"]
+        sizes = batch.get("orig_sizes", batch.get("sizes"))
+        ids = batch.get("image_ids", [-1] * len(images))
+        metas = [{"path": str(p), "image_id": int(i), "orig_size": torch.as_tensor(s)}
+                 for p, i, s in zip(batch["paths"], ids, sizes)]
+        return images, metas
+    images, targets = batch
+    metas = [{"path": str(t.get("path", t.get("file_name", ""))), "image_id": int(t.get("image_id", -1)),
+              "orig_size": torch.as_tensor(t["orig_size"])} for t in targets]
+    return images, metas

@@ -1,0 +1,163 @@
+"""Pictures of detections, and the callback that writes them (plus a COCO results JSON) during ``predict``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
+from torch import Tensor
+from torchvision.utils import draw_bounding_boxes
+
+from mobilenetv2_dense.tasks.detection.evaluation import array_to_results, detections_to_array
+from mobilenetv2_dense.tasks.images import read_rgb
+
+# Distinct, saturated colours; class k uses _PALETTE[(k - 1) % len].
+_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075")
+
+
+def draw_detections(image: np.ndarray | Tensor, boxes: Tensor, labels: Tensor, scores: Tensor | None = None, *,
+                    class_names: list[str] | None = None, score_thresh: float = 0.3, width: int = 2) -> Tensor:
+    """Draw boxes with ``"name score"`` captions on an image.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 array (as :func:`mobilenetv2_dense.tasks.images.read_rgb` gives) or ``(3, H, W)``
+        uint8 tensor.
+        boxes: ``(D, 4)`` xyxy in the pixels of ``image``.
+        labels: ``(D,)`` in 1..K; ``class_names[k - 1]`` names label k.
+        scores: ``(D,)`` or ``None`` (ground truth: every box drawn, no score).
+        score_thresh: boxes scoring below it are not drawn (the evaluator keeps them; a picture cannot).
+
+    Returns:
+        ``(3, H, W)`` uint8 tensor.
+    """
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W); a writable copy
+    boxes, labels = boxes.detach().cpu().float(), labels.detach().cpu()
+    if scores is not None:
+        keep = scores.detach().cpu() >= score_thresh
+        boxes, labels, scores = boxes[keep], labels[keep], scores.detach().cpu()[keep]
+    if len(boxes) == 0:
+        return image.clone()
+    names = [class_names[k - 1] if class_names and 0 < k <= len(class_names) else str(k) for k in labels.tolist()]
+    captions = names if scores is None else [f"{n} {s:.2f}" for n, s in zip(names, scores.tolist())]
+    colours = [_PALETTE[(k - 1) % len(_PALETTE)] for k in labels.tolist()]
+    return draw_bounding_boxes(image, boxes, labels=captions, colors=colours, width=width)
+
+
+def save_image(image: Tensor, path: str | Path, quality: int = 90) -> Path:
+    """Save a ``(3, H, W)`` uint8 tensor; the suffix picks the format (``.jpg`` / ``.png``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = image.permute(1, 2, 0).cpu().numpy()  # (3, H, W) -> (H, W, 3)
+    options = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    Image.fromarray(array).save(path, **options)
+    return path
+
+
+class DetectionPredictionWriter(BasePredictionWriter):
+    """Writes what ``predict`` finds: one picture per image with its boxes, and ``predictions.json``.
+
+    Expects ``DetectionTask.predict_step``'s output: per image a dict with ``boxes (D, 4)`` xyxy in original
+    pixels, ``scores``, ``labels`` in 1..K, ``path`` (the image file) and ``image_id``. The JSON is a COCO results
+    list (category ids mapped back through ``datamodule.label_to_cat_id``, ``file_name`` added) that
+    ``COCO.loadRes`` reads; under DDP rank 0 writes it for all ranks. Images that belong to the datamodule's val
+    images (same file) get their COCO image ids, other images their index in the predict folder.
+
+    Args:
+        output_dir: folder for the pictures and the JSON (created).
+        score_thresh: boxes drawn from this score up; the JSON keeps every detection.
+        max_images: draw at most this many pictures (``None``: all); the JSON covers every image.
+        image_format: ``"jpg"`` or ``"png"``.
+        write_interval: pictures are written per batch; the JSON always at the end of the epoch.
+    """
+
+    def __init__(self, output_dir: str = "predictions", score_thresh: float = 0.3, max_images: int | None = None,
+                 image_format: Literal["jpg", "png"] = "jpg",
+                 write_interval: Literal["batch", "batch_and_epoch"] = "batch") -> None:
+        super().__init__(write_interval)
+        self.output_dir = Path(output_dir)
+        self.score_thresh = score_thresh
+        self.max_images = max_images
+        self.image_format = image_format
+        self._arrays: list[np.ndarray] = []
+        self._files: dict[int, str] = {}
+        self._drawn = 0
+        self._coco_ids: dict[str, int] = {}
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._arrays, self._files, self._drawn = [], {}, 0
+        self._coco_ids = _val_image_ids(trainer.datamodule)
+
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: list[dict[str, Any]],
+                           batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+        class_names, label_to_cat_id = _label_set(trainer, pl_module)
+        # Files of the val set keep their COCO image ids, so the JSON evaluates against val_coco directly.
+        image_ids = [self._coco_ids.get(str(Path(p["path"]).resolve()), int(p["image_id"])) for p in prediction]
+        self._arrays.append(detections_to_array(prediction, image_ids, label_to_cat_id))
+        for pred, image_id in zip(prediction, image_ids):
+            self._files[image_id] = str(pred["path"])
+            if self.max_images is not None and self._drawn >= self.max_images:
+                continue
+            picture = draw_detections(read_rgb(pred["path"]), pred["boxes"], pred["labels"], pred["scores"],
+                                      class_names=class_names, score_thresh=self.score_thresh)
+            save_image(picture, self.output_dir / f"{Path(pred['path']).stem}.{self.image_format}")
+            self._drawn += 1
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_predict_epoch_end(trainer, pl_module)
+        array = np.concatenate(self._arrays) if self._arrays else np.zeros((0, 7))
+        files = self._files
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, (array, files))
+            # A DistributedSampler pads with repeated images: keep each image id once.
+            array, files, seen = [], {}, set()
+            for rank_array, rank_files in gathered:
+                fresh = [i for i in rank_files if i not in seen]
+                seen.update(fresh)
+                files.update({i: rank_files[i] for i in fresh})
+                array.append(rank_array[np.isin(rank_array[:, 0], fresh)])
+            array = np.concatenate(array)
+        if trainer.global_rank != 0:
+            return
+        results = array_to_results(array)
+        for result in results:
+            result["file_name"] = Path(files[result["image_id"]]).name
+        path = self.output_dir / "predictions.json"
+        path.write_text(json.dumps(results))
+        print(f"DetectionPredictionWriter: {len(files)} images, {len(results)} detections -> {path}; "
+              f"{self._drawn} pictures in {self.output_dir}")
+
+    def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Any,
+                           batch_indices: Any) -> None:
+        """The JSON is written in :meth:`on_predict_epoch_end` whatever the interval; nothing more to do."""
+
+
+def _label_set(trainer: Trainer, pl_module: LightningModule) -> tuple[list[str] | None, dict[int, int] | None]:
+    """Class names of labels 1..K and label -> category id: the task's (from its data or its checkpoint), else the
+    data module's."""
+    names, cat_ids = getattr(pl_module, "class_names", None), getattr(pl_module, "label_to_cat_id", None)
+    if names is None or cat_ids is None:
+        try:
+            names = names or getattr(trainer.datamodule, "class_names", None)
+            cat_ids = cat_ids or getattr(trainer.datamodule, "label_to_cat_id", None)
+        except (FileNotFoundError, ValueError):  # the dataset is not on this machine
+            pass
+    return (list(names) if names else None), cat_ids
+
+
+def _val_image_ids(datamodule: Any) -> dict[str, int]:
+    """Resolved file path -> COCO image id of the datamodule's val images (a COCO-format val set on disk), else {}."""
+    folder = (getattr(datamodule, "paths", None) or {}).get("val_images")
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    coco = datamodule.val_coco
+    return {str((Path(folder) / image["file_name"]).resolve()): int(image["id"]) for image in coco.dataset["images"]}

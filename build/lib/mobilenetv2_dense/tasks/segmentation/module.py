@@ -1,0 +1,265 @@
+"""DeepLabv3 semantic segmentation as a Lightning task (paper Sec. 6.3, Table 7).
+
+Training: pixel-wise cross-entropy (void 255 ignored), optionally plus a Dice term, at the training output
+stride. Evaluation: full-resolution images, optionally at another output stride (the paper's OS16 train /
+OS8 eval) and with multi-scale + flipped inputs ("MF"), scored by mIoU over the whole split.
+
+Evaluation and prediction run every image at its own size: a padded batch is split into groups of images of
+one size, each run on its unpadded crop, because padding would reach the image-pooling branch (a mean over the
+whole input) and the border convolutions, making scores depend on which images share a batch. Under DDP the
+samples that the DistributedSampler repeats to even out the ranks are left out of the scores and the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import torch
+from segmentation_models_pytorch.losses import DiceLoss
+from torch import Tensor
+from torch.nn import functional as F
+from torch.utils.data import DistributedSampler
+
+from mobilenetv2_dense.tasks.base import BaseTask
+from mobilenetv2_dense.tasks.optim import Optimization
+from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
+from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
+
+
+class SegmentationTask(BaseTask):
+    """MobileNetV2 + DeepLabv3 trained and evaluated on ``(images (N, 3, H, W), masks (N, H, W))`` batches.
+
+    Logs ``train/loss``, ``val/loss`` (cross-entropy per labelled pixel of the split), ``val/miou``,
+    ``val/pixel_accuracy`` (``test/...`` likewise) and prints the per-class IoU table after each validation.
+    Evaluation batches may add each image's ``(h, w)`` (``(images, masks, sizes)``, see
+    :func:`mobilenetv2_dense.tasks.segmentation.data.segmentation_collate`); each image is then evaluated at its own
+    size.
+    ``predict_step`` takes ``{"images", "paths", "sizes"}`` batches and returns one ``(h, w)`` uint8 index mask
+    per image, predicted at its original size.
+
+    Args:
+        num_classes: K, background included (21 for VOC); must equal the data module's ``num_classes``.
+        width_mult: MobileNetV2 width multiplier.
+        output_stride: training output stride (16 in the paper; 8 costs ~4x the head MAdds).
+        head: ``"lite"`` (no ASPP: 1x1 + image pooling, the paper's 75.32 mIoU model) or ``"aspp"``.
+        decoder: add the DeepLabv3+ decoder on the stride-4 feature.
+        backbone_weights: torchvision ``mobilenet_v2`` weights (local state_dict file, or a name that downloads).
+        frozen_stages: freeze the backbone stem and first k stages (-1: nothing).
+        norm_eval: freeze every backbone BatchNorm's running statistics (batches too small to estimate them).
+        dice_weight: add ``dice_weight *`` smp's multiclass Dice loss to the cross-entropy (0: off).
+        eval_output_stride: output stride for validation, test and predict (e.g. 8); the training stride is
+            restored afterwards. ``None`` keeps ``output_stride``.
+        eval_scales: test-time input scales; softmax probabilities are averaged at the input size.
+        eval_flip: also average over left-right flipped inputs.
+        optimization: optimiser and schedule (DeepLab: SGD, poly 0.9, lr 0.007, wd 4e-5).
+        channels_last: NHWC memory format.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        width_mult: float = 1.0,
+        output_stride: int = 16,
+        head: Literal["lite", "aspp"] = "lite",
+        decoder: bool = False,
+        backbone_weights: str | None = None,
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
+        dice_weight: float = 0.0,
+        eval_output_stride: int | None = None,
+        eval_scales: Sequence[float] = (1.0,),
+        eval_flip: bool = False,
+        optimization: Optimization | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(optimization=optimization, channels_last=channels_last)
+        self.save_hyperparameters()
+        if not 2 <= num_classes <= IGNORE_INDEX:
+            raise ValueError(f"SegmentationTask: num_classes must be in 2..255 (255 is the void label), "
+                             f"got {num_classes}")
+        if eval_output_stride not in (None, 8, 16):
+            raise ValueError(f"SegmentationTask: eval_output_stride must be 8, 16 or null, got {eval_output_stride}")
+        if not eval_scales or any(s <= 0 for s in eval_scales):
+            raise ValueError(f"SegmentationTask: eval_scales must be positive numbers, got {list(eval_scales)}; "
+                             "use [1.0] for single-scale evaluation, e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] for MF")
+        if dice_weight < 0:
+            raise ValueError(f"SegmentationTask: dice_weight must be >= 0, got {dice_weight}")
+        self.num_classes = num_classes
+        self.output_stride = output_stride
+        self.eval_output_stride = eval_output_stride
+        self.eval_scales = [float(s) for s in eval_scales]
+        self.eval_flip = eval_flip
+        self.dice_weight = dice_weight
+        self.model = DeepLabV3(num_classes=num_classes, width_mult=width_mult, output_stride=output_stride,
+                               head=head, decoder=decoder, backbone_weights=backbone_weights,
+                               frozen_stages=frozen_stages, norm_eval=norm_eval)
+        self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX) if dice_weight > 0 else None
+        self.val_metrics = SegmentationMetrics(num_classes)
+        self.test_metrics = SegmentationMetrics(num_classes)
+        self.val_loss, self.test_loss = PixelMean(), PixelMean()
+        self.class_names: list[str] | None = None
+        # The last epoch's scores per stage ("val", "test"), per-class IoU included, for scripts and callbacks.
+        self.last_scores: dict[str, dict[str, Tensor]] = {}
+        # Samples this rank has evaluated so far in the epoch, per dataloader: their place in the sampler's order.
+        self._seen: dict[int, int] = {}
+
+    # ---------------------------------------------------------------- set-up
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_classes = getattr(datamodule, "num_classes", None)
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"SegmentationTask: model.num_classes is {self.num_classes} but the data module "
+                f"{type(datamodule).__name__} has num_classes={data_classes}; set both to the same value in the "
+                "config (background included, e.g. 21 for VOC)")
+        names = getattr(datamodule, "class_names", None)
+        self.class_names = list(names) if names is not None and len(names) == self.num_classes else None
+
+    # ---------------------------------------------------------------- inference
+
+    def log_probabilities(self, images: Tensor) -> Tensor:
+        """``(N, 3, H, W)`` -> ``(N, K, H, W)`` log of the softmax probabilities averaged over test-time inputs.
+
+        Every scale in ``eval_scales`` (and its left-right flip under ``eval_flip``) is run; logits are
+        resized back to ``(H, W)`` before the softmax, as TF DeepLab's multi-scale inference does. With
+        ``[1.0]`` and no flip this is ``log_softmax`` of one plain forward. Every image runs at ``(H, W)``: for a
+        padded batch of images of different sizes use :meth:`log_probabilities_by_size`.
+        """
+        size = images.shape[-2:]
+        total, count = None, 0
+        for scale in self.eval_scales:
+            scaled = images if scale == 1 else F.interpolate(images, scale_factor=scale, mode="bilinear",
+                                                             align_corners=False)
+            for flip in (False, True) if self.eval_flip else (False,):
+                logits = self.model(self.prepare_images(scaled.flip(-1) if flip else scaled))["out"]
+                if flip:
+                    logits = logits.flip(-1)
+                if logits.shape[-2:] != size:
+                    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+                log_probs = logits.float().log_softmax(1)
+                # log(sum of probabilities), accumulated in log space so no (views x N x K x H x W) stack is held
+                total = log_probs if total is None else torch.logaddexp(total, log_probs)
+                count += 1
+        return total - math.log(count)
+
+    def log_probabilities_by_size(self, images: Tensor, sizes: Sequence[tuple[int, int]],
+                                  keep: Sequence[bool] | None = None) -> Iterator[tuple[list[int], Tensor]]:
+        """Each image of a padded ``(N, 3, H, W)`` batch at its own size: yields ``(members, (n, K, h, w))`` per
+        group of images of one ``(h, w)`` in ``sizes``, computed on their top-left ``(h, w)`` crop.
+
+        Equal-sized images share a forward pass (no padding to leak); ``keep`` leaves images out.
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (h, w) in enumerate(sizes):
+            if keep is None or keep[i]:
+                groups.setdefault((int(h), int(w)), []).append(i)
+        for (h, w), members in groups.items():
+            crop = images[members, :, :h, :w] if len(members) < len(images) else images[:, :, :h, :w]
+            yield members, self.log_probabilities(crop)
+
+    def _set_eval_stride(self) -> None:
+        if self.eval_output_stride is not None:
+            self.model.set_output_stride(self.eval_output_stride)
+
+    def _restore_train_stride(self) -> None:
+        if self.eval_output_stride is not None:
+            self.model.set_output_stride(self.output_stride)
+
+    # Lightning calls these once per validation / test / predict run, also inside fit.
+    on_validation_start = _set_eval_stride
+    on_validation_end = _restore_train_stride
+    on_test_start = _set_eval_stride
+    on_test_end = _restore_train_stride
+    on_predict_start = _set_eval_stride
+    on_predict_end = _restore_train_stride
+
+    # ---------------------------------------------------------------- steps
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        images, masks = batch[0], batch[1]  # training crops share one size: no per-image sizes needed
+        logits = self.model(self.prepare_images(images))["out"]  # (N, K, H, W)
+        loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
+        if self.dice is not None:
+            dice = self.dice(logits, masks)
+            self.log("train/dice", dice, batch_size=images.shape[0])
+            self.log("train/ce", loss, batch_size=images.shape[0])
+            loss = loss + self.dice_weight * dice
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _repeats(self, count: int, stage: str, dataloader_idx: int) -> list[bool]:
+        """Which of this rank's next ``count`` samples are a DistributedSampler's padding.
+
+        Without ``drop_last`` the sampler repeats the first samples so every rank gets as many; rank ``r`` reads
+        positions ``r, r + R, r + 2R, ...`` of the padded order, and positions past the dataset are repeats.
+        Known from the sampler, so no rank waits on another; other samplers count every sample.
+        """
+        start = self._seen.get(dataloader_idx, 0)
+        self._seen[dataloader_idx] = start + count
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        loader = loaders[dataloader_idx] if isinstance(loaders, (list, tuple)) else loaders
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler):
+            sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+            return [False] * count
+        return [sampler.rank + sampler.num_replicas * (start + i) >= len(sampler.dataset) for i in range(count)]
+
+    def _evaluate(self, batch: tuple[Tensor, ...], stage: str, metrics: SegmentationMetrics, loss: PixelMean,
+                  dataloader_idx: int) -> None:
+        images, masks = batch[0], batch[1]
+        sizes = batch[2] if len(batch) > 2 else [tuple(images.shape[-2:])] * len(images)
+        keep = [not repeat for repeat in self._repeats(len(images), stage, dataloader_idx)]
+        for members, log_probs in self.log_probabilities_by_size(images, sizes, keep):
+            target = masks[members, : log_probs.shape[-2], : log_probs.shape[-1]]
+            # NLL of log-softmax is the cross-entropy; with test-time augmentation it scores the averaged
+            # probabilities. Summed here, divided by the split's labelled pixels at the end.
+            loss.update(F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX, reduction="sum"),
+                        (target != IGNORE_INDEX).sum())
+            metrics.update(log_probs.argmax(1), target)
+
+    def on_validation_epoch_start(self) -> None:
+        self._seen = {}
+
+    def on_test_epoch_start(self) -> None:
+        self._seen = {}
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "val", self.val_metrics, self.val_loss, dataloader_idx)
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "test", self.test_metrics, self.test_loss, dataloader_idx)
+
+    def _finish(self, stage: str, metrics: SegmentationMetrics, loss: PixelMean) -> dict[str, Tensor]:
+        scores = metrics.compute()  # summed over DDP ranks by the metrics themselves
+        self.log(f"{stage}/loss", loss.compute())
+        metrics.reset()
+        loss.reset()
+        self.last_scores[stage] = scores
+        self.log(f"{stage}/miou", scores["miou"], prog_bar=True)
+        self.log(f"{stage}/pixel_accuracy", scores["pixel_accuracy"])
+        if not self.trainer.sanity_checking:
+            table = format_iou_table(scores["iou"], self.class_names, miou=scores["miou"],
+                                     pixel_accuracy=scores["pixel_accuracy"])
+            if self.trainer.is_global_zero:
+                print(f"\n{stage} per-class IoU (epoch {self.current_epoch}):\n{table}")
+        return scores
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish("val", self.val_metrics, self.val_loss)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test", self.test_metrics, self.test_loss)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[Tensor]:
+        """``{"images": (N, 3, H, W), "sizes": [(h, w)], ...}`` -> N uint8 ``(h, w)`` index masks, each image
+        predicted at its own size."""
+        masks: list[Tensor | None] = [None] * len(batch["sizes"])
+        for members, log_probs in self.log_probabilities_by_size(batch["images"], batch["sizes"]):
+            for i, mask in zip(members, log_probs.argmax(1).to(torch.uint8)):  # (n, h, w)
+                masks[i] = mask
+        return masks

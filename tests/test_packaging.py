@@ -1,0 +1,97 @@
+"""The install claims one top-level import name, ``mobilenetv2_dense``, and coexists with a user's own packages.
+
+Run in subprocesses from unrelated temporary folders, as a user's project would import the library.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "mobilenetv2_dense"
+
+
+def run_python(code: str, cwd: Path, env: dict | None = None) -> str:
+    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_project_with_its_own_backbone_and_tasks_imports_ours_without_collision(tmp_path):
+    """README's reuse case: a detection repo with its own ``backbone/``, ``heads.py`` and ``tasks/`` packages."""
+    for name in ("backbone", "tasks"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"OWNER = 'their {name}'\n")
+    (tmp_path / "heads.py").write_text("OWNER = 'their heads'\n")
+    out = run_python(
+        "import json, backbone, heads, tasks, torch\n"
+        "from mobilenetv2_dense.backbone import mobilenet_v2\n"
+        "import mobilenetv2_dense.heads, mobilenetv2_dense.tasks.cli\n"
+        "model = mobilenet_v2(out_features=['stage3', 'stage7'])\n"
+        "features = model(torch.zeros(1, 3, 64, 64))\n"
+        "print(json.dumps({'theirs': [backbone.OWNER, heads.OWNER, tasks.OWNER],\n"
+        "                  'ours': mobilenetv2_dense.heads.__file__,\n"
+        "                  'shapes': {k: list(v.shape) for k, v in features.items()}}))\n",
+        cwd=tmp_path)
+    report = json.loads(out)
+    assert report["theirs"] == ["their backbone", "their heads", "their tasks"]
+    assert Path(report["ours"]).resolve() == REPO / "heads" / "__init__.py"
+    assert report["shapes"] == {"stage3": [1, 32, 8, 8], "stage7": [1, 320, 2, 2]}  # Table 2: 32 ch at /8, 320 at /32
+
+
+def test_installed_distribution_has_one_top_level_name(tmp_path):
+    """The environment's install (``make install``: editable) maps only ``mobilenetv2_dense`` to this project."""
+    out = run_python(
+        "import json, importlib.metadata as md\n"
+        "names = sorted(n for n, dists in md.packages_distributions().items() if 'mobilenetv2-dense' in dists)\n"
+        "print(json.dumps(names))\n", cwd=tmp_path)
+    assert json.loads(out) == [PACKAGE]
+
+
+def test_console_script_runs_from_any_directory(tmp_path):
+    script = Path(sys.executable).parent / "mobilenetv2-dense"
+    assert script.is_file(), f"{script} missing: install the project (make install, or pip install -e .)"
+    config = REPO / "configs" / "ssdlite_shapes_demo.yaml"
+    result = subprocess.run([str(script), "fit", "--config", str(config), "--print_config"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"class_path: {PACKAGE}.tasks.detection.DetectionTask" in result.stdout
+
+
+@pytest.mark.slow
+def test_wheel_install_has_one_top_level_name_and_every_module_imports(tmp_path):
+    """A regular (wheel) install: one top-level name, the console script, and every module importable from it."""
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(REPO)],
+                   check=True, capture_output=True, timeout=600)
+    (wheel,) = wheels.glob("mobilenetv2_dense-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        files = archive.namelist()
+        (entry_points,) = [n for n in files if n.endswith(".dist-info/entry_points.txt")]
+        scripts = archive.read(entry_points).decode()
+    top_level = {name.split("/")[0] for name in files if ".dist-info/" not in name}
+    assert top_level == {PACKAGE}
+    assert "mobilenetv2-dense = mobilenetv2_dense.tasks.cli:main" in scripts
+    modules = sorted(name[:-3].replace("/", ".").removesuffix(".__init__") for name in files if name.endswith(".py"))
+    folders = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"benchmarks", PACKAGE}
+    in_repo = {".".join((PACKAGE, *p.relative_to(REPO).with_suffix("").parts)).removesuffix(".__init__")
+               for folder in folders for p in (REPO / folder).rglob("*.py")}
+    assert in_repo <= set(modules), f"missing from the wheel (pyproject.toml packages): {in_repo - set(modules)}"
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site),
+                    str(wheel)], check=True, capture_output=True, timeout=600)
+    out = run_python(
+        "import importlib, json, sys\n"
+        f"modules = {modules!r}\n"
+        "files = [importlib.import_module(m).__file__ for m in modules]\n"
+        "print(json.dumps(files))\n",
+        cwd=tmp_path, env={"PYTHONPATH": str(site)})
+    files = json.loads(out)
+    assert len(files) == len(modules) > 40
+    assert all(Path(f).resolve().is_relative_to(site.resolve()) for f in files)
