@@ -5,6 +5,7 @@ Run in subprocesses from unrelated temporary folders, as a user's project would 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -67,8 +68,11 @@ def test_console_script_runs_from_any_directory(tmp_path):
 @pytest.mark.slow
 def test_wheel_install_has_one_top_level_name_and_every_module_imports(tmp_path):
     """A regular (wheel) install: one top-level name, the console script, and every module importable from it."""
-    wheels, site = tmp_path / "wheels", tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(REPO)],
+    wheels, site, source = tmp_path / "wheels", tmp_path / "site", tmp_path / "source"
+    # built from a copy: setuptools leaves build/ in the source tree, whose stale files would enter later wheels
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "data", "runs", "build", "*.egg-info",
+                                                                "__pycache__", "lightning_logs"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, timeout=600)
     (wheel,) = wheels.glob("mobilenetv2_dense-*.whl")
     with zipfile.ZipFile(wheel) as archive:
