@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,10 @@ from mobilenetv2_dense.backbone.weights import WeightsDownloadError
 from mobilenetv2_dense.tasks.checkpointing import ResumableTraining
 
 _CONFIG_OPTIONS = ("-c", "--config")
+
+
+class LegacyCheckpointError(RuntimeError):
+    """A checkpoint of the layout before the ``mobilenetv2_dense`` package (see ``tasks/upgrade.py``)."""
 
 
 def split_config_files(args: list[str]) -> tuple[list[str], list[str]]:
@@ -65,7 +71,16 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def checkpoint_hyperparameters(ckpt_path: str | Path) -> dict[str, Any]:
     """The model's hyper-parameters saved in a Lightning checkpoint, without Lightning's private keys."""
-    checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+    try:
+        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as error:
+        legacy = re.search(r"(?<![\w.])((?:tasks|heads|backbone)\.[\w.]+)", str(error))
+        if legacy is None:
+            raise
+        raise LegacyCheckpointError(
+            f"{ckpt_path} was written before this project became the mobilenetv2_dense package (it names "
+            f"{legacy.group(1)}); upgrade it once with: python -m mobilenetv2_dense.tasks.upgrade {ckpt_path}"
+        ) from None
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     hparams.pop("_instantiator", None)
     return hparams
