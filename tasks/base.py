@@ -27,8 +27,26 @@ class BaseTask(L.LightningModule):
         self.channels_last = channels_last
 
     def setup(self, stage: str) -> None:
+        self._check_data_classes(stage)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+
+    def _check_data_classes(self, stage: str) -> None:
+        """``num_classes`` (the number of classes the data's annotations define, see ``tasks/cli.py``) must
+        equal the data module's. The CLI links it from the data; this catches values given by hand."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        try:
+            data_classes = getattr(datamodule, "num_classes", None)
+        except (FileNotFoundError, ValueError):
+            if stage != "predict":
+                raise
+            return  # predicting on a folder where the dataset is absent: the classes come from the checkpoint
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"{type(self).__name__}: model.num_classes is {self.num_classes} (num_classes={self.num_classes} "
+                f"but the data has {data_classes} classes: {type(datamodule).__name__}.num_classes={data_classes}); "
+                f"set model.init_args.num_classes to {data_classes}, or leave it out of the config: the CLI takes "
+                "it from the data module")
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Self:

@@ -107,10 +107,38 @@ def _cause(error: BaseException, kind: type[Exception]) -> Exception | None:
 
 
 class TaskCLI(LightningCLI):
-    """LightningCLI where ``--ckpt_path`` fills in the model's arguments the command line did not type.
+    """LightningCLI where ``--ckpt_path`` fills in the model's arguments the command line did not type, and
+    ``model.init_args.num_classes`` comes from the data module.
 
-    See the module docstring for the precedence; everything else is LightningCLI's.
+    ``num_classes`` is linked (``link_arguments``, on instantiation) from ``data.num_classes``: the number of classes
+    the dataset's annotations define (object categories for detection, background implicit; mask labels for
+    segmentation, background included; class folders for classification). A value written in a config, typed, or
+    restored from a checkpoint is kept, and the task checks it against the data at set-up (``BaseTask.setup``).
+    See the module docstring for the ``--ckpt_path`` precedence; everything else is LightningCLI's.
     """
+
+    _given_num_classes: int | None = None
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data", "model.init_args.num_classes", compute_fn=self._num_classes,
+                              apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        init_args = config.get("model", {}).get("init_args") if isinstance(config.get("model"), Namespace) else None
+        self._given_num_classes = init_args.get("num_classes") if init_args is not None else None
+
+    def _num_classes(self, datamodule: L.LightningDataModule) -> int:
+        """The model's ``num_classes``: the one given (config, command line, checkpoint), else the data's."""
+        if self._given_num_classes is not None:
+            return self._given_num_classes
+        try:
+            return datamodule.num_classes
+        except (FileNotFoundError, ValueError) as error:
+            raise ValueError(
+                f"model.init_args.num_classes comes from {type(datamodule).__name__}.num_classes, which could not "
+                f"read the dataset's classes ({error}); put the dataset where data.init_args says, or give "
+                "model.init_args.num_classes (a checkpoint given with --ckpt_path gives it too)") from error
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         self._args = list(sys.argv[1:] if args is None else args) if not isinstance(args, (dict, Namespace)) else None

@@ -24,7 +24,7 @@ class ClassificationTask(BaseTask):
         label_smoothing: cross-entropy label smoothing (0 in the paper).
     """
 
-    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2,
+    def __init__(self, num_classes: int, width_mult: float = 1.0, dropout: float = 0.2,
                  backbone_weights: str | None = None, frozen_stages: int = -1, label_smoothing: float = 0.0,
                  optimization: Optimization | None = None, channels_last: bool = False) -> None:
         super().__init__(optimization=optimization, channels_last=channels_last)

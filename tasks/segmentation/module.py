@@ -59,7 +59,7 @@ class SegmentationTask(BaseTask):
 
     def __init__(
         self,
-        num_classes: int = 21,
+        num_classes: int,
         width_mult: float = 1.0,
         output_stride: int = 16,
         head: Literal["lite", "aspp"] = "lite",

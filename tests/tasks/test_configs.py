@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from mobilenetv2_dense.tasks.cli import cli_main
@@ -65,6 +66,13 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # runs/ and data/ paths stay in the tmp dir
     # ImageNet weights named in a config are an optional download: record the request instead of fetching.
     monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "load_weights", lambda model, weights: None)
+    # The model's num_classes comes from the data (tasks/cli.py): the tiny copy is written before instantiation.
+    data = yaml.safe_load(config.read_text())["data"]
+    write_tiny = TINY_LAYOUTS.get(data["class_path"].rsplit(".", 1)[-1])
+    if write_tiny is not None:
+        root = Path(data["init_args"]["root"])
+        assert not root.is_absolute(), f"{config.name}: data root {root} should be relative (set on the command line)"
+        write_tiny(tmp_path / root)
     cli = cli_main(["--config", str(config)], run=False)
     assert isinstance(cli.model, L.LightningModule)
     assert isinstance(cli.datamodule, L.LightningDataModule)
@@ -73,12 +81,6 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
     assert "ModelCheckpoint" in names and cli.trainer.checkpoint_callback.save_last
     assert cli.trainer.progress_bar_callback is not None
     assert any(type(lg).__name__ == "CSVLogger" for lg in cli.trainer.loggers)
-
-    write_tiny = TINY_LAYOUTS.get(type(cli.datamodule).__name__)
-    if write_tiny is not None:
-        root = Path(cli.datamodule.root)
-        assert not root.is_absolute(), f"{config.name}: data root {root} should be relative (set on the command line)"
-        write_tiny(tmp_path / root)
     assert cli.datamodule.num_classes == cli.model.num_classes
     if write_tiny is not None:
         if type(cli.datamodule).__name__ == "COCODataModule":
@@ -100,7 +102,9 @@ def test_norm_eval_reaches_the_backbone_from_the_config(config, tmp_path, monkey
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "load_weights", lambda model, weights: None)
-    cli = cli_main(["--config", str(config), "--model.init_args.norm_eval", "true"], run=False)
+    # num_classes given: the CLI would otherwise read it from the dataset, absent here
+    cli = cli_main(["--config", str(config), "--model.init_args.norm_eval", "true",
+                    "--model.init_args.num_classes", "3"], run=False)
     network = cli.model.model.backbone
     assert network.norm_eval
     batch_norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
