@@ -32,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mobilenetv2_dense.backbone.weights import WeightsDownloadError
 from mobilenetv2_dense.tasks.checkpointing import ResumableTraining
+from mobilenetv2_dense.tasks.upgrade import new_class_path
 
 _CONFIG_OPTIONS = ("-c", "--config")
 
@@ -155,6 +156,10 @@ class TaskCLI(LightningCLI):
         configured = _flatten(self.config[subcommand].get("model"), "model.")
         if hparams:
             class_path = hparams.pop("_class_path", None) or configured.get("model.class_path")
+            if class_path is not None and new_class_path(class_path) != class_path:  # before mobilenetv2_dense
+                rank_zero_info(f"{ckpt_path} names {class_path}, read as {new_class_path(class_path)} (the module "
+                               "paths before the mobilenetv2_dense package; see tasks/upgrade.py)")
+                class_path = new_class_path(class_path)
             spec = {"class_path": class_path, "init_args": hparams} if class_path else hparams
             if self._args is None:  # parsed from a dict: there is no command line to put above the checkpoint
                 self.config = self.parser.parse_object({subcommand: {"model": spec}}, self.config)
