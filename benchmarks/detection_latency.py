@@ -21,14 +21,14 @@ from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 from benchmarks.common import median_latency, print_table
 from mobilenetv2_dense.backbone.complexity import count_parameters
 from mobilenetv2_dense.heads.postprocess import postprocess_detections
-from mobilenetv2_dense.tasks.detection.model import SSDLite
+from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 
 SETTINGS = dict(score_thresh=0.01, nms_thresh=0.45, topk_candidates=400, detections_per_img=100)
 
 
 def build_models(num_classes: int = 80) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
-    ours = SSDLite(num_classes=num_classes).eval()
+    ours = ssdlite320_mobilenet_v2(num_classes=num_classes).eval()
     theirs = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1).eval()
     for name, value in SETTINGS.items():
         setattr(theirs, name, value)  # torchvision applies topk per class; ours per image over all classes

@@ -22,23 +22,23 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.common import print_table
-from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.models.ssdlite import SSDLite, ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.detection.coco import COCODetection
 from mobilenetv2_dense.tasks.detection.data import detection_collate
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
-from mobilenetv2_dense.tasks.detection.model import SSDLite
 from mobilenetv2_dense.tasks.detection.transforms import eval_transform
 
 
 def load_model(ckpt: str) -> tuple[SSDLite, dict]:
-    """The ``SSDLite`` of a ``DetectionTask`` checkpoint (eval mode) and the task's hyper-parameters."""
+    """The ``SSDLite`` of a ``DetectionTask`` checkpoint (eval mode, the task's post-processing settings) and the
+    task's hyper-parameters."""
     # A Lightning checkpoint stores its hyper-parameters as Python objects (the Optimization dataclass):
     # load it only from a file you trust.
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    hp = dict(checkpoint["hyper_parameters"])
-    model = SSDLite(num_classes=hp["num_classes"], width_mult=hp.get("width_mult", 1.0))
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
+    hp = dict(torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"])
+    model = ssdlite320_mobilenet_v2(num_classes=hp["num_classes"], width_mult=hp.get("width_mult", 1.0), weights=ckpt,
+                                    score_thresh=hp.get("score_thresh", 0.01), nms_thresh=hp.get("nms_thresh", 0.45),
+                                    detections_per_img=hp.get("detections_per_img", 100),
+                                    classification=hp.get("classification_loss", "softmax"))
     return model.eval(), hp
 
 
@@ -55,16 +55,13 @@ def raw_outputs(model: SSDLite, loader: DataLoader) -> list[tuple[dict, list[dic
 def measure(batches: list, dataset: COCODetection, model: SSDLite, hp: dict, topk: int,
             repeats: int) -> dict[str, float]:
     """COCO metrics, detections per image and post-processing ms per image with ``topk_candidates=topk``."""
-    settings = dict(score_thresh=hp.get("score_thresh", 0.01), nms_thresh=hp.get("nms_thresh", 0.45),
-                    detections_per_img=hp.get("detections_per_img", 100),
-                    classification=hp.get("classification_loss", "softmax"), topk_candidates=topk)
+    model.topk_candidates = topk
     times, arrays, image_ids = [], [], []
     for repeat in range(repeats):
         elapsed = 0.0
         for out, targets, input_size in batches:
             start = time.perf_counter()
-            detections = postprocess_detections(out["bbox_regression"], out["cls_logits"], out["anchors"],
-                                                 model.box_coder, image_size=input_size, **settings)
+            detections = model.postprocess(out, input_size)
             elapsed += time.perf_counter() - start
             if repeat == 0:
                 ids = [int(t["image_id"]) for t in targets]

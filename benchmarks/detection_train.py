@@ -22,8 +22,8 @@ import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from mobilenetv2_dense.heads.loss import SSDLoss
+from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
-from mobilenetv2_dense.tasks.detection.model import SSDLite
 from mobilenetv2_dense.tasks.detection.shapes import write_shapes_coco
 
 
@@ -64,7 +64,7 @@ def train_throughput(batch_size: int, size: int, iters: int) -> dict[str, float]
     criterion = SSDLoss()
 
     def our_step(memory_format: torch.memory_format) -> Callable[[], None]:
-        model = SSDLite(num_classes=80).train().to(memory_format=memory_format)
+        model = ssdlite320_mobilenet_v2(num_classes=80).train().to(memory_format=memory_format)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         batch = images.contiguous(memory_format=memory_format)
 

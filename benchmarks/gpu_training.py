@@ -25,8 +25,8 @@ from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from benchmarks.common import print_table
 from mobilenetv2_dense.heads.loss import SSDLoss
-from mobilenetv2_dense.tasks.detection.model import SSDLite
-from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
+from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
+from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.segmentation.voc import IGNORE_INDEX
 
 PRECISIONS = {"fp32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -80,7 +80,7 @@ def detection_steps(batch: int, precision: str, device: torch.device) -> dict[st
     criterion = SSDLoss()
     steps = {}
     for name, memory_format in (("ours NCHW", torch.contiguous_format), ("ours NHWC", torch.channels_last)):
-        model = SSDLite(num_classes=80).to(device).train().to(memory_format=memory_format)
+        model = ssdlite320_mobilenet_v2(num_classes=80).to(device).train().to(memory_format=memory_format)
         batch_images = images.contiguous(memory_format=memory_format)
         steps[name] = make_step(model, lambda m=model, x=batch_images: criterion(m(x), targets, m.box_coder)["loss"],
                                 precision)
@@ -97,7 +97,7 @@ def segmentation_steps(batch: int, precision: str, device: torch.device) -> dict
     masks[:, :8] = IGNORE_INDEX
     steps = {}
     for name, memory_format in (("ours NCHW", torch.contiguous_format), ("ours NHWC", torch.channels_last)):
-        model = DeepLabV3(num_classes=21, head="lite").to(device).train().to(memory_format=memory_format)
+        model = deeplabv3_mobilenet_v2(num_classes=21, head="lite").to(device).train().to(memory_format=memory_format)
         x = images.contiguous(memory_format=memory_format)
         steps[name] = make_step(model, lambda m=model, x=x: F.cross_entropy(
             m(x)["out"].float(), masks, ignore_index=IGNORE_INDEX), precision)

@@ -55,7 +55,7 @@ def main() -> None:
     print_table("Table 7 (VOC segmentation, configs/deeplabv3*_voc.yaml)", rows, header)
     print("\nTable 7 MAdds: TF DeepLab evaluates 513x513 crops; its atrous convs (space_to_batch) also compute the\n"
           "padding to a multiple of the rate, +0.458B for the three ASPP branches: 5.364B + 0.458B = 5.82B\n"
-          "(see tasks/segmentation/model.py).")
+          "(see models/deeplab.py).")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
-from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
+from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
 
 NUM_CLASSES = 21
 
@@ -30,8 +30,8 @@ def _builders() -> dict[str, Callable[[], nn.Module]]:
     from torchvision.models import segmentation as tvseg
 
     return {
-        "ours DeepLabV3 lite OS16": lambda: DeepLabV3(num_classes=NUM_CLASSES, head="lite"),
-        "ours DeepLabV3 ASPP OS16": lambda: DeepLabV3(num_classes=NUM_CLASSES, head="aspp"),
+        "ours DeepLabV3 lite OS16": lambda: deeplabv3_mobilenet_v2(num_classes=NUM_CLASSES, head="lite"),
+        "ours DeepLabV3 ASPP OS16": lambda: deeplabv3_mobilenet_v2(num_classes=NUM_CLASSES, head="aspp"),
         "tv lraspp_mobilenet_v3_large": lambda: tvseg.lraspp_mobilenet_v3_large(
             weights=None, weights_backbone=None, num_classes=NUM_CLASSES),
         "tv deeplabv3_mobilenet_v3_large": lambda: tvseg.deeplabv3_mobilenet_v3_large(

@@ -23,12 +23,12 @@ from torch.nn import functional as F
 
 from benchmarks.common import print_table
 from mobilenetv2_dense.backbone.complexity import count_parameters
-from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
+from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
 from mobilenetv2_dense.tasks.segmentation.voc import IGNORE_INDEX
 
 
 class SmpAdapter(nn.Module):
-    """smp's models return a tensor; this returns ``{"out": tensor}`` like :class:`DeepLabV3`."""
+    """smp's models return a tensor; this returns ``{"out": tensor}`` like our ``DeepLabV3``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -40,9 +40,9 @@ class SmpAdapter(nn.Module):
 
 def builders(num_classes: int) -> dict[str, Callable[[], nn.Module]]:
     return {
-        "deeplabv3-lite (ours)": lambda: DeepLabV3(num_classes=num_classes, head="lite"),
-        "deeplabv3-aspp (ours)": lambda: DeepLabV3(num_classes=num_classes, head="aspp"),
-        "deeplabv3+-aspp (ours)": lambda: DeepLabV3(num_classes=num_classes, head="aspp", decoder=True),
+        "deeplabv3-lite (ours)": lambda: deeplabv3_mobilenet_v2(num_classes=num_classes, head="lite"),
+        "deeplabv3-aspp (ours)": lambda: deeplabv3_mobilenet_v2(num_classes=num_classes, head="aspp"),
+        "deeplabv3+-aspp (ours)": lambda: deeplabv3_mobilenet_v2(num_classes=num_classes, head="aspp", decoder=True),
         "smp DeepLabV3Plus mobilenet_v2": lambda: SmpAdapter(smp.DeepLabV3Plus(
             encoder_name="mobilenet_v2", encoder_weights=None, classes=num_classes, encoder_output_stride=16)),
     }

@@ -4,7 +4,7 @@ DeepLabv3+ decoder (Chen et al., 2018).
 Plain ``nn.Module``s built from channel counts: they know nothing of the backbone. Layers follow TF DeepLab
 (``research/deeplab/model.py``): every conv is conv + BN + ReLU, 256 channels, ASPP 3x3 branches are regular
 (not separable) convs because that is what the paper's parameter counts imply (see
-``tasks/segmentation/model.py`` for the numbers), dropout 0.1 after the projection, 1x1 classifier.
+``models/deeplab.py`` for the numbers), dropout 0.1 after the projection, 1x1 classifier.
 """
 
 from __future__ import annotations

@@ -6,13 +6,14 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from mobilenetv2_dense.backbone import mobilenet_v2
+from mobilenetv2_dense.models.classifier import mobilenet_v2_classifier
 from mobilenetv2_dense.tasks.base import BaseTask
 from mobilenetv2_dense.tasks.optim import Optimization
 
 
 class ClassificationTask(BaseTask):
-    """MobileNetV2 classifier. ``self.model(images)`` returns ``{"logits": (N, K)}``.
+    """MobileNetV2 classifier (:func:`mobilenetv2_dense.models.mobilenet_v2_classifier`). ``self.model(images)``
+    returns ``{"logits": (N, K)}``.
 
     Logs ``train/loss``, ``val/loss``, ``val/acc1`` and ``val/acc5`` (top-5 becomes top-K when K < 5).
 
@@ -30,8 +31,8 @@ class ClassificationTask(BaseTask):
         super().__init__(optimization=optimization, channels_last=channels_last)
         self.save_hyperparameters()
         self.num_classes = num_classes
-        self.model = mobilenet_v2(width_mult=width_mult, num_classes=num_classes, dropout=dropout,
-                                  weights=backbone_weights, frozen_stages=frozen_stages)
+        self.model = mobilenet_v2_classifier(num_classes=num_classes, width_mult=width_mult, dropout=dropout,
+                                             backbone_weights=backbone_weights, frozen_stages=frozen_stages)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         top_k = min(5, num_classes)
         self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")

@@ -9,7 +9,6 @@ from mobilenetv2_dense.tasks.detection.data import (
     detection_collate,
 )
 from mobilenetv2_dense.tasks.detection.datamodule import COCODataModule, DetectionDataModule, VOCDetectionDataModule
-from mobilenetv2_dense.tasks.detection.model import SSDLite
 from mobilenetv2_dense.tasks.detection.module import DetectionTask
 from mobilenetv2_dense.tasks.detection.shapes import ShapesCOCODataModule, write_shapes_coco
 from mobilenetv2_dense.tasks.detection.transforms import (
@@ -33,7 +32,6 @@ __all__ = [
     "DetectionTransform",
     "ImageFolderDetection",
     "MinIoURandomCrop",
-    "SSDLite",
     "ShapesCOCODataModule",
     "VOCAnnotation",
     "VOCDetection",

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from mobilenetv2_dense.heads.loss import SSDLoss
-from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.base import BaseTask
 from mobilenetv2_dense.tasks.detection.evaluation import (
     METRIC_NAMES,
@@ -22,7 +22,6 @@ from mobilenetv2_dense.tasks.detection.evaluation import (
     evaluate_coco,
     scale_to_original,
 )
-from mobilenetv2_dense.tasks.detection.model import SSDLite
 from mobilenetv2_dense.tasks.optim import Optimization
 
 LOGGED_METRICS = (*METRIC_NAMES, "mar_100")
@@ -30,6 +29,10 @@ LOGGED_METRICS = (*METRIC_NAMES, "mar_100")
 
 class DetectionTask(BaseTask):
     """SSDLite on a MobileNetV2 backbone: training, COCO mAP, prediction in original pixels.
+
+    The network is ``self.model``, a :class:`mobilenetv2_dense.models.SSDLite` from
+    :func:`mobilenetv2_dense.models.ssdlite320_mobilenet_v2`; the post-processing settings below become its
+    attributes, and ``classification_loss`` its score function.
 
     Batches follow the detection data contract: ``images (N, 3, S, S)`` normalised, ``targets`` a list of N
     dicts (``boxes (M, 4)`` xyxy input pixels, ``labels (M,)`` in 1..K, ``image_id``, ``orig_size (2,)`` = (h, w)).
@@ -49,7 +52,8 @@ class DetectionTask(BaseTask):
             it has. 3, as TF's ``ssdlite_mobilenet_v2_coco`` hard example miner: without it an image with no
             trainable box (about 1k COCO train images, plus crowd-only ones) mines 3 x 0 negatives and its loss
             is exactly 0, so the network never sees background-only scenes.
-        score_thresh, nms_thresh, detections_per_img: post-processing (per-class NMS).
+        score_thresh, nms_thresh, detections_per_img: post-processing (per-class NMS), see
+            :meth:`mobilenetv2_dense.models.SSDLite.postprocess`.
         topk_candidates: (anchor, class) pairs per image kept for decoding and NMS. 300 = 3 x detections_per_img:
             on the ``make demo`` model (benchmarks/detection_topk.py) mAP 0.2835 and AR@100 0.5575 are reached at
             300 and unchanged up to every pair (2,952); 200 loses 0.004 AR@100, and 400 costs 10% more
@@ -80,8 +84,11 @@ class DetectionTask(BaseTask):
         self.save_hyperparameters()
         self.num_classes = num_classes
         self.evaluator = evaluator
-        self.model = SSDLite(num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
-                             frozen_stages=frozen_stages, norm_eval=norm_eval)
+        self.model = ssdlite320_mobilenet_v2(
+            num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
+            frozen_stages=frozen_stages, norm_eval=norm_eval, classification=classification_loss,
+            score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
+            topk_candidates=topk_candidates)
         if classification_loss == "focal":
             self.model.head.set_class_prior(0.01)
         self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss,
@@ -141,14 +148,9 @@ class DetectionTask(BaseTask):
     # ----------------------------------------------------------------------------------------- evaluation
     def detect(self, outputs: dict[str, Tensor], input_size: tuple[int, int],
                orig_sizes: list[Tensor] | Tensor) -> list[dict[str, Tensor]]:
-        """Post-processed detections per image, boxes xyxy in original image pixels."""
-        hp = self.hparams
-        detections = postprocess_detections(
-            outputs["bbox_regression"], outputs["cls_logits"], outputs["anchors"], self.model.box_coder,
-            image_size=input_size, score_thresh=hp.score_thresh, nms_thresh=hp.nms_thresh,
-            topk_candidates=hp.topk_candidates, detections_per_img=hp.detections_per_img,
-            classification=hp.classification_loss)
-        return scale_to_original(detections, input_size, orig_sizes)
+        """Post-processed detections per image (:meth:`mobilenetv2_dense.models.SSDLite.postprocess`), boxes xyxy
+        in original image pixels."""
+        return scale_to_original(self.model.postprocess(outputs, input_size), input_size, orig_sizes)
 
     def _evaluation_step(self, batch: tuple[Tensor, list[dict]], prefix: str) -> None:
         images, targets = batch

@@ -7,7 +7,6 @@ from mobilenetv2_dense.tasks.segmentation.data import (
     predict_collate,
     segmentation_collate,
 )
-from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
 from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 from mobilenetv2_dense.tasks.segmentation.shapes import SHAPES_CLASSES, ShapesVOCDataModule, write_shapes_voc
 from mobilenetv2_dense.tasks.segmentation.smp_encoder import register_smp_encoder
@@ -25,7 +24,6 @@ from mobilenetv2_dense.tasks.segmentation.voc import (
 register_smp_encoder()
 
 __all__ = [
-    "DeepLabV3",
     "ImageFolderPredictDataset",
     "MaskError",
     "SHAPES_CLASSES",

@@ -22,14 +22,17 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DistributedSampler
 
+from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
 from mobilenetv2_dense.tasks.base import BaseTask
 from mobilenetv2_dense.tasks.optim import Optimization
 from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
-from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
 
 
 class SegmentationTask(BaseTask):
     """MobileNetV2 + DeepLabv3 trained and evaluated on ``(images (N, 3, H, W), masks (N, H, W))`` batches.
+
+    The network is ``self.model``, a :class:`mobilenetv2_dense.models.DeepLabV3` from
+    :func:`mobilenetv2_dense.models.deeplabv3_mobilenet_v2`.
 
     Logs ``train/loss``, ``val/loss`` (cross-entropy per labelled pixel of the split), ``val/miou``,
     ``val/pixel_accuracy`` (``test/...`` likewise) and prints the per-class IoU table after each validation.
@@ -92,9 +95,9 @@ class SegmentationTask(BaseTask):
         self.eval_scales = [float(s) for s in eval_scales]
         self.eval_flip = eval_flip
         self.dice_weight = dice_weight
-        self.model = DeepLabV3(num_classes=num_classes, width_mult=width_mult, output_stride=output_stride,
-                               head=head, decoder=decoder, backbone_weights=backbone_weights,
-                               frozen_stages=frozen_stages, norm_eval=norm_eval)
+        self.model = deeplabv3_mobilenet_v2(num_classes=num_classes, width_mult=width_mult, output_stride=output_stride,
+                                            head=head, decoder=decoder, backbone_weights=backbone_weights,
+                                            frozen_stages=frozen_stages, norm_eval=norm_eval)
         self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX) if dice_weight > 0 else None
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)

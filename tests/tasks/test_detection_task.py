@@ -159,6 +159,13 @@ class FixedDetector(torch.nn.Module):
         return {"bbox_regression": torch.zeros(n, 2, 4), "cls_logits": logits,
                 "anchors": torch.tensor([[8.0, 12.0, 40.0, 52.0], [0.0, 0.0, 16.0, 16.0]])}
 
+    def postprocess(self, outputs: dict[str, torch.Tensor], image_size: tuple[int, int]) -> list[dict]:
+        """SSDLite's post-processing at its default settings."""
+        from mobilenetv2_dense.heads.postprocess import postprocess_detections
+
+        return postprocess_detections(outputs["bbox_regression"], outputs["cls_logits"], outputs["anchors"],
+                                      self.box_coder, image_size=image_size)
+
 
 def test_predict_writer_images_and_json(tmp_path: Path) -> None:
     """Originals are 64 wide and 128 high, the network sees 64x64: the box found at input pixels

@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
 from mobilenetv2_dense.heads.loss import SSDLoss
 from mobilenetv2_dense.heads.postprocess import postprocess_detections
-from mobilenetv2_dense.tasks.detection.model import SSDLite
+from mobilenetv2_dense.models.ssdlite import SSDLite, ssdlite320_mobilenet_v2
 
 
 def printed(value: float, figure: str, *, units: float = 0.5) -> bool:
@@ -24,12 +24,13 @@ def printed(value: float, figure: str, *, units: float = 0.5) -> bool:
 @pytest.fixture(scope="module")
 def paper_model() -> SSDLite:
     torch.manual_seed(0)
-    return SSDLite(num_classes=80).eval()
+    return ssdlite320_mobilenet_v2(num_classes=80).eval()
 
 
 @pytest.mark.parametrize("width_mult", [0.5, 1.0])
 def test_anchor_count_equals_head_outputs(width_mult, paper_model):
-    model = paper_model if width_mult == 1.0 else SSDLite(num_classes=80, width_mult=width_mult).eval()
+    model = paper_model if width_mult == 1.0 else ssdlite320_mobilenet_v2(num_classes=80,
+                                                                          width_mult=width_mult).eval()
     for size, anchors in [(320, 2034), (300, 1917)]:
         with torch.no_grad():
             out = model(torch.zeros(2, 3, size, size))
@@ -43,7 +44,7 @@ def test_anchor_count_equals_head_outputs(width_mult, paper_model):
 
 
 def test_paper_counts(paper_model):
-    # Exact counts (tasks/detection/model.py's table), then the paper's rounded figures at their printed precision.
+    # Exact counts (models/ssdlite.py's table), then the paper's rounded figures at their printed precision.
     # Paper Table 6: MobileNetV2 + SSDLite, 4.3M parameters and 0.8B MAdds at 320x320, 80 classes.
     params, madds = count_parameters(paper_model), count_madds(paper_model, (320, 320))
     assert params == 4_337_013
@@ -87,7 +88,7 @@ def test_regular_conv_ssd_head_costs_what_the_paper_says(paper_model):
 
 
 def test_anchors_cached_per_input_size():
-    model = SSDLite(num_classes=2, width_mult=0.35).eval()
+    model = ssdlite320_mobilenet_v2(num_classes=2, width_mult=0.35).eval()
     with torch.no_grad():
         first, again = model(torch.zeros(1, 3, 64, 64)), model(torch.zeros(1, 3, 64, 64))
         other = model(torch.zeros(1, 3, 64, 96))
@@ -97,7 +98,7 @@ def test_anchors_cached_per_input_size():
 
 
 def test_norm_layers_and_frozen_stages():
-    model = SSDLite(num_classes=3, width_mult=0.5, frozen_stages=2)
+    model = ssdlite320_mobilenet_v2(num_classes=3, width_mult=0.5, frozen_stages=2)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(m.eps == 1e-3 and m.momentum == 0.03 for m in norms)
     assert not any(p.requires_grad for p in model.backbone.stem.parameters())
@@ -107,7 +108,7 @@ def test_norm_layers_and_frozen_stages():
 
 def test_every_trainable_parameter_gets_a_finite_gradient():
     torch.manual_seed(0)
-    model = SSDLite(num_classes=3, width_mult=0.35, frozen_stages=0).train()
+    model = ssdlite320_mobilenet_v2(num_classes=3, width_mult=0.35, frozen_stages=0).train()
     targets = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 100.0], [100.0, 30.0, 120.0, 60.0]]),
                 "labels": torch.tensor([1, 3])},
                {"boxes": torch.tensor([[0.0, 0.0, 128.0, 128.0]]), "labels": torch.tensor([2])}]
@@ -121,7 +122,7 @@ def test_every_trainable_parameter_gets_a_finite_gradient():
 
 def test_rejects_bad_input():
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
-        SSDLite(num_classes=2, width_mult=0.35)(torch.zeros(3, 64, 64))
+        ssdlite320_mobilenet_v2(num_classes=2, width_mult=0.35)(torch.zeros(3, 64, 64))
 
 
 @pytest.mark.slow
@@ -135,7 +136,7 @@ def test_overfits_one_scene(one_thread):
     # two copies: training-mode BN needs more than one value per channel on the 1x1 maps
     image = image.expand(2, -1, -1, -1)
     targets = [{"boxes": boxes, "labels": torch.tensor([1, 2])}] * 2
-    model = SSDLite(num_classes=2, width_mult=0.35, extra_channels=(128, 64, 64, 32))
+    model = ssdlite320_mobilenet_v2(num_classes=2, width_mult=0.35, extra_channels=(128, 64, 64, 32))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     criterion = SSDLoss()
     first = None

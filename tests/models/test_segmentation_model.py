@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
-from mobilenetv2_dense.tasks.segmentation.model import DeepLabV3
+from mobilenetv2_dense.models.deeplab import DeepLabV3, deeplabv3_mobilenet_v2
 
 # (stride, dilation) of every depthwise conv of stages 4..7 (4, 3, 3 and 1 blocks), worked out by hand from
 # TF DeepLab's rule: the block that would take the stride past the output stride keeps the current rate,
@@ -43,20 +43,20 @@ def _calibrate(model: DeepLabV3, x: torch.Tensor) -> DeepLabV3:
                          [("lite", False, 16), ("aspp", False, 16), ("lite", True, 16), ("aspp", True, 8),
                           ("lite", False, 8)])
 def test_output_is_input_size(head: str, decoder: bool, output_stride: int) -> None:
-    model = DeepLabV3(num_classes=5, head=head, decoder=decoder, output_stride=output_stride).eval()
+    model = deeplabv3_mobilenet_v2(num_classes=5, head=head, decoder=decoder, output_stride=output_stride).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 97, 75))["out"].shape == (2, 5, 97, 75)
 
 
 def test_voc_sized_input_is_not_padded_or_cropped() -> None:
-    model = DeepLabV3(num_classes=21, decoder=True).eval()
+    model = deeplabv3_mobilenet_v2(num_classes=21, decoder=True).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 375, 500))["out"].shape == (1, 21, 375, 500)
 
 
 @pytest.mark.parametrize("output_stride", [16, 8])
 def test_backbone_and_aspp_dilation(output_stride: int) -> None:
-    model = DeepLabV3(head="aspp", output_stride=output_stride, decoder=True)
+    model = deeplabv3_mobilenet_v2(head="aspp", output_stride=output_stride, decoder=True)
     assert _depthwise_geometry(model) == GEOMETRY[output_stride]
     rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
     assert [b[0].dilation for b in model.head.branches[1:]] == [(r, r) for r in rates]
@@ -70,8 +70,8 @@ def test_backbone_and_aspp_dilation(output_stride: int) -> None:
 def test_set_output_stride_matches_a_model_built_at_that_stride() -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 3, 72, 56)
-    built8 = _calibrate(DeepLabV3(num_classes=4, head="aspp", output_stride=8), x)
-    switched = DeepLabV3(num_classes=4, head="aspp", output_stride=16).eval()
+    built8 = _calibrate(deeplabv3_mobilenet_v2(num_classes=4, head="aspp", output_stride=8), x)
+    switched = deeplabv3_mobilenet_v2(num_classes=4, head="aspp", output_stride=16).eval()
     switched.load_state_dict(built8.state_dict())
     with torch.no_grad():
         at16 = switched(x)["out"]
@@ -87,15 +87,15 @@ def test_set_output_stride_matches_a_model_built_at_that_stride() -> None:
 
 def test_rejects_bad_configuration() -> None:
     with pytest.raises(ValueError, match="output_stride must be 8 or 16, got 32"):
-        DeepLabV3(output_stride=32)
+        deeplabv3_mobilenet_v2(output_stride=32)
     with pytest.raises(ValueError, match="head must be 'lite' or 'aspp'"):
-        DeepLabV3(head="psp")
+        deeplabv3_mobilenet_v2(head="psp")
     with pytest.raises(ValueError, match="output_stride must be 8 or 16"):
-        DeepLabV3().set_output_stride(32)
+        deeplabv3_mobilenet_v2().set_output_stride(32)
 
 
 def test_training_at_batch_one() -> None:
-    model = DeepLabV3(num_classes=3, head="aspp", decoder=True).train()
+    model = deeplabv3_mobilenet_v2(num_classes=3, head="aspp", decoder=True).train()
     out = model(torch.randn(1, 3, 65, 65))["out"]
     assert out.shape == (1, 3, 65, 65)
     torch.nn.functional.cross_entropy(out, torch.randint(0, 3, (1, 65, 65))).backward()
@@ -107,7 +107,7 @@ def test_backbone_weights_and_freezing(tmp_path) -> None:
     reference = torchvision.models.mobilenet_v2(weights=None)
     path = tmp_path / "mobilenet_v2.pth"
     torch.save(reference.state_dict(), path)
-    model = DeepLabV3(backbone_weights=str(path), frozen_stages=2)
+    model = deeplabv3_mobilenet_v2(backbone_weights=str(path), frozen_stages=2)
     torch.testing.assert_close(model.backbone.stem[0].weight, reference.features[0][0].weight)
     torch.testing.assert_close(model.backbone.stages[6][0].project[0].weight, reference.features[17].conv[2].weight)
     assert not any(p.requires_grad for p in model.backbone.stages[1].parameters())
@@ -126,8 +126,8 @@ def printed(value: float, figure: str, *, units: float = 0.5) -> bool:
 
 @pytest.mark.parametrize("head, params, paper", [("lite", 2_113_557, "2.11"), ("aspp", 4_523_541, "4.52")])
 def test_parameters_match_paper(head: str, params: int, paper: str) -> None:
-    count = count_parameters(DeepLabV3(num_classes=21, head=head))
-    assert count == params  # tasks/segmentation/model.py's table
+    count = count_parameters(deeplabv3_mobilenet_v2(num_classes=21, head=head))
+    assert count == params  # models/deeplab.py's table
     assert printed(count / 1e6, paper)  # Table 7, to the printed digit
 
 
@@ -135,8 +135,8 @@ def test_parameters_match_paper(head: str, params: int, paper: str) -> None:
                                                         ("aspp", 5_363_508_928, 5_070_209_024)])
 def test_madds_at_tf_crop_size_and_at_512(head: str, madds_513: int, madds_512: int) -> None:
     """Exact counts at TF DeepLab's 513x513 crop (the size the paper's numbers come from, see
-    tasks/segmentation/model.py) and at 512x512."""
-    model = DeepLabV3(num_classes=21, head=head)
+    models/deeplab.py) and at 512x512."""
+    model = deeplabv3_mobilenet_v2(num_classes=21, head=head)
     assert count_madds(model, (513, 513)) == madds_513
     assert count_madds(model, (512, 512)) == madds_512
     if head == "lite":  # Table 7 prints 2.75B: 2.741B is one unit of the last digit below (-0.3%)
@@ -147,7 +147,7 @@ def test_madds_at_tf_crop_size_and_at_512(head: str, madds_513: int, madds_512: 
 def test_aspp_madds_with_tf_space_to_batch_padding() -> None:
     """TF runs a rate-r 3x3 conv on a map padded to a multiple of r (space_to_batch); adding those positions
     to our count at 513 must give the paper's 5.8B. This pins down why 512x512 alone falls 12.6% short."""
-    model = DeepLabV3(num_classes=21, head="aspp")
+    model = deeplabv3_mobilenet_v2(num_classes=21, head="aspp")
     side = math.ceil(513 / 16)  # 33: the stage7 map
     extra = 0
     for branch in model.head.branches[1:]:
@@ -163,7 +163,7 @@ def test_aspp_madds_with_tf_space_to_batch_padding() -> None:
 def test_lite_os8_multi_scale_flip_madds() -> None:
     """Table 7's OS8 + MF lite row: six scales 0.5..1.75 and their flips cost sum(s^2) x 2 single passes."""
     scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-    single = count_madds(DeepLabV3(num_classes=21, head="lite", output_stride=8), (513, 513))
+    single = count_madds(deeplabv3_mobilenet_v2(num_classes=21, head="lite", output_stride=8), (513, 513))
     assert single == 8_825_853_632
     total = single * sum(s * s for s in scales) * 2  # x 17.375
     assert total == pytest.approx(153_349_206_856, abs=1)
