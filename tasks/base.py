@@ -44,9 +44,9 @@ class BaseTask(L.LightningModule):
         if data_classes is not None and data_classes != self.num_classes:
             raise ValueError(
                 f"{type(self).__name__}: model.num_classes is {self.num_classes} (num_classes={self.num_classes} "
-                f"but the data has {data_classes} classes: {type(datamodule).__name__}.num_classes={data_classes}); "
-                f"set model.init_args.num_classes to {data_classes}, or leave it out of the config: the CLI takes "
-                "it from the data module")
+                f"but the data has {data_classes} classes: {type(datamodule).__name__} has "
+                f"num_classes={data_classes}); set model.init_args.num_classes to {data_classes}, or leave it out "
+                "of the config: the CLI takes it from the data module")
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Self:

@@ -18,7 +18,7 @@ class ClassificationTask(BaseTask):
     Logs ``train/loss``, ``val/loss``, ``val/acc1`` and ``val/acc5`` (top-5 becomes top-K when K < 5).
 
     Args:
-        num_classes: K, the number of classes of the data module.
+        num_classes: K, the classes the data defines (class folders); the CLI links it from ``data.num_classes``.
         width_mult: the paper's width multiplier alpha.
         backbone_weights: a torchvision mobilenet_v2 state_dict file or ImageNet weights name (see
             ``mobilenetv2_dense.backbone.mobilenet_v2``); a classifier of another class count is left initialised.
@@ -37,13 +37,6 @@ class ClassificationTask(BaseTask):
         top_k = min(5, num_classes)
         self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        data_classes = getattr(self.trainer.datamodule, "num_classes", None) if self._trainer else None
-        if data_classes is not None and data_classes != self.num_classes:
-            raise ValueError(f"model.num_classes={self.num_classes} but the data has {data_classes} classes; "
-                             f"set model.init_args.num_classes: {data_classes} in the config")
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(self.prepare_images(images))["logits"]

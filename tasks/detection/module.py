@@ -38,7 +38,8 @@ class DetectionTask(BaseTask):
     dicts (``boxes (M, 4)`` xyxy input pixels, ``labels (M,)`` in 1..K, ``image_id``, ``orig_size (2,)`` = (h, w)).
 
     Args:
-        num_classes: K object classes (80 for COCO, 20 for VOC); the classifier has K + 1 outputs.
+        num_classes: K, the classes the data defines: object categories (80 for COCO, 20 for VOC), background
+            implicit, so the classifier has K + 1 outputs; the CLI links it from ``data.num_classes``.
         width_mult: MobileNetV2 width multiplier.
         backbone_weights: a local MobileNetV2 state_dict to start from (``None``: random init).
         frozen_stages: freeze the stem and the first ``frozen_stages`` stages (``-1``: train everything).
@@ -102,21 +103,13 @@ class DetectionTask(BaseTask):
 
     # ----------------------------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
-        super().setup(stage)
+        super().setup(stage)  # checks num_classes against the data
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         try:
-            data_classes = getattr(datamodule, "num_classes", None)
             names, cat_ids = getattr(datamodule, "class_names", None), getattr(datamodule, "label_to_cat_id", None)
         except (FileNotFoundError, ValueError):
-            if stage != "predict":
-                raise
             # Predicting on a folder where the dataset is absent: the names and ids come from the checkpoint.
-            data_classes = names = cat_ids = None
-        if data_classes is not None and data_classes != self.num_classes:
-            raise ValueError(
-                f"DetectionTask (tasks/detection/module.py): model.num_classes={self.num_classes} but "
-                f"{type(datamodule).__name__}.num_classes={data_classes}; set model.init_args.num_classes to "
-                f"{data_classes} (object classes, background excluded) in the config")
+            names = cat_ids = None
         if names is not None:
             self.class_names = [str(name) for name in names]
         if cat_ids is not None:

@@ -43,7 +43,8 @@ class SegmentationTask(BaseTask):
     per image, predicted at its original size.
 
     Args:
-        num_classes: K, background included (21 for VOC); must equal the data module's ``num_classes``.
+        num_classes: K, the classes the data defines: mask labels, background included (21 for VOC); the CLI
+            links it from ``data.num_classes``.
         width_mult: MobileNetV2 width multiplier.
         output_stride: training output stride (16 in the paper; 8 costs ~4x the head MAdds).
         head: ``"lite"`` (no ASPP: 1x1 + image pooling, the paper's 75.32 mIoU model) or ``"aspp"``.
@@ -111,14 +112,8 @@ class SegmentationTask(BaseTask):
     # ---------------------------------------------------------------- set-up
 
     def setup(self, stage: str) -> None:
-        super().setup(stage)
+        super().setup(stage)  # checks num_classes against the data
         datamodule = getattr(self.trainer, "datamodule", None)
-        data_classes = getattr(datamodule, "num_classes", None)
-        if data_classes is not None and data_classes != self.num_classes:
-            raise ValueError(
-                f"SegmentationTask: model.num_classes is {self.num_classes} but the data module "
-                f"{type(datamodule).__name__} has num_classes={data_classes}; set both to the same value in the "
-                "config (background included, e.g. 21 for VOC)")
         names = getattr(datamodule, "class_names", None)
         self.class_names = list(names) if names is not None and len(names) == self.num_classes else None
 
