@@ -143,9 +143,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: Optimization, *, t
     elif config.schedule == "poly" and floor == 0:
         phases.append(lr_scheduler.PolynomialLR(optimizer, total_iters=decay_steps, power=config.poly_power))
     elif config.schedule == "poly":
-        power = config.poly_power
-        phases.append(lr_scheduler.LambdaLR(
-            optimizer, lambda step: floor + (1 - floor) * (1 - min(step, decay_steps) / decay_steps) ** power))
+        phases.append(lr_scheduler.LambdaLR(optimizer, _PolynomialAboveFloor(decay_steps, config.poly_power, floor)))
     elif config.schedule == "exponential":
         phases.append(lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma_per_epoch ** (1 / steps_per_epoch)))
     else:
@@ -158,3 +156,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: Optimization, *, t
 
 # ConstantLR returns to the full lr after total_iters steps; the floor after a cosine must hold for good.
 _FOREVER = 2**62
+
+
+@dataclass
+class _PolynomialAboveFloor:
+    """PolynomialLR's factor lifted onto ``floor`` (torch's has no floor). An object, not a lambda, so that
+    LambdaLR's state_dict carries its fields and a resumed run keeps its length, as the other schedulers do."""
+
+    total_iters: int
+    power: float
+    floor: float
+
+    def __call__(self, step: int) -> float:
+        return self.floor + (1 - self.floor) * (1 - min(step, self.total_iters) / self.total_iters) ** self.power

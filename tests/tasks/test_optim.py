@@ -170,12 +170,13 @@ def test_whole_run_equals_the_old_formula(schedule, min_lr_ratio, total, steps_p
                                                     ("exponential", 0.0), ("constant", 0.0)])
 def test_state_dict_round_trip_continues_the_schedule(schedule: str, min_lr_ratio: float, tmp_path) -> None:
     """Saved mid-run (as a checkpoint does, loadable with weights_only=True) and restored into freshly built
-    ones, the optimiser and scheduler go on with the lrs of the uninterrupted run."""
+    ones, the optimiser and scheduler go on with the lrs of the uninterrupted run, whose length the state
+    carries (a resume with another max_epochs keeps it)."""
     config = Optimization(lr=0.1, schedule=schedule, min_lr_ratio=min_lr_ratio, warmup_epochs=1)
 
-    def build():
+    def build(total_steps: int = 40):
         optimizer = build_optimizer(nn.Linear(2, 2), config)
-        return optimizer, build_scheduler(optimizer, config, total_steps=40, steps_per_epoch=5)
+        return optimizer, build_scheduler(optimizer, config, total_steps=total_steps, steps_per_epoch=5)
 
     def advance(optimizer, scheduler, steps: int) -> list[float]:
         seen = []
@@ -190,7 +191,7 @@ def test_state_dict_round_trip_continues_the_schedule(schedule: str, min_lr_rati
     first = advance(optimizer, scheduler, 12)  # past the warm-up milestone
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp_path / "state.pt")
     saved = torch.load(tmp_path / "state.pt", weights_only=True)
-    optimizer, scheduler = build()
+    optimizer, scheduler = build(total_steps=80)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     assert first + advance(optimizer, scheduler, 33) == straight
