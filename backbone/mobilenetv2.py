@@ -119,6 +119,10 @@ class MobileNetV2(nn.Module):
     ``num_classes`` is set). Modules past the last requested feature are not built, so a DeepLab backbone
     that stops at ``stage7`` carries no 1280 layer.
 
+    ``feature_info`` is a timm ``FeatureInfo`` over every feature, its ``out_indices`` the returned ones:
+    ``feature_info.channels()`` and ``.reduction()`` describe what ``forward`` returns, in the same order.
+    ``out_feature_info`` lists the returned features alone.
+
     Args:
         width_mult: the width multiplier alpha; channels round to multiples of 8 and the 1280 layer grows
             only for alpha > 1.
@@ -160,22 +164,21 @@ class MobileNetV2(nn.Module):
         self.norm_eval = norm_eval
         self.num_classes = num_classes
 
-        self.feature_info = self._describe(width_mult, output_stride, num_classes)
         if out_features is None:
             out_features = ("logits",) if num_classes else DEFAULT_OUT_FEATURES
         if isinstance(out_features, str):
             raise TypeError(f"out_features must be a list of names, got the string {out_features!r}")
+        described = self._describe(width_mult, output_stride, num_classes)
+        if not out_features:
+            raise ValueError(f"out_features must name at least one feature; available: {', '.join(described.names)}")
         for name in out_features:
-            if name not in self.feature_info.names:
+            if name not in described.names:
                 fix = " (set num_classes to build the classifier)" if name == "logits" else ""
-                raise ValueError(
-                    f"unknown feature {name!r}{fix}; available: {', '.join(self.feature_info.names)}"
-                )
-        self.out_feature_info = self.feature_info.select(out_features)
-        self.out_features = self.out_feature_info.names
+                raise ValueError(f"unknown feature {name!r}{fix}; available: {', '.join(described.names)}")
+        self.feature_info = described.from_other(sorted(described.names.index(n) for n in set(out_features)))
+        self.out_features = self.feature_info.out_names  # network order, whatever order they were asked in
         self._out = frozenset(self.out_features)
-        last = max(self.feature_info.names.index(n) for n in self.out_features)
-        built = set(self.feature_info.names[: last + 1])
+        built = set(self.feature_info.names[: max(self.feature_info.out_indices) + 1])
 
         # Build only up to the last requested feature.
         stem_channels = make_divisible(STEM_CHANNELS * width_mult)
@@ -196,12 +199,12 @@ class MobileNetV2(nn.Module):
             self.stages.append(nn.Sequential(*blocks))
         self.conv_head = None
         if "conv_head" in built:
-            self.conv_head = Conv2dNormActivation(in_channels, self.feature_info.get("conv_head")["num_chs"], 1,
+            self.conv_head = Conv2dNormActivation(in_channels, self.feature_info.channels("conv_head"), 1,
                                                   norm_layer=norm_layer, activation_layer=nn.ReLU6)
         self.classifier = None
         if "logits" in built:
             self.classifier = nn.Sequential(nn.Dropout(p=dropout),
-                                            nn.Linear(self.feature_info.get("conv_head")["num_chs"], num_classes))
+                                            nn.Linear(self.feature_info.channels("conv_head"), num_classes))
         self._init_weights()
         self._freeze()
 
@@ -228,6 +231,12 @@ class MobileNetV2(nn.Module):
             entries.append(dict(name="logits", num_chs=num_classes, reduction=reduction, module="classifier",
                                 stage=len(INVERTED_RESIDUAL_SETTING) + 2, location="classifier"))
         return FeatureInfo(entries)
+
+    @property
+    def out_feature_info(self) -> FeatureInfo:
+        """The returned features alone, in the order ``forward`` returns them: here every index counts returned
+        features (``out_feature_info.channels(i) == feature_info.channels()[i]``)."""
+        return self.feature_info.select(self.out_features)
 
     def _init_weights(self) -> None:
         # torchvision's initialisation, so a model trained here and one trained there start alike.
@@ -278,9 +287,8 @@ class MobileNetV2(nn.Module):
                 conv = block.depthwise[0]
                 conv.stride, conv.dilation, conv.padding = (stride, stride), (dilation, dilation), (dilation, dilation)
         self.output_stride = output_stride
-        described = self._describe(self.width_mult, output_stride, self.num_classes)
-        self.feature_info = described
-        self.out_feature_info = described.select(self.out_features)
+        self.feature_info = self._describe(self.width_mult, output_stride, self.num_classes).from_other(
+            self.feature_info.out_indices)
 
     def load_weights(self, weights: str | Path) -> None:
         """Load a torchvision ``mobilenet_v2`` state_dict file, or a torchvision weights name (downloads)."""

@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.optim import lr_scheduler
 
 
 @dataclass
@@ -48,6 +49,12 @@ class Optimization:
             raise ValueError(f"optimization.weight_decay must be >= 0, got {self.weight_decay}")
         if self.warmup_epochs < 0:
             raise ValueError(f"optimization.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0 < self.warmup_factor <= 1:
+            raise ValueError(f"optimization.warmup_factor must be in (0, 1] (the fraction of lr the warm-up starts "
+                             f"from, e.g. 0.001), got {self.warmup_factor}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"optimization.min_lr_ratio must be in [0, 1] (the floor as a fraction of lr), got "
+                             f"{self.min_lr_ratio}")
         if self.reference_batch_size is not None and self.reference_batch_size < 1:
             raise ValueError(f"optimization.reference_batch_size must be a positive global batch size or null (no "
                              f"scaling), got {self.reference_batch_size}")
@@ -88,7 +95,7 @@ def build_optimizer(model: nn.Module, config: Optimization) -> torch.optim.Optim
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, config: Optimization, steps_per_epoch: int = 1) -> float:
-    """Multiplier of the peak lr at iteration ``step`` (0-based)."""
+    """Multiplier of the peak lr at iteration ``step`` (0-based): the curve :func:`build_scheduler` follows."""
     if step < warmup_steps:
         alpha = step / max(1, warmup_steps)
         return config.warmup_factor * (1 - alpha) + alpha
@@ -106,7 +113,59 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, config: Optimizati
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: Optimization, *, total_steps: int,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+                    steps_per_epoch: int) -> lr_scheduler.SequentialLR:
+    """The per-step schedule of :func:`lr_factor`, from torch's schedulers, one after the other:
+
+    ``LinearLR`` warm-up from ``warmup_factor`` to 1 over ``warmup_epochs`` (skipped when 0), then
+
+    - cosine: ``CosineAnnealingLR`` to ``min_lr_ratio x lr`` at ``total_steps``, then ``ConstantLR`` holding that
+      floor (torch's cosine would climb back up if a run goes past ``total_steps``);
+    - poly: ``PolynomialLR`` to 0 at ``total_steps``; with ``min_lr_ratio > 0`` a ``LambdaLR`` of the same curve
+      above the floor (``PolynomialLR`` has no floor);
+    - exponential: ``ExponentialLR``, ``gamma_per_epoch`` spread over the steps of an epoch;
+    - constant: ``ConstantLR`` at factor 1.
+
+    Most of them update the lr recursively (``lr_t = lr_{t-1} x ratio``), so the lrs equal :func:`lr_factor` to
+    1e-11 relative over 100k steps, not bit for bit (``tests/tasks/test_optim.py`` compares whole runs). The
+    state (step, milestones, lengths) is the schedulers' ``state_dict``, so a resumed run keeps the length it
+    was started with.
+    """
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, config, steps_per_epoch))
+    decay_steps = max(1, total_steps - warmup_steps)
+    phases: list[lr_scheduler.LRScheduler] = []
+    if warmup_steps > 0:
+        phases.append(lr_scheduler.LinearLR(optimizer, start_factor=config.warmup_factor, end_factor=1.0,
+                                            total_iters=warmup_steps))
+    floor = config.min_lr_ratio
+    if config.schedule == "cosine":
+        phases.append(lr_scheduler.CosineAnnealingLR(optimizer, T_max=decay_steps, eta_min=floor * config.lr))
+        phases.append(lr_scheduler.ConstantLR(optimizer, factor=floor, total_iters=_FOREVER))
+    elif config.schedule == "poly" and floor == 0:
+        phases.append(lr_scheduler.PolynomialLR(optimizer, total_iters=decay_steps, power=config.poly_power))
+    elif config.schedule == "poly":
+        phases.append(lr_scheduler.LambdaLR(optimizer, _PolynomialAboveFloor(decay_steps, config.poly_power, floor)))
+    elif config.schedule == "exponential":
+        phases.append(lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma_per_epoch ** (1 / steps_per_epoch)))
+    else:
+        phases.append(lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0))
+    milestones = [warmup_steps] if warmup_steps > 0 else []
+    if config.schedule == "cosine":
+        milestones.append(warmup_steps + decay_steps)
+    return lr_scheduler.SequentialLR(optimizer, phases, milestones)
+
+
+# ConstantLR returns to the full lr after total_iters steps; the floor after a cosine must hold for good.
+_FOREVER = 2**62
+
+
+@dataclass
+class _PolynomialAboveFloor:
+    """PolynomialLR's factor lifted onto ``floor`` (torch's has no floor). An object, not a lambda, so that
+    LambdaLR's state_dict carries its fields and a resumed run keeps its length, as the other schedulers do."""
+
+    total_iters: int
+    power: float
+    floor: float
+
+    def __call__(self, step: int) -> float:
+        return self.floor + (1 - self.floor) * (1 - min(step, self.total_iters) / self.total_iters) ** self.power

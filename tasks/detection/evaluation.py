@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.ops import box_convert
 
 Backend = Literal["faster_coco_eval", "pycocotools"]
 
@@ -60,7 +61,7 @@ def _coco_objects(coco_gt: Any, backend: Backend) -> tuple[Any, type]:
 
 
 def evaluate_coco(coco_gt: Any, results: list[dict] | np.ndarray, *, backend: Backend = "faster_coco_eval",
-                  image_ids: list[int] | None = None, verbose: bool = True) -> dict[str, float]:
+                  image_ids: list[int] | None = None, verbose: bool = False) -> dict[str, float]:
     """COCO bbox metrics of ``results`` against ``coco_gt``.
 
     Args:
@@ -70,7 +71,8 @@ def evaluate_coco(coco_gt: Any, results: list[dict] | np.ndarray, *, backend: Ba
         backend: ``"faster_coco_eval"`` (C++ matching, same numbers) or ``"pycocotools"`` (the reference).
         image_ids: evaluate on these images only (e.g. the part of val a ``limit_val_batches`` run saw);
             ``None`` = every image of ``coco_gt``.
-        verbose: print COCO's summary table.
+        verbose: print COCO's 12-line summary table (``DetectionTask`` does under ``validate`` and ``test``, not
+            at the validations inside ``fit``, whose log gets the numbers as metrics).
 
     Returns:
         ``map, map_50, map_75, map_small, map_medium, map_large, mar_1, mar_10, mar_100, mar_small,
@@ -122,7 +124,8 @@ def detections_to_array(detections: list[dict[str, Tensor]], image_ids: list[int
     if not detections:
         return np.zeros((0, 7))
     counts = [len(d["scores"]) for d in detections]
-    boxes = torch.cat([d["boxes"] for d in detections]).detach().double().cpu().numpy()  # (D, 4) xyxy
+    boxes = torch.cat([d["boxes"] for d in detections]).detach().double().cpu()  # (D, 4) xyxy
+    xywh = box_convert(boxes, in_fmt="xyxy", out_fmt="xywh").numpy()  # (D, 4) COCO's [x, y, w, h]
     scores = torch.cat([d["scores"] for d in detections]).detach().double().cpu().numpy()  # (D,)
     labels = torch.cat([d["labels"] for d in detections]).detach().cpu().numpy()  # (D,)
     if label_to_cat_id is not None and len(labels):
@@ -136,7 +139,6 @@ def detections_to_array(detections: list[dict[str, Tensor]], image_ids: list[int
     else:
         categories = labels
     ids = np.repeat(np.asarray(image_ids, dtype=np.float64), counts)  # (D,)
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # (D, 4) xyxy -> xywh
     return np.column_stack([ids, xywh, scores, categories.astype(np.float64)])  # (D, 7)
 
 

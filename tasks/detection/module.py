@@ -167,18 +167,12 @@ class DetectionTask(BaseTask):
         self._results, self._image_ids = [], set()
 
     def _gather(self) -> tuple[np.ndarray, list[int]]:
-        """Every rank's results on rank 0 (all ranks), each image once: a DistributedSampler pads with repeats."""
-        local = (np.concatenate(self._results) if self._results else np.zeros((0, 7)), sorted(self._image_ids))
-        parts: list[Any] = [local]
-        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            parts = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(parts, local)
-        arrays, seen = [], set()
-        for array, ids in parts:
-            fresh = set(ids) - seen
-            seen |= fresh
-            arrays.append(array[np.isin(array[:, 0], list(fresh))])
-        return np.concatenate(arrays), sorted(seen)
+        """Every rank's results on every rank, each image once: a DistributedSampler pads with repeats."""
+        from mobilenetv2_dense.tasks.distributed import gather_per_image
+
+        local = np.concatenate(self._results) if self._results else np.zeros((0, 7))
+        results, seen = gather_per_image(local, dict.fromkeys(sorted(self._image_ids)))
+        return results, sorted(seen)
 
     def _evaluate(self, prefix: str) -> None:
         datamodule = self.trainer.datamodule
@@ -195,7 +189,7 @@ class DetectionTask(BaseTask):
         if self.trainer.is_global_zero:
             rank_zero_info(f"COCO {prefix} evaluation on {len(image_ids)} images, {len(results)} detections")
             metrics = evaluate_coco(coco_gt, results, backend=self.evaluator, image_ids=image_ids,
-                                    verbose=not self.trainer.sanity_checking)
+                                    verbose=self.trainer.state.fn != "fit")  # a fit's log gets the metrics
             values = torch.tensor([metrics[name] for name in LOGGED_METRICS], dtype=torch.float64)
         # Rank 0 computed them; every rank must log the same values for checkpointing on val/map.
         values = self.trainer.strategy.broadcast(values, src=0)

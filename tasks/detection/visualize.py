@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
@@ -112,20 +113,11 @@ class DetectionPredictionWriter(BasePredictionWriter):
             self._drawn += 1
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from mobilenetv2_dense.tasks.distributed import gather_per_image
+
         super().on_predict_epoch_end(trainer, pl_module)
-        array = np.concatenate(self._arrays) if self._arrays else np.zeros((0, 7))
-        files = self._files
-        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (array, files))
-            # A DistributedSampler pads with repeated images: keep each image id once.
-            array, files, seen = [], {}, set()
-            for rank_array, rank_files in gathered:
-                fresh = [i for i in rank_files if i not in seen]
-                seen.update(fresh)
-                files.update({i: rank_files[i] for i in fresh})
-                array.append(rank_array[np.isin(rank_array[:, 0], fresh)])
-            array = np.concatenate(array)
+        local = np.concatenate(self._arrays) if self._arrays else np.zeros((0, 7))
+        array, files = gather_per_image(local, self._files)  # all ranks, each image once
         if trainer.global_rank != 0:
             return
         results = array_to_results(array)
@@ -133,8 +125,8 @@ class DetectionPredictionWriter(BasePredictionWriter):
             result["file_name"] = Path(files[result["image_id"]]).name
         path = self.output_dir / "predictions.json"
         path.write_text(json.dumps(results))
-        print(f"DetectionPredictionWriter: {len(files)} images, {len(results)} detections -> {path}; "
-              f"{self._drawn} pictures in {self.output_dir}")
+        rank_zero_info(f"DetectionPredictionWriter: {len(files)} images, {len(results)} detections -> {path}; "
+                       f"{self._drawn} pictures in {self.output_dir}")
 
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Any,
                            batch_indices: Any) -> None:

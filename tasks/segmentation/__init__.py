@@ -20,9 +20,6 @@ from mobilenetv2_dense.tasks.segmentation.voc import (
     voc_palette,
 )
 
-# Makes ``smp`` encoder names ``mnv2_dense*`` resolve to this backbone.
-register_smp_encoder()
-
 __all__ = [
     "ImageFolderPredictDataset",
     "MaskError",

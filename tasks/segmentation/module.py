@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import Tensor
 from torch.nn import functional as F
@@ -243,8 +244,7 @@ class SegmentationTask(BaseTask):
         if not self.trainer.sanity_checking:
             table = format_iou_table(scores["iou"], self.class_names, miou=scores["miou"],
                                      pixel_accuracy=scores["pixel_accuracy"])
-            if self.trainer.is_global_zero:
-                print(f"\n{stage} per-class IoU (epoch {self.current_epoch}):\n{table}")
+            rank_zero_info(f"\n{stage} per-class IoU (epoch {self.current_epoch}):\n{table}")
         return scores
 
     def on_validation_epoch_end(self) -> None:

@@ -3,7 +3,7 @@
     from mobilenetv2_dense.tasks.segmentation.smp_encoder import register_smp_encoder
     import segmentation_models_pytorch as smp
 
-    register_smp_encoder()  # mobilenetv2_dense.tasks.segmentation does this on import
+    register_smp_encoder()  # explicit: importing this package registers nothing
     model = smp.DeepLabV3Plus(encoder_name="mnv2_dense", encoder_weights=None, classes=21)
     model.encoder.load_weights("mobilenet_v2_imagenet.pth")  # a local torchvision mobilenet_v2 state_dict
 
@@ -82,7 +82,8 @@ class MobileNetV2Encoder(MobileNetV2, EncoderMixin):
 def register_smp_encoder() -> None:
     """Add the ``mnv2_dense*`` encoders to smp's registry; calling it again changes nothing.
 
-    No pretrained settings are registered, so smp never tries to download anything for them.
+    Nothing calls it for you: importing :mod:`mobilenetv2_dense` or any of its sub-packages leaves smp's
+    registry as it was. No pretrained settings are registered, so smp never tries to download anything for them.
     """
     for name, width in SMP_ENCODER_WIDTHS.items():
         smp_encoders.encoders[name] = {"encoder": MobileNetV2Encoder, "pretrained_settings": {},

@@ -122,6 +122,19 @@ def test_validation_logs_loss_and_coco_metrics_of_the_same_pass(capsys) -> None:
     assert float(metrics["val/map_50"]) == pytest.approx(expected["map_50"], abs=2e-3)
 
 
+def test_coco_summary_is_printed_by_validate_not_at_every_validation_of_fit(capsys) -> None:
+    """COCOeval's 12-line table stays out of a training log (the numbers are logged as metrics) and is printed
+    when validation is asked for on its own."""
+    data, task = TinyBoxes(), tiny_task()
+    trainer = quiet_trainer(max_epochs=2, limit_train_batches=1, num_sanity_val_steps=1)
+    trainer.fit(task, data)
+    assert "Average Precision" not in capsys.readouterr().out
+    assert "val/map" in trainer.callback_metrics and "val/mar_100" in trainer.callback_metrics
+    quiet_trainer().validate(task, data, verbose=False)
+    printed = capsys.readouterr().out
+    assert printed.count("Average Precision") == 6 and printed.count("Average Recall") >= 6  # faster_coco_eval: 8
+
+
 def test_repeated_images_count_once() -> None:
     """A DistributedSampler pads with repeats: an image met twice contributes its detections once."""
     data = TinyBoxes(num_images=4)

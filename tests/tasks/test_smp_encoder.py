@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import segmentation_models_pytorch as smp
@@ -35,6 +39,24 @@ def test_registration_is_idempotent() -> None:
     assert {name: smp.encoders.encoders[name] for name in SMP_ENCODER_WIDTHS} == before
     assert set(SMP_ENCODER_WIDTHS) <= set(smp.encoders.get_encoder_names())
     assert smp.encoders.encoders["mnv2_dense"]["pretrained_settings"] == {}  # nothing to download
+
+
+def test_importing_the_package_registers_nothing() -> None:
+    """Registration is an explicit call: importing every sub-package (in a fresh interpreter, so this module's
+    fixture has not run) leaves smp's registry as it was, and register_smp_encoder() then adds the names."""
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import segmentation_models_pytorch as smp\n"
+        "import mobilenetv2_dense.tasks.segmentation, mobilenetv2_dense.tasks.segmentation.smp_encoder as enc\n"
+        "import mobilenetv2_dense.tasks.detection, mobilenetv2_dense.tasks.cli\n"
+        "names = set(enc.SMP_ENCODER_WIDTHS)\n"
+        "assert not names & set(smp.encoders.encoders), sorted(names & set(smp.encoders.encoders))\n"
+        "enc.register_smp_encoder()\n"
+        "assert names <= set(smp.encoders.get_encoder_names())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("depth, output_stride", [(5, 32), (5, 16), (5, 8), (3, 32), (4, 8)])
