@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.common import print_table
-from mobilenetv2_dense.tasks.detection.coco import COCODetection
-from mobilenetv2_dense.tasks.detection.data import detection_collate
-from mobilenetv2_dense.tasks.detection.shapes import write_shapes_coco
-from mobilenetv2_dense.tasks.detection.transforms import eval_transform, train_transform
-from mobilenetv2_dense.tasks.seeding import seed_worker
+from mobilenetv2_dense.datasets.detection.coco import COCODetection
+from mobilenetv2_dense.datasets.detection.dataset import detection_collate
+from mobilenetv2_dense.datasets.detection.shapes import write_shapes_coco
+from mobilenetv2_dense.datasets.detection.transforms import eval_transform, train_transform
+from mobilenetv2_dense.datasets.seeding import seed_worker
 
 
 def loader_speed(dataset: COCODetection, *, workers: int, batch_size: int, batches: int) -> float:

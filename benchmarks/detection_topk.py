@@ -22,11 +22,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.common import print_table
+from mobilenetv2_dense.datasets.detection.coco import COCODetection
+from mobilenetv2_dense.datasets.detection.dataset import detection_collate
+from mobilenetv2_dense.datasets.detection.transforms import eval_transform
 from mobilenetv2_dense.models.ssdlite import SSDLite, ssdlite320_mobilenet_v2
-from mobilenetv2_dense.tasks.detection.coco import COCODetection
-from mobilenetv2_dense.tasks.detection.data import detection_collate
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
-from mobilenetv2_dense.tasks.detection.transforms import eval_transform
 
 
 def load_model(ckpt: str) -> tuple[SSDLite, dict]:

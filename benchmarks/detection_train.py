@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
+from mobilenetv2_dense.datasets.detection.shapes import write_shapes_coco
 from mobilenetv2_dense.heads.loss import SSDLoss
 from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
-from mobilenetv2_dense.tasks.detection.shapes import write_shapes_coco
 
 
 def random_targets(batch_size: int, size: int, generator: torch.Generator, num_classes: int) -> list[dict]:

@@ -24,10 +24,10 @@ from torch.nn import functional as F
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from benchmarks.common import print_table
+from mobilenetv2_dense.datasets.segmentation.voc import IGNORE_INDEX
 from mobilenetv2_dense.heads.loss import SSDLoss
 from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
 from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
-from mobilenetv2_dense.tasks.segmentation.voc import IGNORE_INDEX
 
 PRECISIONS = {"fp32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 

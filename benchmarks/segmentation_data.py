@@ -19,11 +19,11 @@ import cv2
 import torch
 from torch.utils.data import DataLoader
 
-from mobilenetv2_dense.tasks.checks import DatasetReport
-from mobilenetv2_dense.tasks.segmentation.data import SegmentationDataset, segmentation_collate
-from mobilenetv2_dense.tasks.segmentation.shapes import write_shapes_voc
-from mobilenetv2_dense.tasks.segmentation.transforms import train_transforms
-from mobilenetv2_dense.tasks.segmentation.voc import check_samples, find_voc2012, voc_samples
+from mobilenetv2_dense.datasets.checks import DatasetReport
+from mobilenetv2_dense.datasets.segmentation.dataset import SegmentationDataset, segmentation_collate
+from mobilenetv2_dense.datasets.segmentation.shapes import write_shapes_voc
+from mobilenetv2_dense.datasets.segmentation.transforms import train_transforms
+from mobilenetv2_dense.datasets.segmentation.voc import check_samples, find_voc2012, voc_samples
 
 
 def time_check(samples: list, workers: int) -> float:

@@ -23,8 +23,8 @@ from torch.nn import functional as F
 
 from benchmarks.common import print_table
 from mobilenetv2_dense.backbone.complexity import count_parameters
+from mobilenetv2_dense.datasets.segmentation.voc import IGNORE_INDEX
 from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
-from mobilenetv2_dense.tasks.segmentation.voc import IGNORE_INDEX
 
 
 class SmpAdapter(nn.Module):

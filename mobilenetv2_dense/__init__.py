@@ -6,6 +6,7 @@ One import package over the repository's folders (``pyproject.toml`` maps them):
 - ``mobilenetv2_dense.heads``: SSDLite and DeepLabv3 heads, anchors, box coding, matching, losses (``heads/``);
 - ``mobilenetv2_dense.models``: SSDLite, DeepLabv3 and the classifier as plain PyTorch, with their builders and
   checkpoint loading, importable without Lightning (``models/``);
+- ``mobilenetv2_dense.datasets``: datasets, transforms, set-up checks and generated demo data (``datasets/``);
 - ``mobilenetv2_dense.tasks``: Lightning modules, data modules and the CLI (``tasks/``).
 
 The command line is ``mobilenetv2-dense fit --config CONFIG`` (or ``python -m mobilenetv2_dense``, or

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mobilenetv2_dense.datasets.images import read_rgb
 from mobilenetv2_dense.tasks.cli import cli_main
 from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
 from mobilenetv2_dense.tasks.detection.visualize import DetectionPredictionWriter, draw_detections, save_image
-from mobilenetv2_dense.tasks.images import read_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ changes:
   :class:`AtomicCheckpointIO` writes ``<name>.part`` in the target's own folder, syncs it to disk and renames it
   over the target: a kill at any moment leaves the previous file whole.
 - Random states: checkpoints hold no global torch / numpy / Python RNG state, but the global torch RNG draws each
-  epoch's shuffle, the loader's base seed (hence every augmentation, see ``tasks/seeding.py``) and dropout. The
+  epoch's shuffle, the loader's base seed (hence every augmentation, see ``datasets/seeding.py``) and dropout. The
   states are saved in every checkpoint and restored on resume before the first training iterator is made, so
   resuming from a checkpoint written at the end of an epoch reproduces the uninterrupted run exactly on CPU (with
   ``num_workers=0``, or workers that are not persistent).

@@ -1,10 +1,11 @@
-"""Lightning data modules for detection: COCO-format data and PASCAL VOC, one interface.
+"""Lightning data modules for detection: COCO-format data, PASCAL VOC and the generated shapes, one interface.
 
-Both expose ``num_classes`` (K object classes), ``class_names``, ``label_to_cat_id`` (label 1..K -> the category
+All expose ``num_classes`` (K object classes), ``class_names``, ``label_to_cat_id`` (label 1..K -> the category
 id the ground truth uses) and ``val_coco`` (a pycocotools ``COCO`` ground truth of the validation split), so one
-COCOeval path evaluates either. The test split is the validation split. Batches follow the detection contract
-(see ``tasks/detection/data.py``); ``predict_images`` (a folder) gives batches whose targets carry ``path`` and
-``orig_size``.
+COCOeval path evaluates any. The test split is the validation split. Batches follow the detection contract
+(see ``datasets/detection/dataset.py``); ``predict_images`` (a folder) gives batches whose targets carry ``path``
+and ``orig_size``. The loader options (``batch_size``, ``num_workers``, ...) are
+:class:`mobilenetv2_dense.tasks.datamodule.BaseDataModule`'s.
 """
 
 from __future__ import annotations
@@ -12,47 +13,40 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-import lightning as L
 from pycocotools.coco import COCO
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
-from mobilenetv2_dense.tasks.checks import DatasetError
-from mobilenetv2_dense.tasks.detection.coco import COCODetection
-from mobilenetv2_dense.tasks.detection.data import DetectionDataset, ImageFolderDetection, Transform, detection_collate
-from mobilenetv2_dense.tasks.detection.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    DetectionAugment,
-    eval_transform,
-    train_transform,
-)
-from mobilenetv2_dense.tasks.detection.voc import VOC_CLASSES, VOCDetection
-from mobilenetv2_dense.tasks.seeding import seeded_loader
+from mobilenetv2_dense.datasets.checks import DatasetError
+from mobilenetv2_dense.datasets.detection.coco import COCODetection
+from mobilenetv2_dense.datasets.detection.dataset import ImageFolderDetection, Transform, detection_collate
+from mobilenetv2_dense.datasets.detection.shapes import MARKER, shape_categories, write_shapes_coco
+from mobilenetv2_dense.datasets.detection.transforms import DetectionAugment, eval_transform, train_transform
+from mobilenetv2_dense.datasets.detection.voc import VOC_CLASSES, VOCDetection
+from mobilenetv2_dense.tasks.datamodule import BaseDataModule
 
 
-class DetectionDataModule(L.LightningDataModule):
-    """Loaders, transforms and the predict folder shared by :class:`COCODataModule` and
-    :class:`VOCDetectionDataModule`; subclasses say how to build a split (``make_dataset``).
+class DetectionDataModule(BaseDataModule):
+    """Transforms and the predict folder shared by :class:`COCODataModule` and :class:`VOCDetectionDataModule`;
+    subclasses say how to build a split (``make_dataset``).
 
-    ``persistent_workers`` keeps loader workers across epochs: it saves their start-up, but resuming is then not
-    exact (their augmentation state is in no checkpoint; see ``tasks/seeding.py``).
+    Args:
+        image_size: the square network input ``S`` (images are resized to ``S x S``, no letterbox).
+        augment: which parts of SSD's training augmentation to use (all by default).
+        predict_images: a folder of images for ``predict``.
+        **loader_options: :class:`~mobilenetv2_dense.tasks.datamodule.BaseDataModule`'s (``batch_size``,
+            ``num_workers``, ``pin_memory``, ``persistent_workers``, ``mean``, ``std``, ``strict``, ...).
     """
 
-    def __init__(self, *, image_size: int = 320, batch_size: int = 32, num_workers: int = 4,
-                 mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD,
-                 strict: bool = False, pin_memory: bool = True,
-                 persistent_workers: bool = False, augment: DetectionAugment | None = None,
-                 predict_images: str | None = None) -> None:
-        super().__init__()
-        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.strict, self.pin_memory, self.persistent_workers = strict, pin_memory, persistent_workers
+    collate = staticmethod(detection_collate)
+
+    def __init__(self, *, image_size: int = 320, augment: DetectionAugment | None = None,
+                 predict_images: str | None = None, **loader_options: Any) -> None:
+        super().__init__(**loader_options)
+        self.image_size = image_size
         self.augment = augment or DetectionAugment()
         self.predict_images = predict_images
-        self.train_dataset: Dataset | None = None
-        self.val_dataset: DetectionDataset | None = None
-        self.predict_dataset: ImageFolderDetection | None = None
 
     def make_dataset(self, split: str, transform: Transform) -> Dataset:
         """The ``"train"`` or ``"val"`` dataset with ``transform``."""
@@ -84,26 +78,6 @@ class DetectionDataModule(L.LightningDataModule):
             self.predict_dataset = ImageFolderDetection(self.predict_images, transform=self.eval_transform(),
                                                         strict=self.strict)
 
-    def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup() for this stage before asking for its loader")
-        return seeded_loader(dataset, batch_size=self.batch_size, shuffle=train, num_workers=self.num_workers,
-                             collate_fn=detection_collate, pin_memory=self.pin_memory,
-                             drop_last=train and len(dataset) > self.batch_size,  # no tiny last batch for BatchNorm
-                             persistent_workers=self.persistent_workers and self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_dataset, train=False)
-
 
 class COCODataModule(DetectionDataModule):
     """COCO 2017 under ``root`` (``annotations/instances_{train,val}2017.json``, ``train2017/``, ``val2017/``),
@@ -111,19 +85,14 @@ class COCODataModule(DetectionDataModule):
     (each overrides its ``root`` default).
 
     ``val_coco`` is the pycocotools ``COCO`` of ``val_annotation_file``; ``label_to_cat_id`` maps labels 1..K
-    back to its category ids.
+    back to its category ids. ``**options``: :class:`DetectionDataModule`'s (``image_size``, ``augment``, ...) and
+    the loader options.
     """
 
     def __init__(self, root: str | None = None, *, train_images: str | None = None,
                  train_annotations: str | None = None, val_images: str | None = None,
-                 val_annotations: str | None = None, image_size: int = 320, batch_size: int = 32,
-                 num_workers: int = 4, mean: tuple[float, float, float] = IMAGENET_MEAN,
-                 std: tuple[float, float, float] = IMAGENET_STD, strict: bool = False, pin_memory: bool = True,
-                 persistent_workers: bool = False,
-                 augment: DetectionAugment | None = None, predict_images: str | None = None) -> None:
-        super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, mean=mean, std=std,
-                         strict=strict, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, augment=augment, predict_images=predict_images)
+                 val_annotations: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
         self.root = root
         base = Path(root) if root else None
         default = lambda relative: str(base / relative) if base else None
@@ -201,6 +170,7 @@ class VOCDetectionDataModule(DetectionDataModule):
     style ``folder/split`` pairs (``["VOC2007/trainval", "VOC2012/trainval"]`` + ``"VOC2007/test"`` is "07+12").
 
     20 classes; ``val_coco`` is built in memory from the val split (difficult objects as crowd, so ignored).
+    ``**options``: :class:`DetectionDataModule`'s (``image_size``, ``augment``, ...) and the loader options.
     """
 
     class_names = list(VOC_CLASSES)
@@ -208,14 +178,8 @@ class VOCDetectionDataModule(DetectionDataModule):
     val_annotation_file = None  # the VOC ground truth lives in memory (val_coco)
 
     def __init__(self, root: str, *, train_sets: tuple[str, ...] = ("VOC2012/train",),
-                 val_set: str = "VOC2012/val", image_size: int = 320, batch_size: int = 32, num_workers: int = 4,
-                 mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD,
-                 strict: bool = False, pin_memory: bool = True,
-                 persistent_workers: bool = False, augment: DetectionAugment | None = None,
-                 predict_images: str | None = None) -> None:
-        super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, mean=mean, std=std,
-                         strict=strict, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, augment=augment, predict_images=predict_images)
+                 val_set: str = "VOC2012/val", **options: Any) -> None:
+        super().__init__(**options)
         self.root = Path(root)
         self.train_sets, self.val_set = tuple(train_sets), val_set
         self._val_coco: COCO | None = None
@@ -251,3 +215,32 @@ class VOCDetectionDataModule(DetectionDataModule):
                 self.setup("validate")
             self._val_coco = self.val_dataset.to_coco()
         return self._val_coco
+
+
+class ShapesCOCODataModule(COCODataModule):
+    """:class:`COCODataModule` over generated shapes: ``prepare_data`` writes them under ``root``
+    (:func:`mobilenetv2_dense.datasets.detection.shapes.write_shapes_coco`) unless a complete dataset with the same
+    settings is already there (a missing or different marker means rewrite).
+
+    ``scene_size`` is the size of the written images; ``image_size`` the network input, as for real data.
+    ``**options``: :class:`DetectionDataModule`'s (``image_size``, ``augment``, ...) and the loader options.
+    """
+
+    def __init__(self, root: str = "data/shapes_coco", *, num_train: int = 1500, num_val: int = 200,
+                 scene_size: int = 320, seed: int = 0, **options: Any) -> None:
+        # the files are always the written ones under root, so the path overrides are not options here
+        super().__init__(root, train_images=None, train_annotations=None, val_images=None, val_annotations=None,
+                         **options)
+        self.write_args = {"num_train": num_train, "num_val": num_val, "image_size": scene_size, "seed": seed}
+
+    def prepare_data(self) -> None:
+        marker = Path(self.root) / MARKER
+        written = json.loads(marker.read_text()) if marker.is_file() else {}
+        if any(written.get(key) != value for key, value in self.write_args.items()):
+            write_shapes_coco(self.root, **self.write_args)
+        super().prepare_data()
+
+    @cached_property
+    def _categories(self) -> list[dict]:
+        """Known without the files, so ``num_classes`` works before ``prepare_data`` has written them."""
+        return shape_categories()

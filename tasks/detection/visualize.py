@@ -15,8 +15,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
+from mobilenetv2_dense.datasets.images import read_rgb
 from mobilenetv2_dense.tasks.detection.evaluation import array_to_results, detections_to_array
-from mobilenetv2_dense.tasks.images import read_rgb
 
 # Distinct, saturated colours; class k uses _PALETTE[(k - 1) % len].
 _PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
@@ -28,7 +28,7 @@ def draw_detections(image: np.ndarray | Tensor, boxes: Tensor, labels: Tensor, s
     """Draw boxes with ``"name score"`` captions on an image.
 
     Args:
-        image: ``(H, W, 3)`` uint8 array (as :func:`mobilenetv2_dense.tasks.images.read_rgb` gives) or ``(3, H, W)``
+        image: ``(H, W, 3)`` uint8 array (as :func:`mobilenetv2_dense.datasets.images.read_rgb` gives) or ``(3, H, W)``
         uint8 tensor.
         boxes: ``(D, 4)`` xyxy in the pixels of ``image``.
         labels: ``(D,)`` in 1..K; ``class_names[k - 1]`` names label k.

@@ -38,8 +38,8 @@ class SegmentationTask(BaseTask):
     Logs ``train/loss``, ``val/loss`` (cross-entropy per labelled pixel of the split), ``val/miou``,
     ``val/pixel_accuracy`` (``test/...`` likewise) and prints the per-class IoU table after each validation.
     Evaluation batches may add each image's ``(h, w)`` (``(images, masks, sizes)``, see
-    :func:`mobilenetv2_dense.tasks.segmentation.data.segmentation_collate`); each image is then evaluated at its own
-    size.
+    :func:`mobilenetv2_dense.datasets.segmentation.dataset.segmentation_collate`); each image is then evaluated at
+    its own size.
     ``predict_step`` takes ``{"images", "paths", "sizes"}`` batches and returns one ``(h, w)`` uint8 index mask
     per image, predicted at its original size.
 

@@ -17,8 +17,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 
-from mobilenetv2_dense.tasks.images import read_rgb
-from mobilenetv2_dense.tasks.segmentation.voc import IGNORE_INDEX, VOC_PALETTE
+from mobilenetv2_dense.datasets.images import read_rgb
+from mobilenetv2_dense.datasets.segmentation.voc import IGNORE_INDEX, VOC_PALETTE, save_palette_png
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5,
@@ -45,12 +45,7 @@ def save_index_png(mask: np.ndarray | Tensor, path: str | Path) -> Path:
     if mask.ndim != 2 or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
         raise ValueError(f"save_index_png({str(path)!r}): expected (H, W) indices in 0..255, got shape "
                          f"{mask.shape} with values {mask.min(initial=0)}..{mask.max(initial=0)}")
-    image = Image.fromarray(mask.astype(np.uint8), mode="P")
-    image.putpalette(VOC_PALETTE.reshape(-1).tolist())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    return save_palette_png(mask.astype(np.uint8), path)
 
 
 def save_overlay(image: np.ndarray, mask: np.ndarray | Tensor, path: str | Path, *, alpha: float = 0.5) -> Path:
@@ -69,9 +64,8 @@ class SegmentationPredictionWriter(BasePredictionWriter):
     ``<output_dir>/overlays/<image stem>.<overlay_format>`` (colours blended on the original image).
 
     Expects ``predict_step`` to return a list of ``(h, w)`` index masks at each image's original size, and
-    the predict batch to carry ``"paths"`` (the contract of :mod:`mobilenetv2_dense.tasks.segmentation.data`). Each
-    DDP rank
-    writes the images it predicted.
+    the predict batch to carry ``"paths"`` (the contract of :mod:`mobilenetv2_dense.datasets.segmentation.dataset`).
+    Each DDP rank writes the images it predicted.
 
     Args:
         output_dir: where the two folders go.
@@ -99,7 +93,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
                            dataloader_idx: int) -> None:
         if not isinstance(batch, dict) or "paths" not in batch:
             raise TypeError("SegmentationPredictionWriter needs predict batches as dicts with 'paths' "
-                            "(mobilenetv2_dense.tasks.segmentation.data.segmentation_collate makes them)")
+                            "(mobilenetv2_dense.datasets.segmentation.dataset.predict_collate makes them)")
         for mask, path in zip(prediction, batch["paths"]):
             stem = Path(path).stem
             mask = mask.cpu().numpy()

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from mobilenetv2_dense.tasks.detection import COCODataModule, DetectionAugment, DetectionTask
+from mobilenetv2_dense.datasets.detection import DetectionAugment
+from mobilenetv2_dense.tasks.detection import COCODataModule, DetectionTask
 from mobilenetv2_dense.tasks.optim import Optimization
 from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 

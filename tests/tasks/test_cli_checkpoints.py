@@ -158,7 +158,7 @@ def test_unreachable_torchvision_weights_name_the_option_and_the_fix(tmp_path: P
 def test_detection_predict_needs_only_the_checkpoint(shapes_coco: Path, tmp_path: Path, monkeypatch) -> None:
     """COCO config, no COCO on this machine: names and category ids come from the checkpoint."""
     import mobilenetv2_dense.tasks.detection.visualize as visualize
-    from mobilenetv2_dense.tasks.synthetic import SHAPE_CLASSES
+    from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES
 
     monkeypatch.chdir(tmp_path)
     config = str(CONFIGS / "ssdlite_mobilenetv2_coco.yaml")

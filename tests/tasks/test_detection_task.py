@@ -274,7 +274,8 @@ def test_fit_fast_dev_run_and_predict_through_cli(tmp_path: Path, monkeypatch) -
 @pytest.mark.slow
 def test_overfits_small_shapes_set(tmp_path: Path) -> None:
     """64 generated images at 160 px, evaluated on themselves: SSDLite must reach AP50 >= 0.9 (2-3 min on CPU)."""
-    from mobilenetv2_dense.tasks.detection import COCODataModule, DetectionAugment, write_shapes_coco
+    from mobilenetv2_dense.datasets.detection import DetectionAugment, write_shapes_coco
+    from mobilenetv2_dense.tasks.detection import COCODataModule
     from mobilenetv2_dense.tasks.optim import Optimization
 
     root = write_shapes_coco(tmp_path / "shapes", num_train=64, num_val=0, image_size=160, seed=1, max_objects=3)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from mobilenetv2_dense.tasks.segmentation.datamodule import ShapesVOCDataModule
 from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
-from mobilenetv2_dense.tasks.segmentation.shapes import ShapesVOCDataModule
 
 NUM_VAL = 5  # odd: two ranks get 3 + 3 samples, one of them a repeat
 SCORES = ("val/miou", "val/pixel_accuracy", "val/loss")
@@ -86,12 +86,12 @@ def test_predictions_equal_batch_one_inference(root: Path) -> None:
     dm = shapes(root, val_batch_size=4, predict_images=str(images))
     batches = quiet_trainer().predict(task, datamodule=dm)
     masks = [mask for batch in batches for mask in batch]
-    assert len(masks) == len(dm.predict_set) == 6 + NUM_VAL
+    assert len(masks) == len(dm.predict_dataset) == 6 + NUM_VAL
     assert all(len(mask.unique()) > 1 for mask in masks)
     task.eval()
     with torch.no_grad():
         for i, mask in enumerate(masks):
-            image, path = dm.predict_set[i]
+            image, path = dm.predict_dataset[i]
             alone = task.log_probabilities(image[None]).argmax(1)[0].to(torch.uint8)
             assert mask.shape == image.shape[-2:], path
             assert torch.equal(mask, alone), path

@@ -12,9 +12,9 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from mobilenetv2_dense.datasets.segmentation.voc import voc_palette
 from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 from mobilenetv2_dense.tasks.segmentation.visualize import overlay_mask, save_index_png
-from mobilenetv2_dense.tasks.segmentation.voc import voc_palette
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -270,7 +270,7 @@ def test_demo_config_fast_dev_run_fit(monkeypatch, tmp_path):
 
 
 def test_predict_writes_palette_pngs_at_original_size_and_overlays(tmp_path):
-    from mobilenetv2_dense.tasks.segmentation.shapes import ShapesVOCDataModule
+    from mobilenetv2_dense.tasks.segmentation.datamodule import ShapesVOCDataModule
     from mobilenetv2_dense.tasks.segmentation.visualize import SegmentationPredictionWriter
 
     data = ShapesVOCDataModule(root=str(tmp_path / "shapes"), num_train=2, num_val=3, image_size=(40, 72),
@@ -297,11 +297,11 @@ def test_predict_writes_palette_pngs_at_original_size_and_overlays(tmp_path):
 @pytest.mark.slow
 def test_overfits_a_small_generated_set(tmp_path):
     """16 generated 96x96 scenes, read back through the VOC loader: training must reach mIoU >= 0.8 on them."""
+    from mobilenetv2_dense.datasets.segmentation.dataset import SegmentationDataset, segmentation_collate
+    from mobilenetv2_dense.datasets.segmentation.shapes import write_shapes_voc
+    from mobilenetv2_dense.datasets.segmentation.transforms import eval_transforms
+    from mobilenetv2_dense.datasets.segmentation.voc import voc_samples
     from mobilenetv2_dense.tasks.optim import Optimization
-    from mobilenetv2_dense.tasks.segmentation.data import SegmentationDataset, segmentation_collate
-    from mobilenetv2_dense.tasks.segmentation.shapes import write_shapes_voc
-    from mobilenetv2_dense.tasks.segmentation.transforms import eval_transforms
-    from mobilenetv2_dense.tasks.segmentation.voc import voc_samples
 
     L.seed_everything(0)
     voc = write_shapes_voc(tmp_path, num_train=16, num_val=0, image_size=96, seed=1)

@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mobilenetv2_dense.tasks.segmentation.transforms import (
+from mobilenetv2_dense.datasets.segmentation.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     eval_transforms,
     train_transforms,
 )
-from mobilenetv2_dense.tasks.segmentation.voc import VOC_PALETTE
+from mobilenetv2_dense.datasets.segmentation.voc import VOC_PALETTE
 
 MEAN, STD = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from mobilenetv2_dense.tasks.checks import DatasetError, DatasetReport
-from mobilenetv2_dense.tasks.detection.data import DetectionDataset, Transform, build_index
+from mobilenetv2_dense.datasets.checks import DatasetError, DatasetReport
+from mobilenetv2_dense.datasets.detection.dataset import DetectionDataset, Transform, build_index
 
 
 def load_coco(annotations: str | Path) -> COCO:
@@ -39,8 +39,8 @@ class COCODetection(DetectionDataset):
     ``cat_id_to_label`` and ``label_to_cat_id``; ``class_names[label - 1]``. Crowd annotations stay in the index
     flagged ``ignore`` (left out of training targets; the evaluator reads them from the json); images without
     annotations are kept as negatives. The set-up check (see
-    :func:`mobilenetv2_dense.tasks.detection.data.build_index`) prints a
-    summary; ``strict=True`` raises :class:`mobilenetv2_dense.tasks.checks.DatasetError` on any problem.
+    :func:`mobilenetv2_dense.datasets.detection.dataset.build_index`) prints a
+    summary; ``strict=True`` raises :class:`mobilenetv2_dense.datasets.checks.DatasetError` on any problem.
     """
 
     def __init__(self, images: str | Path, annotations: str | Path, *, transform: Transform | None = None,
@@ -73,7 +73,8 @@ class COCODetection(DetectionDataset):
         found = row < len(image_ids)
         found[found] = image_ids[row[found]] == ann_image[found]
         box_image = np.where(found, row, -1)
-        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # [x, y, w, h] -> xyxy
+        # [x, y, w, h] -> xyxy in numpy (float64), as the whole index is built; box_convert would need tensors
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
 
         report = DatasetReport(f"COCO {self.annotation_file.name}")
         index = build_index(report, files=[str(images / im["file_name"]) for im in image_infos],

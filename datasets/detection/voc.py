@@ -13,11 +13,10 @@ from typing import NamedTuple
 import numpy as np
 from pycocotools.coco import COCO
 
-from mobilenetv2_dense.tasks.checks import DatasetReport
-from mobilenetv2_dense.tasks.detection.data import DetectionDataset, Transform, build_index
+from mobilenetv2_dense.datasets.checks import DatasetReport
+from mobilenetv2_dense.datasets.detection.dataset import DetectionDataset, Transform, build_index
+from mobilenetv2_dense.datasets.voc import VOC_CLASSES
 
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-               "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 _CORNERS = ("xmin", "ymin", "xmax", "ymax")
 
 
@@ -136,6 +135,7 @@ class VOCDetection(DetectionDataset):
         objects ``iscrowd=1``; boxes ``[x, y, w, h]`` in original pixels, area = w * h)."""
         index = self.index
         box_image = np.repeat(np.arange(len(index.files)), np.diff(index.offsets))  # (B,) image of each box
+        # xyxy -> [x, y, w, h] in numpy: the index is numpy (box_convert would need tensors)
         xywh = np.concatenate([index.boxes[:, :2], index.boxes[:, 2:] - index.boxes[:, :2]], axis=1).astype(float)
         images = [{"id": int(i), "file_name": Path(f).name, "height": int(h), "width": int(w)}
                   for i, f, (h, w) in zip(index.image_ids, index.files, index.sizes)]

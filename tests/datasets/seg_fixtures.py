@@ -15,9 +15,9 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
-from mobilenetv2_dense.tasks.segmentation.shapes import label_map, write_shapes_voc
-from mobilenetv2_dense.tasks.segmentation.voc import read_list
-from mobilenetv2_dense.tasks.synthetic import render_scene
+from mobilenetv2_dense.datasets.segmentation.shapes import label_map, write_shapes_voc
+from mobilenetv2_dense.datasets.segmentation.voc import read_list
+from mobilenetv2_dense.datasets.synthetic import render_scene
 
 NUM_TRAIN, NUM_VAL = 6, 3
 SBD_ONLY = ("sbd_000000", "sbd_000001", "sbd_000002")

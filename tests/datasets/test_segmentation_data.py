@@ -10,25 +10,22 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenetv2_dense.tasks.checks import DatasetError, DatasetWarning
-from mobilenetv2_dense.tasks.segmentation.data import (
-    SegmentationDataset,
-    VOCSegmentationDataModule,
-    predict_collate,
-    segmentation_collate,
-)
-from mobilenetv2_dense.tasks.segmentation.shapes import SHAPES_CLASSES, ShapesVOCDataModule, save_palette_png
-from mobilenetv2_dense.tasks.segmentation.transforms import eval_transforms
-from mobilenetv2_dense.tasks.segmentation.voc import (
+from mobilenetv2_dense.datasets.checks import DatasetError, DatasetWarning
+from mobilenetv2_dense.datasets.segmentation.dataset import SegmentationDataset, predict_collate, segmentation_collate
+from mobilenetv2_dense.datasets.segmentation.shapes import SHAPES_CLASSES
+from mobilenetv2_dense.datasets.segmentation.transforms import eval_transforms
+from mobilenetv2_dense.datasets.segmentation.voc import (
     VOC_PALETTE,
     find_voc2012,
     read_list,
     read_mask,
     rgb_to_index,
+    save_palette_png,
     voc_samples,
 )
-from mobilenetv2_dense.tasks.synthetic import SHAPE_CLASSES
-from tests.tasks.seg_fixtures import (
+from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES
+from mobilenetv2_dense.tasks.segmentation.datamodule import ShapesVOCDataModule, VOCSegmentationDataModule
+from tests.datasets.seg_fixtures import (
     NUM_TRAIN,
     NUM_VAL,
     SBD_ONLY,
@@ -123,10 +120,10 @@ def test_trainaug_from_the_sbd_release(seg_voc, tmp_path, capsys, given):
     assert by_name[voc_names(voc, "train")[0]].mask.endswith(f"SegmentationClass/{voc_names(voc, 'train')[0]}.png")
     assert by_name[SBD_ONLY[0]].mask.endswith(".mat") and "/dataset/img/" in by_name[SBD_ONLY[0]].image
     dm.setup("fit")
-    index = [s.name for s in dm.train_set.samples].index(SBD_ONLY[0])
-    mask, converted = read_mask(dm.train_set.samples[index].mask)
+    index = [s.name for s in dm.train_dataset.samples].index(SBD_ONLY[0])
+    mask, converted = read_mask(dm.train_dataset.samples[index].mask)
     assert not converted and np.array_equal(mask, sbd_masks(voc)[SBD_ONLY[0]][1])
-    images, masks, _ = segmentation_collate([dm.train_set[index], dm.train_set[0]])
+    images, masks, _ = segmentation_collate([dm.train_dataset[index], dm.train_dataset[0]])
     assert images.shape == (2, 3, 32, 32) and masks.dtype == torch.int64
 
 

@@ -1,11 +1,17 @@
-"""Reading images the way real datasets need: EXIF orientation, any colour mode to RGB, truncation checks."""
+"""Reading images the way real datasets need: EXIF orientation, any colour mode to RGB, truncation checks, and
+a file that breaks after the set-up check replaced by the next sample."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from mobilenetv2_dense.datasets.checks import DatasetWarning
 
 # A JPEG ends with the EOI marker and a PNG with its IEND chunk; checking the tail finds truncated
 # files without decoding every image of a 118k-image dataset at set-up.
@@ -14,6 +20,10 @@ _TRAILERS = {"JPEG": (b"\xff\xd9",), "PNG": (b"IEND\xaeB`\x82",)}
 # torchvision's ImageNet normalisation, which every task and the torchvision weights use.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# How many other samples a dataset tries when images fail to decode, before giving up.
+MAX_REPLACEMENTS = 10
+
+T = TypeVar("T")
 
 
 class ImageReadError(RuntimeError):
@@ -88,3 +98,23 @@ def read_index_png(path: str | Path) -> np.ndarray:
         raise
     except Exception as error:  # noqa: BLE001
         raise ImageReadError(f"cannot decode label image {str(path)!r}: {type(error).__name__}: {error}") from error
+
+
+def load_or_replace(load: Callable[[int], T], index: int, length: int) -> T:
+    """``load(index)``, or when that raises :class:`ImageReadError` (a file that broke after the set-up check),
+    ``load`` of the next sample, wrapping around, up to :data:`MAX_REPLACEMENTS` others; each failure is a
+    :class:`~mobilenetv2_dense.datasets.checks.DatasetWarning` naming the file, so one bad file cannot stop a
+    long run. Raises :class:`ImageReadError` when every try fails (a broken disk more likely than broken files).
+
+    The one ``__getitem__`` of the detection, segmentation and classification datasets:
+    ``return load_or_replace(self.load, index, len(self))``.
+    """
+    tries = min(MAX_REPLACEMENTS + 1, length)
+    for attempt in range(tries):
+        j = (index + attempt) % length
+        try:
+            return load(j)
+        except ImageReadError as error:
+            warnings.warn(f"{error}; using sample {(j + 1) % length} instead", DatasetWarning, stacklevel=3)
+    raise ImageReadError(f"{tries} samples in a row from sample {index} failed to decode (the warnings name the "
+                         "files); check the files (or the disk) and re-run the set-up check")

@@ -1,24 +1,22 @@
 """A generated detection dataset written in the real COCO 2017 layout, for demos and tests.
 
-``write_shapes_coco`` draws scenes with :func:`mobilenetv2_dense.tasks.synthetic.render_scene` and writes
-``annotations/instances_{train,val}2017.json`` + ``train2017/``, ``val2017/`` JPEGs; :class:`ShapesCOCODataModule`
-writes it on first use and then reads it back through exactly the COCO path a user's dataset takes.
+``write_shapes_coco`` draws scenes with :func:`mobilenetv2_dense.datasets.synthetic.render_scene` and writes
+``annotations/instances_{train,val}2017.json`` + ``train2017/``, ``val2017/`` JPEGs;
+:class:`mobilenetv2_dense.tasks.detection.datamodule.ShapesCOCODataModule` writes it on first use and then reads it
+back through exactly the COCO path a user's dataset takes.
 Category ids are deliberately not contiguous (1, 3, 7, 9) so the id <-> label mapping is exercised.
 """
 
 from __future__ import annotations
 
 import json
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from mobilenetv2_dense.tasks.detection.datamodule import COCODataModule
-from mobilenetv2_dense.tasks.detection.transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionAugment
-from mobilenetv2_dense.tasks.synthetic import SHAPE_CLASSES, render_scene
+from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES, render_scene
 
 SHAPE_CATEGORY_IDS = (1, 3, 7, 9)  # COCO-style ids with gaps, one per SHAPE_CLASSES entry
 STARTED = ".shapes_coco_writing"  # written first: a tree without it (or MARKER) is someone else's data
@@ -70,45 +68,12 @@ def write_shapes_coco(root: str | Path, *, num_train: int = 1500, num_val: int =
                                     "iscrowd": 0, "segmentation": {"size": rle["size"],
                                                                    "counts": rle["counts"].decode("ascii")}})
                 next_ann_id += 1
-        dataset = {"info": {"description": "generated shapes (mobilenetv2_dense.tasks.detection.shapes)", "version":
-        "1.0",
-                            "year": 2025, "contributor": "write_shapes_coco", "date_created": ""},
-                   "licenses": [{"id": 1, "name": "CC0", "url": ""}],
+        info = {"description": "generated shapes (mobilenetv2_dense.datasets.detection.shapes)", "version": "1.0",
+                "year": 2025, "contributor": "write_shapes_coco", "date_created": ""}
+        dataset = {"info": info, "licenses": [{"id": 1, "name": "CC0", "url": ""}],
                    "images": images, "annotations": annotations, "categories": shape_categories()}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(dataset))
     params = {"num_train": num_train, "num_val": num_val, "image_size": image_size, "seed": seed,
               "max_objects": max_objects}
     (root / MARKER).write_text(json.dumps(params))
     return root
-
-
-class ShapesCOCODataModule(COCODataModule):
-    """:class:`COCODataModule` over generated shapes: ``prepare_data`` writes them under ``root`` unless a complete
-    dataset with the same settings is already there (a missing or different marker means rewrite).
-
-    ``scene_size`` is the size of the written images; ``image_size`` the network input, as for real data.
-    """
-
-    def __init__(self, root: str = "data/shapes_coco", *, num_train: int = 1500, num_val: int = 200,
-                 scene_size: int = 320, seed: int = 0, image_size: int = 320, batch_size: int = 32,
-                 num_workers: int = 4, mean: tuple[float, float, float] = IMAGENET_MEAN,
-                 std: tuple[float, float, float] = IMAGENET_STD, strict: bool = False, pin_memory: bool = True,
-                 persistent_workers: bool = False,
-                 augment: DetectionAugment | None = None, predict_images: str | None = None) -> None:
-        super().__init__(root, image_size=image_size, batch_size=batch_size, num_workers=num_workers, mean=mean,
-                         std=std, strict=strict, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, augment=augment,
-                         predict_images=predict_images)
-        self.write_args = {"num_train": num_train, "num_val": num_val, "image_size": scene_size, "seed": seed}
-
-    def prepare_data(self) -> None:
-        marker = Path(self.root) / MARKER
-        written = json.loads(marker.read_text()) if marker.is_file() else {}
-        if any(written.get(key) != value for key, value in self.write_args.items()):
-            write_shapes_coco(self.root, **self.write_args)
-        super().prepare_data()
-
-    @cached_property
-    def _categories(self) -> list[dict]:
-        """Known without the files, so ``num_classes`` works before ``prepare_data`` has written them."""
-        return shape_categories()

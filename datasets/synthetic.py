@@ -1,14 +1,14 @@
 """Generated scenes for demos and tests: coloured shapes on textured backgrounds.
 
-Nothing here is a data loader. Writers put the scenes on disk in a real dataset format (an image folder
-here; COCO JSON and the VOC layout in the detection and segmentation packages), and the real loaders read
-them back, so the demo exercises exactly the code a user's dataset goes through.
+Nothing here is a data loader. The ``shapes`` modules of ``datasets.classification``, ``datasets.detection`` and
+``datasets.segmentation`` put the scenes on disk in a real dataset format (an ImageNet-style folder, COCO JSON,
+the VOC layout), and the real loaders read them back, so the demo exercises exactly the code a user's dataset
+goes through.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -99,27 +99,3 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def write_image_folder(root: str | Path, *, images_per_class: int = 60, val_fraction: float = 0.25,
-                       image_size: int = 96, seed: int = 0) -> Path:
-    """Write an ImageNet-layout dataset (``{train,val}/<class>/*.jpg``) of one shape per image."""
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    n_val = int(round(images_per_class * val_fraction))
-    for label, name in enumerate(SHAPE_CLASSES, start=1):
-        for i in range(images_per_class):
-            split = "val" if i < n_val else "train"
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            image = _single_shape(rng, image_size, label)
-            Image.fromarray(image).save(folder / f"{name}_{i:04d}.jpg", quality=92)
-    return root
-
-
-def _single_shape(rng: np.random.Generator, size: int, label: int) -> np.ndarray:
-    """A scene holding one large shape of class ``label`` (rejection sampling keeps backgrounds alike)."""
-    while True:
-        image, objects = render_scene(rng, size, size, max_objects=1, min_size=0.4, max_size=0.8)
-        if objects and objects[0].label == label:
-            return image

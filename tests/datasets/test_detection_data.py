@@ -17,14 +17,14 @@ from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader
 from torchvision.ops import box_iou
 
-from mobilenetv2_dense.tasks.checks import DatasetError, DatasetWarning
-from mobilenetv2_dense.tasks.detection.coco import COCODetection
-from mobilenetv2_dense.tasks.detection.data import detection_collate
-from mobilenetv2_dense.tasks.detection.datamodule import COCODataModule, VOCDetectionDataModule
-from mobilenetv2_dense.tasks.detection.shapes import MARKER, SHAPE_CATEGORY_IDS, ShapesCOCODataModule, write_shapes_coco
-from mobilenetv2_dense.tasks.detection.transforms import DetectionAugment, train_transform
-from mobilenetv2_dense.tasks.detection.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
-from tests.tasks.conftest import BLUE, GREEN, RED
+from mobilenetv2_dense.datasets.checks import DatasetError, DatasetWarning
+from mobilenetv2_dense.datasets.detection.coco import COCODetection
+from mobilenetv2_dense.datasets.detection.dataset import detection_collate
+from mobilenetv2_dense.datasets.detection.shapes import MARKER, SHAPE_CATEGORY_IDS, write_shapes_coco
+from mobilenetv2_dense.datasets.detection.transforms import DetectionAugment, train_transform
+from mobilenetv2_dense.datasets.detection.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
+from mobilenetv2_dense.tasks.detection.datamodule import COCODataModule, ShapesCOCODataModule, VOCDetectionDataModule
+from tests.conftest import BLUE, GREEN, RED
 
 QUIET = {"num_workers": 0, "pin_memory": False}
 
@@ -235,7 +235,7 @@ def test_collate_stacks_images_and_keeps_targets() -> None:
 
 def test_workers_get_different_augmentations(good_coco: Path) -> None:
     """albumentations keeps its own random state; without reseeding, forked workers would repeat each other."""
-    from mobilenetv2_dense.tasks.seeding import seed_worker
+    from mobilenetv2_dense.datasets.seeding import seed_worker
 
     transform = train_transform(image_size=32, augment=DetectionAugment(photometric=False, max_zoom=4.0, zoom_p=1.0))
     dataset = COCODetection(good_coco.parent / "images", good_coco, transform=transform)

@@ -13,7 +13,6 @@ input pixels, ``labels`` (M,) int64 in 1..K, ``image_id`` int, ``orig_size`` (2,
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,15 +23,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mobilenetv2_dense.tasks.checks import DatasetError, DatasetReport, DatasetWarning
-from mobilenetv2_dense.tasks.images import ImageReadError, image_problem, image_size, read_rgb
+from mobilenetv2_dense.datasets.checks import DatasetError, DatasetReport
+from mobilenetv2_dense.datasets.images import image_problem, image_size, load_or_replace, read_rgb
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[Tensor, Tensor, Tensor]]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Annotation tools round coordinates: overshooting the edge by less than a pixel is clipped without a report.
 EDGE_TOLERANCE = 1.0
-# How many other samples __getitem__ tries when images fail to decode before giving up.
-MAX_REPLACEMENTS = 10
 
 
 @dataclass(frozen=True)
@@ -144,7 +141,7 @@ class DetectionDataset(Dataset):
     boxes are in its pixels; with one (see ``transforms.py``) it is ``(3, S, S)`` float32 and boxes are in input
     pixels. ``target``: ``boxes`` (M, 4) float32 xyxy, ``labels`` (M,) int64 in 1..K (crowd / difficult boxes left
     out), ``image_id`` int, ``orig_size`` (2,) int64 (H, W). An image that fails to decode is named in a warning and
-    replaced by the next one, so one bad file cannot stop a long run.
+    replaced by the next one (:func:`mobilenetv2_dense.datasets.images.load_or_replace`).
     """
 
     def __init__(self, index: DetectionIndex, *, transform: Transform | None = None) -> None:
@@ -155,16 +152,10 @@ class DetectionDataset(Dataset):
         return len(self.index.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor | np.ndarray, dict]:
-        for attempt in range(MAX_REPLACEMENTS + 1):
-            j = (i + attempt) % len(self)
-            try:
-                image = read_rgb(self.index.files[j])
-            except ImageReadError as error:
-                warnings.warn(f"{error}; using sample {(j + 1) % len(self)} instead", DatasetWarning, stacklevel=2)
-                continue
-            return self.sample(j, image)
-        raise ImageReadError(f"{MAX_REPLACEMENTS + 1} images in a row from {self.index.files[i]!r} failed to "
-                             "decode; check the files (or the disk) and re-run the set-up check")
+        return load_or_replace(self.load, i, len(self))
+
+    def load(self, j: int) -> tuple[Tensor | np.ndarray, dict]:
+        return self.sample(j, read_rgb(self.index.files[j]))
 
     def sample(self, j: int, image: np.ndarray) -> tuple[Tensor | np.ndarray, dict]:
         index = self.index

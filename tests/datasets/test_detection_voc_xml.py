@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobilenetv2_dense.tasks.checks import DatasetError, DatasetWarning
-from mobilenetv2_dense.tasks.detection.voc import VOCDetection, parse_voc_xml
+from mobilenetv2_dense.datasets.checks import DatasetError, DatasetWarning
+from mobilenetv2_dense.datasets.detection.voc import VOCDetection, parse_voc_xml
 
 
 def edit_xml(voc: Path, name: str, old: str, new: str) -> Path:

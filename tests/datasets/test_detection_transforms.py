@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from mobilenetv2_dense.tasks.detection.transforms import (
+from mobilenetv2_dense.datasets.detection.transforms import (
     DetectionAugment,
     DetectionTransform,
     MinIoURandomCrop,

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilenetv2_dense.tasks.checks import DatasetWarning
-from mobilenetv2_dense.tasks.segmentation.data import VOCSegmentationDataModule
-from mobilenetv2_dense.tasks.segmentation.shapes import save_palette_png
-from mobilenetv2_dense.tasks.segmentation.voc import read_mask
-from tests.tasks.conftest import RED, scene
+from mobilenetv2_dense.datasets.checks import DatasetWarning
+from mobilenetv2_dense.datasets.segmentation.voc import read_mask, save_palette_png
+from mobilenetv2_dense.tasks.segmentation.datamodule import VOCSegmentationDataModule
+from tests.conftest import RED, scene
 
 CAT = 8  # the VOC label the red patch carries
 # Displayed: 40 wide, 60 high, red patch at x 5..25, y 30..55 (as in the COCO fixture's EXIF image).

@@ -1,4 +1,5 @@
-"""PASCAL VOC 2012 segmentation on disk: the layout, the trainaug list from SBD, masks, the set-up check.
+"""PASCAL VOC 2012 segmentation on disk: the layout, the trainaug list from SBD, masks (read and written), the
+set-up check.
 
 Layouts read (as the VOC 2012 devkit, the SBD release of Hariharan et al. (ICCV 2011) and DeepLab's converted
 trainaug set ship them):
@@ -21,13 +22,11 @@ import numpy as np
 import scipy.io
 from PIL import Image, ImageOps
 
-from mobilenetv2_dense.tasks.checks import DatasetReport
-from mobilenetv2_dense.tasks.images import ImageReadError, exif_orientation, image_problem, image_size
+from mobilenetv2_dense.datasets.checks import DatasetReport
+from mobilenetv2_dense.datasets.images import ImageReadError, exif_orientation, image_problem, image_size
+from mobilenetv2_dense.datasets.voc import VOC_CLASSES
 
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
+VOC_SEGMENTATION_CLASSES = ("background", *VOC_CLASSES)  # mask index 0..20; 255 is void
 IGNORE_INDEX = 255
 _LAYOUT = ("VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png, "
            "ImageSets/Segmentation/{train,val,trainval}.txt}")
@@ -77,10 +76,10 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, bool]:
     Palette (``P``) and grayscale (``L``) PNGs hold the indices; RGB(A) PNGs are mapped through the VOC palette;
     SBD ``.mat`` files hold them in ``GTcls.Segmentation``. Raises :class:`MaskError` naming the file.
 
-    Masks are read in their displayed orientation, as images are (:func:`mobilenetv2_dense.tasks.images.read_rgb`): a
-    mask file
-    with its own EXIF orientation tag (one saved with its photo's metadata) is transposed by it, and a mask
-    without one is taken as drawn on the displayed image, which is what annotation tools show and save.
+    Masks are read in their displayed orientation, as images are
+    (:func:`mobilenetv2_dense.datasets.images.read_rgb`): a mask file with its own EXIF orientation tag (one saved
+    with its photo's metadata) is transposed by it, and a mask without one is taken as drawn on the displayed
+    image, which is what annotation tools show and save.
     """
     path = Path(path)
     try:
@@ -99,6 +98,17 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, bool]:
         raise
     except Exception as error:  # noqa: BLE001 - any decoder error means unreadable; re-raised with the file
         raise MaskError(f"cannot read mask {str(path)!r}: {type(error).__name__}: {error}") from error
+
+
+def save_palette_png(labels: np.ndarray, path: str | Path) -> Path:
+    """Write ``(H, W)`` uint8 labels as a VOC palette PNG (mode ``P``, the VOC colour map), the format of VOC's
+    ``SegmentationClass`` masks and of its evaluation server; the folder is made if missing. Returns ``path``."""
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette(VOC_PALETTE.ravel().tolist())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------- layout

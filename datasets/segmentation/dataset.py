@@ -1,0 +1,110 @@
+"""VOC-layout segmentation datasets and the batch contract (``segmentation_collate``).
+
+A train / val / test batch is ``(images (N, 3, H, W) float32 normalised, masks (N, H, W) int64, sizes)``, labels
+0..K-1 and 255 = void, ``sizes`` each image's ``(h, w)``. Evaluation batches are padded to the largest image
+(images with 0 = the mean after normalisation, masks with 255); the task runs each image at its own size (the
+top-left ``(h, w)`` crop), so neither scores nor predictions depend on which images share a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from mobilenetv2_dense.datasets.checks import DatasetReport
+from mobilenetv2_dense.datasets.images import image_problem, load_or_replace, read_rgb
+from mobilenetv2_dense.datasets.segmentation.voc import IGNORE_INDEX, Sample, check_samples, read_mask
+
+_FIX = "Remove or replace these files, or pass strict=False to skip them."
+
+
+def segmentation_collate(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
+    """Stack ``(image (3, h, w), mask (h, w))`` samples into ``(N, 3, H, W)`` float and ``(N, H, W)`` int64,
+    H and W the largest in the batch, plus each sample's ``(h, w)``; padding at the bottom and right is 0 in
+    images and 255 in masks."""
+    height = max(image.shape[-2] for image, _ in batch)
+    width = max(image.shape[-1] for image, _ in batch)
+    images = batch[0][0].new_zeros((len(batch), 3, height, width))
+    masks = torch.full((len(batch), height, width), IGNORE_INDEX, dtype=torch.int64)
+    for i, (image, mask) in enumerate(batch):  # one copy per sample; the pixels move as whole blocks
+        images[i, :, : image.shape[-2], : image.shape[-1]] = image
+        masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
+    return images, masks, [tuple(image.shape[-2:]) for image, _ in batch]
+
+
+def predict_collate(batch: Sequence[tuple[Tensor, str]]) -> dict:
+    """``{"images": (N, 3, H, W) padded with 0, "paths": list[str], "sizes": list[(h, w)]}``."""
+    images, _, sizes = segmentation_collate([(image, torch.zeros(image.shape[-2:], dtype=torch.int64))
+                                             for image, _ in batch])
+    return {"images": images, "paths": [p for _, p in batch], "sizes": sizes}
+
+
+class SegmentationDataset(Dataset):
+    """Checked ``(image, mask)`` file pairs as ``(image (3, H, W) float, mask (H, W) int64)`` after ``transform``.
+
+    Construction runs the set-up check (:func:`mobilenetv2_dense.datasets.segmentation.voc.check_samples`):
+    missing, unreadable or truncated files, masks of the wrong size, labels outside ``0..num_classes-1`` and 255,
+    RGB masks with colours outside the VOC palette. One summary is printed; bad samples are skipped with a warning,
+    or ``strict=True`` raises :class:`mobilenetv2_dense.datasets.checks.DatasetError` naming the files. A file that
+    still fails to decode later is replaced by the next sample with a warning naming it
+    (:func:`mobilenetv2_dense.datasets.images.load_or_replace`).
+    """
+
+    def __init__(self, samples: list[Sample], transform: A.Compose, *, num_classes: int, name: str,
+                 strict: bool = False, check: bool = True, counts: dict[str, int] | None = None) -> None:
+        self.samples = samples
+        if check:
+            report = DatasetReport(name)
+            report.counts.update(counts or {})
+            self.samples = check_samples(samples, num_classes=num_classes, report=report)
+            report.finish(strict, fix=_FIX)
+        if not self.samples:
+            raise ValueError(f"{name}: no usable samples left out of {len(samples)}; see the summary above")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return load_or_replace(self.load, index, len(self))
+
+    def load(self, index: int) -> tuple[Tensor, Tensor]:
+        sample = self.samples[index]
+        image, (mask, _) = read_rgb(sample.image), read_mask(sample.mask)
+        out = self.transform(image=image, mask=mask)
+        return out["image"], out["mask"].long()
+
+
+class ImageFolderPredictDataset(Dataset):
+    """Every image under ``folder`` (sorted, recursive) as ``(image (3, H, W) float, path)`` for ``predict``."""
+
+    def __init__(self, folder: str | Path, transform: A.Compose) -> None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"predict_images folder {str(folder)!r} does not exist; set data.predict_images")
+        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+        report = DatasetReport(f"predict images {folder}")
+        self.paths = []
+        for path in paths:
+            problem = image_problem(path)
+            if problem:
+                report.add(f"{problem.split(' ')[0]} images", str(path), problem)
+            else:
+                self.paths.append(str(path))
+        report.counts = {"images kept": len(self.paths)}
+        report.finish(strict=False)
+        if not self.paths:
+            raise ValueError(f"no usable images ({', '.join(IMG_EXTENSIONS)}) under {str(folder)!r}")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, str]:
+        return self.transform(image=read_rgb(self.paths[index]))["image"], self.paths[index]

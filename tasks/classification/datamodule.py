@@ -1,0 +1,90 @@
+"""Lightning data modules for classification: the ImageNet folder layout and the generated shapes written in it.
+
+The loader options (``batch_size``, ``num_workers``, ...) are
+:class:`mobilenetv2_dense.tasks.datamodule.BaseDataModule`'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torchvision.datasets.folder import find_classes
+
+from mobilenetv2_dense.datasets.classification.folder import ImageFolderDataset
+from mobilenetv2_dense.datasets.classification.shapes import write_image_folder
+from mobilenetv2_dense.datasets.classification.transforms import classification_transforms
+from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES
+from mobilenetv2_dense.tasks.datamodule import BaseDataModule
+
+
+class ImageFolderDataModule(BaseDataModule):
+    """ImageNet folder layout under ``root``: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``.
+
+    Args:
+        root: the dataset folder.
+        image_size: training crop and evaluation size (224 for ImageNet).
+        crop_scale: area range of the random-resized training crop (Inception's 0.08-1.0).
+        check_images: run the set-up check on every image (headers and tails only).
+        batch_size: training and evaluation batch.
+        **loader_options: :class:`~mobilenetv2_dense.tasks.datamodule.BaseDataModule`'s (``num_workers``,
+            ``pin_memory``, ``persistent_workers``, ``mean``, ``std``, ``strict``, ...).
+    """
+
+    def __init__(self, root: str = "data/imagenet", image_size: int = 224, *,
+                 crop_scale: tuple[float, float] = (0.08, 1.0), check_images: bool = True, batch_size: int = 64,
+                 **loader_options: Any) -> None:
+        super().__init__(batch_size=batch_size, **loader_options)
+        self.root = Path(root)
+        self.image_size, self.crop_scale, self.check_images = image_size, crop_scale, check_images
+
+    @property
+    def class_names(self) -> list[str]:
+        return find_classes(str(self.root / "train"))[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def prepare_data(self) -> None:
+        for split in ("train", "val"):
+            if not (self.root / split).is_dir():
+                raise FileNotFoundError(
+                    f"{str(self.root / split)!r} does not exist; expected the ImageNet layout "
+                    f"{self.root}/{{train,val}}/<class>/*.jpg (set data.root)")
+
+    def setup(self, stage: str) -> None:
+        make = lambda split, train: ImageFolderDataset(  # noqa: E731
+            self.root / split, classification_transforms(self.image_size, train=train, crop_scale=self.crop_scale,
+                                                    mean=self.mean, std=self.std),
+            strict=self.strict, check=self.check_images)
+        if stage == "fit" and self.train_dataset is None:
+            self.train_dataset = make("train", True)
+        if self.val_dataset is None:
+            self.val_dataset = make("val", False)
+
+
+class ShapesImageFolderDataModule(ImageFolderDataModule):
+    """The generated shapes dataset (:func:`mobilenetv2_dense.datasets.classification.shapes.write_image_folder`),
+    written to ``root`` in the ImageNet layout on first use, then read back through :class:`ImageFolderDataModule`
+    exactly as a real dataset is. ``**options``: :class:`ImageFolderDataModule`'s and the loader options."""
+
+    def __init__(self, root: str = "data/shapes_classification", image_size: int = 96, *, images_per_class: int = 120,
+                 seed: int = 0, crop_scale: tuple[float, float] = (0.5, 1.0), batch_size: int = 32,
+                 num_workers: int = 2, **options: Any) -> None:
+        super().__init__(root, image_size, crop_scale=crop_scale, batch_size=batch_size, num_workers=num_workers,
+                         **options)
+        self.images_per_class, self.seed = images_per_class, seed
+
+    @property
+    def class_names(self) -> list[str]:
+        return sorted(SHAPE_CLASSES)  # the order torchvision's find_classes gives the written folders
+
+    def prepare_data(self) -> None:
+        marker = self.root / ".complete"
+        if not marker.exists():
+            print(f"writing the generated shapes dataset to {self.root} ...")
+            write_image_folder(self.root, images_per_class=self.images_per_class, image_size=self.image_size,
+                               seed=self.seed)
+            marker.write_text("ok\n")
+        super().prepare_data()

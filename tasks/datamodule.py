@@ -1,0 +1,86 @@
+"""What every data module shares: the loader options, declared once, and the loaders built from them.
+
+A data module takes its own arguments and forwards the rest to :class:`BaseDataModule`::
+
+    class VOCSegmentationDataModule(BaseDataModule):
+        def __init__(self, root: str = "data/voc", *, crop_size: int = 512, **loader_options: Any) -> None:
+            super().__init__(**loader_options)
+
+LightningCLI (jsonargparse) follows ``**loader_options`` into ``BaseDataModule.__init__``, so these options are
+ordinary, flat keys of every data module: ``data.init_args.batch_size`` in a config, ``--data.init_args.num_workers
+0`` on the command line, and listed by ``--print_config``. A subclass whose data want another default (a larger
+batch for ImageNet) names that one option in its signature and passes it on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
+from mobilenetv2_dense.datasets.seeding import seeded_loader
+
+
+class BaseDataModule(L.LightningDataModule):
+    """Loaders over the datasets a subclass builds in ``setup(stage)``: ``train_dataset``, ``val_dataset`` (also
+    the test split) and ``predict_dataset``, batched by ``collate`` (``predict_collate`` for prediction).
+
+    Every loader is a :func:`mobilenetv2_dense.datasets.seeding.seeded_loader`: augmentation is seeded from torch,
+    different in every worker and epoch, identical for two runs with the same ``seed_everything``. The training
+    loader shuffles and drops an incomplete last batch (BatchNorm and a tiny batch do not mix) unless the whole
+    split fits in one batch.
+
+    Args:
+        batch_size: training batch per process (per GPU under DDP).
+        val_batch_size: validation, test and predict batch; ``None``: ``batch_size``.
+        num_workers: loader processes (0: load in the main process).
+        pin_memory: page-locked batches for faster copies to the GPU; ``None``: when CUDA is available.
+        persistent_workers: keep loader workers across epochs: saves their start-up, but resuming is then not exact
+            (their augmentation state is in no checkpoint; see ``datasets/seeding.py``).
+        mean, std: the normalisation per RGB channel, as fractions of 255 (ImageNet's, as the torchvision weights
+            expect).
+        strict: stop at set-up on any bad sample instead of skipping it with a warning.
+    """
+
+    collate: Callable | None = None  # batches of the train / val / test loaders (None: torch's default collate)
+    predict_collate: Callable | None = None  # batches of the predict loader (None: ``collate``)
+
+    def __init__(self, *, batch_size: int = 32, val_batch_size: int | None = None, num_workers: int = 4,
+                 pin_memory: bool | None = None, persistent_workers: bool = False,
+                 mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD,
+                 strict: bool = False) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.val_batch_size = batch_size if val_batch_size is None else val_batch_size
+        self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+        self.mean, self.std, self.strict = tuple(mean), tuple(std), strict
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.predict_dataset: Dataset | None = None
+
+    def loader(self, dataset: Dataset | None, *, train: bool, predict: bool = False) -> DataLoader:
+        """The loader of ``dataset``: shuffled training batches (``train``) or evaluation batches in order."""
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() for this stage before asking for its loader")
+        batch_size = self.batch_size if train else self.val_batch_size
+        collate = (self.predict_collate or self.collate) if predict else self.collate
+        pin_memory = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
+        return seeded_loader(dataset, batch_size=batch_size, shuffle=train, num_workers=self.num_workers,
+                             collate_fn=collate, pin_memory=pin_memory,
+                             drop_last=train and len(dataset) > batch_size,
+                             persistent_workers=self.persistent_workers and self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self.val_dataset, train=False)  # the test split is the validation split
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader(self.predict_dataset, train=False, predict=True)
