@@ -8,7 +8,8 @@ and in pickled objects (``tasks.optim.Optimization``), which no longer import. T
     python -m mobilenetv2_dense.tasks.upgrade OLD.ckpt [NEW.ckpt]      # default: OLD-upgraded.ckpt
 
 or a config (``class_path: tasks....`` lines) with the same command on a ``.yaml`` file.
-:data:`MOVED` lists the modules that moved besides the prefix; README's rename table shows the class paths.
+:data:`MOVED` and :data:`CLASS_MOVED` list what moved besides the prefix (to ``models/`` and ``datasets/``);
+README's rename table shows the class paths.
 """
 
 from __future__ import annotations
@@ -25,8 +26,35 @@ import torch
 PACKAGE = "mobilenetv2_dense"
 LEGACY_TOP_LEVEL = ("backbone", "heads", "tasks")
 
-# Old module (after the package prefix is added) -> its module now, for modules that also changed folder.
-MOVED: dict[str, str] = {}
+_P = PACKAGE
+# Old module (package prefix added) -> its module now, for the modules that moved to models/ and datasets/.
+MOVED: dict[str, str] = {
+    f"{_P}.tasks.detection.model": f"{_P}.models.ssdlite",
+    f"{_P}.tasks.segmentation.model": f"{_P}.models.deeplab",
+    f"{_P}.tasks.images": f"{_P}.datasets.images",
+    f"{_P}.tasks.checks": f"{_P}.datasets.checks",
+    f"{_P}.tasks.seeding": f"{_P}.datasets.seeding",
+    f"{_P}.tasks.synthetic": f"{_P}.datasets.synthetic",
+    f"{_P}.tasks.detection.coco": f"{_P}.datasets.detection.coco",
+    f"{_P}.tasks.detection.voc": f"{_P}.datasets.detection.voc",
+    f"{_P}.tasks.detection.data": f"{_P}.datasets.detection.dataset",
+    f"{_P}.tasks.detection.transforms": f"{_P}.datasets.detection.transforms",
+    f"{_P}.tasks.detection.shapes": f"{_P}.datasets.detection.shapes",
+    f"{_P}.tasks.segmentation.voc": f"{_P}.datasets.segmentation.voc",
+    f"{_P}.tasks.segmentation.data": f"{_P}.datasets.segmentation.dataset",
+    f"{_P}.tasks.segmentation.transforms": f"{_P}.datasets.segmentation.transforms",
+    f"{_P}.tasks.segmentation.shapes": f"{_P}.datasets.segmentation.shapes",
+    f"{_P}.tasks.classification.data": f"{_P}.datasets.classification.folder",
+}
+# Classes whose old module was split: the LightningDataModules stayed in tasks/, the rest went to datasets/.
+CLASS_MOVED: dict[str, str] = {
+    f"{_P}.tasks.segmentation.data.VOCSegmentationDataModule": f"{_P}.tasks.segmentation.VOCSegmentationDataModule",
+    f"{_P}.tasks.segmentation.shapes.ShapesVOCDataModule": f"{_P}.tasks.segmentation.ShapesVOCDataModule",
+    f"{_P}.tasks.detection.shapes.ShapesCOCODataModule": f"{_P}.tasks.detection.ShapesCOCODataModule",
+    f"{_P}.tasks.classification.data.ImageFolderDataModule": f"{_P}.tasks.classification.ImageFolderDataModule",
+    f"{_P}.tasks.classification.data.ShapesImageFolderDataModule":
+        f"{_P}.tasks.classification.ShapesImageFolderDataModule",
+}
 
 
 def new_module(module: str) -> str:
@@ -43,13 +71,17 @@ def new_class_path(path: str) -> str:
     """A dotted ``module.Class`` path of the old layout -> today's; anything else is returned as it is."""
     if not isinstance(path, str) or path.split(".")[0] not in (*LEGACY_TOP_LEVEL, PACKAGE) or "." not in path:
         return path
+    prefixed = path if path.startswith(PACKAGE + ".") else f"{PACKAGE}.{path}"
+    if prefixed in CLASS_MOVED:
+        return CLASS_MOVED[prefixed]
     module, _, name = path.rpartition(".")
     return f"{new_module(module)}.{name}"
 
 
 class _RenamingUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        return super().find_class(new_module(module), name)
+        module, _, name = new_class_path(f"{module}.{name}").rpartition(".")
+        return super().find_class(module, name)
 
 
 # torch.load wraps ``pickle_module.Unpickler`` in its own subclass, so the renaming applies to every global.
