@@ -15,7 +15,7 @@ from mobilenetv2_dense.datasets.classification.folder import ImageFolderDataset
 from mobilenetv2_dense.datasets.classification.shapes import write_image_folder
 from mobilenetv2_dense.datasets.classification.transforms import classification_transforms
 from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES
-from mobilenetv2_dense.tasks.datamodule import BaseDataModule
+from mobilenetv2_dense.tasks.datamodule import BaseDataModule, rank_zero_print
 
 
 class ImageFolderDataModule(BaseDataModule):
@@ -83,7 +83,7 @@ class ShapesImageFolderDataModule(ImageFolderDataModule):
     def prepare_data(self) -> None:
         marker = self.root / ".complete"
         if not marker.exists():
-            print(f"writing the generated shapes dataset to {self.root} ...")
+            rank_zero_print(f"writing the generated shapes dataset to {self.root} ...")
             write_image_folder(self.root, images_per_class=self.images_per_class, image_size=self.image_size,
                                seed=self.seed)
             marker.write_text("ok\n")

@@ -22,6 +22,7 @@ from mobilenetv2_dense.tasks.detection.evaluation import (
     evaluate_coco,
     scale_to_original,
 )
+from mobilenetv2_dense.tasks.distributed import gather_per_image
 from mobilenetv2_dense.tasks.optim import Optimization
 
 LOGGED_METRICS = (*METRIC_NAMES, "mar_100")
@@ -168,7 +169,6 @@ class DetectionTask(BaseTask):
 
     def _gather(self) -> tuple[np.ndarray, list[int]]:
         """Every rank's results on every rank, each image once: a DistributedSampler pads with repeats."""
-        from mobilenetv2_dense.tasks.distributed import gather_per_image
 
         local = np.concatenate(self._results) if self._results else np.zeros((0, 7))
         results, seen = gather_per_image(local, dict.fromkeys(sorted(self._image_ids)))

@@ -17,6 +17,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from mobilenetv2_dense.datasets.images import read_rgb
 from mobilenetv2_dense.tasks.detection.evaluation import array_to_results, detections_to_array
+from mobilenetv2_dense.tasks.distributed import gather_per_image
 
 # Distinct, saturated colours; class k uses _PALETTE[(k - 1) % len].
 _PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
@@ -113,7 +114,6 @@ class DetectionPredictionWriter(BasePredictionWriter):
             self._drawn += 1
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        from mobilenetv2_dense.tasks.distributed import gather_per_image
 
         super().on_predict_epoch_end(trainer, pl_module)
         local = np.concatenate(self._arrays) if self._arrays else np.zeros((0, 7))

@@ -32,7 +32,7 @@ from mobilenetv2_dense.datasets.segmentation.voc import (
     trainaug_samples,
     voc_samples,
 )
-from mobilenetv2_dense.tasks.datamodule import BaseDataModule
+from mobilenetv2_dense.tasks.datamodule import BaseDataModule, rank_zero_print
 
 _MARKER, _WRITING = ".shapes_voc_complete", ".shapes_voc_writing"
 
@@ -92,13 +92,13 @@ class VOCSegmentationDataModule(BaseDataModule):
         voc_dir = find_voc2012(self.root)
         if self.train_split == "trainaug":
             sbd = find_sbd(self.sbd_root, voc_dir)
-            print(f"trainaug: VOC train + {len(sbd.names)} SBD names from {sbd.description}")
+            rank_zero_print(f"trainaug: VOC train + {len(sbd.names)} SBD names from {sbd.description}")
             samples = trainaug_samples(voc_dir, sbd)
         else:
             samples = voc_samples(voc_dir, "train")
         val_names = read_list(voc_dir / "ImageSets" / "Segmentation" / "val.txt")
         samples, removed = remove_names(samples, val_names)
-        print(f"{self.train_split}: removed {removed} images of the val list from the training list "
+        rank_zero_print(f"{self.train_split}: removed {removed} images of the val list from the training list "
               f"({len(samples)} left)")
         return samples, removed
 
@@ -151,7 +151,7 @@ class ShapesVOCDataModule(VOCSegmentationDataModule):
         marker.unlink(missing_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
         writing.write_text(settings)
-        print(f"writing the generated shapes VOC dataset to {self.root} ...")
+        rank_zero_print(f"writing the generated shapes VOC dataset to {self.root} ...")
         write_shapes_voc(self.root, num_train=self.num_train, num_val=self.num_val, image_size=self.image_size,
                          seed=self.seed)
         marker.write_text(settings)  # last: a tree without it is rewritten

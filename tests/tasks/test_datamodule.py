@@ -18,7 +18,9 @@ def test_loader_options_are_flat_keys_of_every_data_module(config: Path, tmp_pat
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "load_weights", lambda model, weights: None)
-    cli = cli_main(["--config", str(config), "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
+    # no dataset here: the class count is given, not read from the data
+    cli = cli_main(["--config", str(config), "--model.init_args.num_classes", "3",
+                    "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
                     "--data.init_args.persistent_workers", "true", "--data.init_args.pin_memory", "false"], run=False)
     data = cli.datamodule
     assert isinstance(data, BaseDataModule)

@@ -240,7 +240,8 @@ def test_config_instantiates_without_data(config: Path, tmp_path: Path, monkeypa
     from mobilenetv2_dense.tasks.cli import cli_main
 
     monkeypatch.chdir(tmp_path)
-    cli = cli_main(["--config", str(config)], run=False)
+    # no dataset here: the class count is given, not read from the data
+    cli = cli_main(["--config", str(config), "--model.init_args.num_classes", "3"], run=False)
     assert isinstance(cli.model, DetectionTask)
     assert cli.model.model.num_classes == cli.model.hparams.num_classes
     assert any(isinstance(c, DetectionPredictionWriter) for c in cli.trainer.callbacks)
