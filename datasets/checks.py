@@ -6,6 +6,8 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from torch import distributed as dist
+
 
 class DatasetError(ValueError):
     """A dataset with problems under ``strict=True``; the message lists every problem with its file."""
@@ -48,7 +50,8 @@ class DatasetReport:
         The warning lists at most ``max_listed`` files per kind (real COCO can have thousands); the strict
         error lists them all, since the user has to fix every one.
         """
-        print(self.summary())
+        if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):  # once under DDP
+            print(self.summary())
         if not self:
             return
         lines = []
