@@ -18,8 +18,13 @@ def lrs(config: Optimization, *, total_steps: int, steps_per_epoch: int) -> list
     """The lr the optimiser uses at each step 0 .. total_steps - 1 (scheduler stepped after every step)."""
     optimizer = build_optimizer(nn.Linear(2, 2), config)
     scheduler = build_scheduler(optimizer, config, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    return advance(optimizer, scheduler, total_steps)
+
+
+def advance(optimizer: torch.optim.Optimizer, scheduler, steps: int) -> list[float]:
+    """The lr of each of ``steps`` optimiser steps, the scheduler stepped after each."""
     seen = []
-    for _ in range(total_steps):
+    for _ in range(steps):
         seen.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
@@ -130,20 +135,7 @@ def test_trainer_steps_warmup_and_cosine_per_iteration() -> None:
     assert record.lrs == pytest.approx(expected, rel=1e-9)
 
 
-# ------------------------------------------------------------------------- torch's schedulers = the old formula
-def old_lr_factor(step: int, total: int, warmup: int, config: Optimization, steps_per_epoch: int) -> float:
-    """The hand-written LambdaLR factor build_scheduler used before it was made of torch's schedulers."""
-    if step < warmup:
-        alpha = step / max(1, warmup)
-        return config.warmup_factor * (1 - alpha) + alpha
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    if config.schedule == "exponential":
-        return config.gamma_per_epoch ** ((step - warmup) / max(1, steps_per_epoch))
-    shape = {"cosine": 0.5 * (1 + math.cos(math.pi * progress)), "poly": (1 - progress) ** config.poly_power,
-             "constant": 1.0}[config.schedule]
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * shape
-
-
+# ------------------------------------------------- torch's schedulers = lr_factor, the old LambdaLR's formula
 @pytest.mark.parametrize("schedule", ["cosine", "poly", "exponential", "constant"])
 @pytest.mark.parametrize("min_lr_ratio", [0.0, 0.05])
 @pytest.mark.parametrize("total, steps_per_epoch, warmup_epochs", [(3000, 100, 1.5), (2000, 250, 0.0), (6, 4, 2.0)],
@@ -162,7 +154,7 @@ def test_whole_run_equals_the_old_formula(schedule, min_lr_ratio, total, steps_p
         optimizer.step()
         scheduler.step()
     for step, lrs_at_step in enumerate(got):
-        expected = 0.07 * old_lr_factor(step, total, warmup, config, steps_per_epoch)
+        expected = 0.07 * lr_factor(step, total, warmup, config, steps_per_epoch)
         assert lrs_at_step == pytest.approx([expected] * 2, rel=1e-9, abs=0), step
 
 
@@ -177,14 +169,6 @@ def test_state_dict_round_trip_continues_the_schedule(schedule: str, min_lr_rati
     def build(total_steps: int = 40):
         optimizer = build_optimizer(nn.Linear(2, 2), config)
         return optimizer, build_scheduler(optimizer, config, total_steps=total_steps, steps_per_epoch=5)
-
-    def advance(optimizer, scheduler, steps: int) -> list[float]:
-        seen = []
-        for _ in range(steps):
-            seen.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
-        return seen
 
     straight = advance(*build(), 45)
     optimizer, scheduler = build()
