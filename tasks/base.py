@@ -19,17 +19,51 @@ class BaseTask(L.LightningModule):
         optimization: optimiser, peak lr, schedule and warm-up (see
         :class:`mobilenetv2_dense.tasks.optim.Optimization`).
         channels_last: run the network in NHWC memory format (faster convolutions on recent GPUs and CPUs).
+        deployed: an exported ``.onnx`` or ``.pte`` file (``export.py``) that ``validate``, ``test`` and ``predict``
+            run through its runtime instead of the PyTorch network, with the same data, metrics, pictures and
+            files; ``fit`` refuses it.
     """
 
-    def __init__(self, optimization: Optimization | None = None, channels_last: bool = False) -> None:
+    task_name: str = ""  # the "task" of an exported file's sidecar this task can run
+
+    def __init__(self, optimization: Optimization | None = None, channels_last: bool = False,
+                 deployed: str | None = None) -> None:
         super().__init__()
         self.optimization = optimization or Optimization()
         self.channels_last = channels_last
+        self.deployed = deployed
+        self._deployed_model: Any = None
 
     def setup(self, stage: str) -> None:
         self._check_data_classes(stage)
+        if self.deployed is not None and stage == "fit":
+            raise ValueError(f"{type(self).__name__}: model.init_args.deployed={self.deployed!r} runs an exported "
+                             "file, which cannot be trained; use it with validate, test or predict, or remove it")
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def deployed_model(self) -> Any:
+        """The :class:`mobilenetv2_dense.deploy.runtime.DeployedModel` of ``deployed`` (loaded once), checked
+        against this task's kind and class count."""
+        if self._deployed_model is None:
+            from mobilenetv2_dense.deploy.runtime import DeployedModel  # onnxruntime / executorch only when used
+
+            model = DeployedModel(self.deployed)
+            if model.task != self.task_name or len(model.meta["classes"]) != self.num_classes:
+                raise ValueError(
+                    f"{type(self).__name__}: {self.deployed} is a {model.task} model of "
+                    f"{len(model.meta['classes'])} classes, this task a {self.task_name} of {self.num_classes}; "
+                    "pass the config the file was exported from")
+            self._deployed_model = model
+        return self._deployed_model
+
+    def deployed_inputs(self, images: Tensor) -> Tensor:
+        """A normalised batch back to the ``[0, 1]`` RGB an exported graph takes (it normalises inside)."""
+        datamodule = self.trainer.datamodule
+        mean = torch.tensor(datamodule.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(datamodule.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        return images * std + mean
 
     def _check_data_classes(self, stage: str) -> None:
         """``num_classes`` (the number of classes the data's annotations define, see ``tasks/cli.py``) must

@@ -208,7 +208,8 @@ class TaskCLI(LightningCLI):
 def cli_main(args: list[str] | None = None, run: bool = True) -> TaskCLI:
     """Run the CLI on ``args`` (``sys.argv`` when ``None``); ``run=False`` only instantiates model and data.
 
-    The entry point of ``mobilenetv2-dense``, ``python -m mobilenetv2_dense`` and ``python train_task.py``.
+    Behind ``mobilenetv2-dense``, ``python -m mobilenetv2_dense`` (``mobilenetv2_dense/__main__.py``) and
+    ``python train_task.py``.
     With ``run=False`` the arguments have no subcommand: ``cli_main(["--config", path], run=False)``.
     """
     return TaskCLI(
@@ -221,8 +222,3 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> TaskCLI:
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"callbacks": [ResumableTraining()]},  # checkpoint on SIGTERM, atomic writes, RNG states
     )
-
-
-def main() -> None:
-    """Console script ``mobilenetv2-dense``."""
-    cli_main()

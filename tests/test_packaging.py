@@ -81,7 +81,7 @@ def test_wheel_install_has_one_top_level_name_and_every_module_imports(tmp_path)
         scripts = archive.read(entry_points).decode()
     top_level = {name.split("/")[0] for name in files if ".dist-info/" not in name}
     assert top_level == {PACKAGE}
-    assert "mobilenetv2-dense = mobilenetv2_dense.tasks.cli:main" in scripts
+    assert "mobilenetv2-dense = mobilenetv2_dense.__main__:main" in scripts
     modules = sorted(name[:-3].replace("/", ".").removesuffix(".__init__") for name in files if name.endswith(".py"))
     folders = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"benchmarks", PACKAGE}
     in_repo = {".".join((PACKAGE, *p.relative_to(REPO).with_suffix("").parts)).removesuffix(".__init__")

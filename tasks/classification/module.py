@@ -23,12 +23,16 @@ class ClassificationTask(BaseTask):
         backbone_weights: a torchvision mobilenet_v2 state_dict file or ImageNet weights name (see
             ``mobilenetv2_dense.backbone.mobilenet_v2``); a classifier of another class count is left initialised.
         label_smoothing: cross-entropy label smoothing (0 in the paper).
+        optimization, channels_last, deployed: see :class:`mobilenetv2_dense.tasks.base.BaseTask`.
     """
+
+    task_name = "classification"
 
     def __init__(self, num_classes: int, width_mult: float = 1.0, dropout: float = 0.2,
                  backbone_weights: str | None = None, frozen_stages: int = -1, label_smoothing: float = 0.0,
-                 optimization: Optimization | None = None, channels_last: bool = False) -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last)
+                 optimization: Optimization | None = None, channels_last: bool = False,
+                 deployed: str | None = None) -> None:
+        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed)
         self.save_hyperparameters()
         self.num_classes = num_classes
         self.model = mobilenet_v2_classifier(num_classes=num_classes, width_mult=width_mult, dropout=dropout,
@@ -39,6 +43,8 @@ class ClassificationTask(BaseTask):
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
 
     def forward(self, images: Tensor) -> Tensor:
+        if self.deployed is not None:
+            return self.deployed_model(self.deployed_inputs(images))["logits"].to(images.device)
         return self.model(self.prepare_images(images))["logits"]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -61,8 +61,12 @@ class DetectionTask(BaseTask):
             300 and unchanged up to every pair (2,952); 200 loses 0.004 AR@100, and 400 costs 10% more
             post-processing time (1.6x for every pair) for the same numbers.
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
-        optimization, channels_last: see :class:`mobilenetv2_dense.tasks.base.BaseTask`.
+        optimization, channels_last, deployed: see :class:`mobilenetv2_dense.tasks.base.BaseTask`; an exported
+            detector computes no loss, so ``validate --model.init_args.deployed model.onnx`` logs the COCO metrics
+            only.
     """
+
+    task_name = "detection"
 
     def __init__(
         self,
@@ -81,8 +85,9 @@ class DetectionTask(BaseTask):
         evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
         optimization: Optimization | None = None,
         channels_last: bool = False,
+        deployed: str | None = None,
     ) -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last)
+        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed)
         self.save_hyperparameters()
         self.num_classes = num_classes
         self.evaluator = evaluator
@@ -146,8 +151,21 @@ class DetectionTask(BaseTask):
         in original image pixels."""
         return scale_to_original(self.model.postprocess(outputs, input_size), input_size, orig_sizes)
 
+    def deployed_detect(self, images: Tensor, orig_sizes: list[Tensor] | Tensor) -> list[dict[str, Tensor]]:
+        """:meth:`detect` through the exported file of ``deployed``: same detections, original pixels."""
+        model = self.deployed_model
+        size = tuple(images.shape[-2:])
+        if list(size) != model.meta["input"]["image_size"]:
+            raise ValueError(f"DetectionTask: {self.deployed} was exported for {model.meta['input']['image_size']} "
+                             f"inputs, the data gives {list(size)}; set data.init_args.image_size to match or export "
+                             "again with --image_size")
+        return scale_to_original(model.detections(self.deployed_inputs(images)), size, orig_sizes)
+
     def _evaluation_step(self, batch: tuple[Tensor, list[dict]], prefix: str) -> None:
         images, targets = batch
+        if self.deployed is not None:
+            self._collect(self.deployed_detect(images, [t["orig_size"] for t in targets]), targets)
+            return
         outputs = self(images)
         losses = self.criterion(outputs, targets, self.model.box_coder)
         self.log(f"{prefix}/loss", losses["loss"], on_epoch=True, prog_bar=True, sync_dist=True,
@@ -219,7 +237,9 @@ class DetectionTask(BaseTask):
         """Detections per image in original pixels: ``boxes (D, 4)`` xyxy, ``scores``, ``labels`` in 1..K,
         plus ``path``, ``image_id`` and ``orig_size`` of the image, on the CPU."""
         images, metas = _split_predict_batch(batch)
-        detections = self.detect(self(images), tuple(images.shape[-2:]), [m["orig_size"] for m in metas])
+        orig_sizes = [m["orig_size"] for m in metas]
+        detections = (self.deployed_detect(images, orig_sizes) if self.deployed is not None else
+                      self.detect(self(images), tuple(images.shape[-2:]), orig_sizes))
         return [{**{k: v.cpu() for k, v in det.items()}, **meta} for det, meta in zip(detections, metas)]
 
 

@@ -60,7 +60,12 @@ class SegmentationTask(BaseTask):
         eval_flip: also average over left-right flipped inputs.
         optimization: optimiser and schedule (DeepLab: SGD, poly 0.9, lr 0.007, wd 4e-5).
         channels_last: NHWC memory format.
+        deployed: an exported ``.onnx`` / ``.pte`` file (exported with logits, not ``--argmax``) that validate,
+            test and predict run instead of the network (see :class:`mobilenetv2_dense.tasks.base.BaseTask`);
+            ``eval_scales`` and ``eval_flip`` apply to it too, ``eval_output_stride`` is the one it was exported at.
     """
+
+    task_name = "segmentation"
 
     def __init__(
         self,
@@ -78,8 +83,9 @@ class SegmentationTask(BaseTask):
         eval_flip: bool = False,
         optimization: Optimization | None = None,
         channels_last: bool = False,
+        deployed: str | None = None,
     ) -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last)
+        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed)
         self.save_hyperparameters()
         if not 2 <= num_classes <= IGNORE_INDEX:
             raise ValueError(f"SegmentationTask: num_classes must be in 2..255 (255 is the void label), "
@@ -134,7 +140,7 @@ class SegmentationTask(BaseTask):
             scaled = images if scale == 1 else F.interpolate(images, scale_factor=scale, mode="bilinear",
                                                              align_corners=False)
             for flip in (False, True) if self.eval_flip else (False,):
-                logits = self.model(self.prepare_images(scaled.flip(-1) if flip else scaled))["out"]
+                logits = self._logits(scaled.flip(-1) if flip else scaled)
                 if flip:
                     logits = logits.flip(-1)
                 if logits.shape[-2:] != size:
@@ -144,6 +150,16 @@ class SegmentationTask(BaseTask):
                 total = log_probs if total is None else torch.logaddexp(total, log_probs)
                 count += 1
         return total - math.log(count)
+
+    def _logits(self, images: Tensor) -> Tensor:
+        """``(N, 3, H, W)`` normalised -> ``(N, K, H, W)`` logits of the network, or of the ``deployed`` file."""
+        if self.deployed is None:
+            return self.model(self.prepare_images(images))["out"]
+        outputs = self.deployed_model(self.deployed_inputs(images))
+        if "logits" not in outputs:
+            raise ValueError(f"SegmentationTask: {self.deployed} outputs labels (exported with --argmax); validate, "
+                             "test and predict need its logits: export it again without --argmax")
+        return outputs["logits"].to(images.device)
 
     def log_probabilities_by_size(self, images: Tensor, sizes: Sequence[tuple[int, int]],
                                   keep: Sequence[bool] | None = None) -> Iterator[tuple[list[int], Tensor]]:

@@ -1,0 +1,198 @@
+"""The export command: a config (and a checkpoint) in, an ONNX or ExecuTorch file and its JSON sidecar out.
+
+    python export.py --config configs/ssdlite_shapes_demo.yaml --ckpt_path best.ckpt --format onnx \\
+        --output runs/export/ssdlite.onnx
+    mobilenetv2-dense export ...      (the same arguments)
+
+The task and data module come from the config through the project's LightningCLI (so ``--ckpt_path`` restores
+the trained architecture as ``validate`` would, and any ``--data.init_args.*`` / ``--model.init_args.*`` option
+may follow); the network is Conv+BN folded, wrapped with its normalisation and post-processing
+(:mod:`mobilenetv2_dense.deploy.graph`) and exported (:mod:`mobilenetv2_dense.deploy.formats`). When the data
+module's validation set is on disk, the exported file is run by its runtime on it and compared with the eager
+model (:mod:`mobilenetv2_dense.deploy.parity`); the figures go into the sidecar ``<output>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import mobilenetv2_dense
+from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
+from mobilenetv2_dense.deploy.formats import ONNX_OPSET, SUFFIX, export_graph
+from mobilenetv2_dense.deploy.fuse import count_batchnorms, fold_conv_bn
+from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, SegmenterGraph
+from mobilenetv2_dense.deploy.runtime import DeployedModel, sidecar_path
+from mobilenetv2_dense.models.weights import load_checkpoint_weights
+from mobilenetv2_dense.tasks.classification import ClassificationTask
+from mobilenetv2_dense.tasks.cli import checkpoint_hyperparameters, cli_main
+from mobilenetv2_dense.tasks.detection import DetectionTask
+from mobilenetv2_dense.tasks.segmentation import SegmentationTask
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="export.py", description="Export a detection, segmentation or classification model to ONNX or "
+        "ExecuTorch, with normalisation and post-processing in the graph; other --model.* / --data.* options go to "
+        "the config as on the training command line.")
+    parser.add_argument("--config", required=True, help="the experiment's YAML config")
+    parser.add_argument("--ckpt_path", help="a checkpoint of that config (without one the weights are random)")
+    parser.add_argument("--format", choices=("onnx", "executorch"), default="onnx")
+    parser.add_argument("--output", help="file to write (default runs/export/<config name>.onnx|.pte)")
+    parser.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"),
+                        help="input size: fixed for detection (default: the data's image_size), the tracing size "
+                             "for segmentation and classification, whose H and W stay dynamic")
+    parser.add_argument("--argmax", action="store_true", help="segmentation: output labels (N, H, W), not logits")
+    parser.add_argument("--parity_images", type=int, default=200,
+                        help="validation images to compare the exported file with the eager model on (0: none)")
+    return parser.parse_known_args(argv)
+
+
+def build_task(config: str, ckpt_path: str | None, overrides: list[str]) -> tuple[nn.Module, Any, dict]:
+    """The task and data module of ``config`` (+ the checkpoint's hyper-parameters and weights), and the
+    checkpoint's saved extras (``class_names``, ``label_to_cat_id``) or ``{}``."""
+    args = ["--config", config]
+    if ckpt_path is not None:
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
+        hparams = checkpoint_hyperparameters(ckpt_path)
+        class_path = hparams.pop("_class_path", None)
+        spec = {"class_path": class_path, "init_args": hparams} if class_path else hparams
+        args += ["--model", json.dumps(spec, default=str)]
+    args += [*overrides, "--model.init_args.backbone_weights", "null"]  # the checkpoint (or nothing) gives weights
+    cli = cli_main(args, run=False)
+    task, extras = cli.model, {}
+    if ckpt_path is not None:
+        load_checkpoint_weights(task.model, ckpt_path)
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        extras = {key: checkpoint[key] for key in ("class_names", "label_to_cat_id") if checkpoint.get(key)}
+    return task.eval(), cli.datamodule, extras
+
+
+def _data_attr(datamodule: Any, name: str) -> Any:
+    try:
+        return getattr(datamodule, name, None)
+    except (FileNotFoundError, ValueError):  # the dataset is not on this machine
+        return None
+
+
+def label_set(task: nn.Module, datamodule: Any, extras: dict) -> list[dict[str, Any]]:
+    """``[{"label", "id", "name"}]`` of the model's classes: detection labels 1..K with the dataset's category
+    ids, segmentation and classification labels 0..K-1 (``id`` = label)."""
+    names = extras.get("class_names") or _data_attr(datamodule, "class_names")
+    count = task.num_classes
+    names = [str(n) for n in names] if names is not None and len(names) == count else [f"class_{i}" for i in
+                                                                                         range(count)]
+    if isinstance(task, DetectionTask):
+        cat_ids = extras.get("label_to_cat_id") or _data_attr(datamodule, "label_to_cat_id") or {}
+        return [{"label": k, "id": int(cat_ids.get(k, k)), "name": names[k - 1]} for k in range(1, count + 1)]
+    return [{"label": k, "id": k, "name": names[k]} for k in range(count)]
+
+
+def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_size: tuple[int, int] | None,
+                argmax: bool) -> tuple[nn.Module, torch.Tensor, dict[str, Any]]:
+    """The deployed graph (Conv+BN folded), an example input for tracing, and the contract for the sidecar."""
+    mean = tuple(getattr(datamodule, "mean", IMAGENET_MEAN))
+    std = tuple(getattr(datamodule, "std", IMAGENET_STD))
+    folded = fold_conv_bn(task.model)
+    if isinstance(task, DetectionTask):
+        size = image_size or (datamodule.image_size, datamodule.image_size)
+        graph = DetectorGraph(folded, size, mean=mean, std=std, category_ids=[c["id"] for c in classes])
+        d = folded.detections_per_img
+        outputs = [{"name": "boxes", "shape": ["N", d, 4], "dtype": "float32"},
+                   {"name": "scores", "shape": ["N", d], "dtype": "float32"},
+                   {"name": "labels", "shape": ["N", d], "dtype": "int64"},
+                   {"name": "num_detections", "shape": ["N"], "dtype": "int64"}]
+        contract = {"task": "detection", "dynamic_size": False, "outputs": outputs,
+                    "post_processing": {"score_thresh": folded.score_thresh, "nms_thresh": folded.nms_thresh,
+                                        "detections_per_img": d, "topk_candidates": folded.topk_candidates,
+                                        "classification": folded.classification, "nms": "class-wise, greedy"}}
+    elif isinstance(task, SegmentationTask):
+        if task.eval_output_stride is not None:
+            folded.set_output_stride(task.eval_output_stride)
+        crop = getattr(datamodule, "crop_size", 512)
+        size = image_size or (crop, crop)
+        graph = SegmenterGraph(folded, mean=mean, std=std, argmax=argmax)
+        output = ({"name": "labels", "shape": ["N", "H", "W"], "dtype": "int64"} if argmax else
+                  {"name": "logits", "shape": ["N", task.num_classes, "H", "W"], "dtype": "float32"})
+        contract = {"task": "segmentation", "dynamic_size": True, "outputs": [output],
+                    "output_stride": folded.output_stride}
+    elif isinstance(task, ClassificationTask):
+        side = getattr(datamodule, "image_size", 224)
+        size = image_size or (side, side)
+        graph = ClassifierGraph(folded, mean=mean, std=std)
+        contract = {"task": "classification", "dynamic_size": True,
+                    "outputs": [{"name": "logits", "shape": ["N", task.num_classes], "dtype": "float32"}]}
+    else:
+        raise TypeError(f"export: {type(task).__name__} is not a DetectionTask, SegmentationTask or "
+                        "ClassificationTask")
+    height, width = (int(s) for s in size)
+    contract["input"] = {"name": "images", "shape": ["N", 3, "H" if contract["dynamic_size"] else height,
+                                                     "W" if contract["dynamic_size"] else width],
+                         "dtype": "float32", "layout": "NCHW", "channels": "RGB", "range": [0.0, 1.0],
+                         "image_size": [height, width], "normalization_in_graph": {"mean": mean, "std": std}}
+    contract["classes"] = classes
+    # Batch 2 for tracing: an example of 1 would specialise the dynamic batch dimension to 1.
+    example = torch.rand(2, 3, height, width)
+    return graph.eval(), example, contract
+
+
+def versions(fmt: str) -> dict[str, str]:
+    out = {"mobilenetv2_dense": mobilenetv2_dense.__version__, "torch": torch.__version__,
+           "python": platform.python_version()}
+    if fmt == "onnx":
+        import onnx
+        import onnxruntime
+
+        out.update(onnx=onnx.__version__, onnx_opset=str(ONNX_OPSET), onnxruntime=onnxruntime.__version__)
+    else:
+        from importlib.metadata import version
+
+        out.update(executorch=version("executorch"), delegate="XNNPACK")
+    return out
+
+
+def export(argv: list[str] | None = None) -> Path:
+    """Run the export command on ``argv``; returns the written model file."""
+    args, overrides = parse_args(argv)
+    task, datamodule, extras = build_task(args.config, args.ckpt_path, overrides)
+    if args.ckpt_path is None:
+        print(f"export: no --ckpt_path; exporting {args.config}'s untrained weights", file=sys.stderr)
+    classes = label_set(task, datamodule, extras)
+    graph, example, contract = build_graph(task, datamodule, classes, image_size=args.image_size,
+                                           argmax=args.argmax)
+    output = Path(args.output or Path("runs/export") / f"{Path(args.config).stem}{SUFFIX[args.format]}")
+    print(f"export: {contract['task']} -> {output} ({args.format}; Conv+BN folded: "
+          f"{count_batchnorms(task.model)} BatchNorms left {count_batchnorms(graph)})")
+    path, seconds = export_graph(graph, example, output, format=args.format,
+                                 output_names=[o["name"] for o in contract["outputs"]],
+                                 dynamic_size=contract["dynamic_size"])
+    meta = {**contract, "format": args.format, "file": path.name, "config": str(args.config),
+            "checkpoint": str(args.ckpt_path) if args.ckpt_path else None, "versions": versions(args.format),
+            "export_seconds": round(seconds, 1), "parity": None}
+    sidecar_path(path).write_text(json.dumps(meta, indent=2))
+    if args.parity_images > 0:
+        from mobilenetv2_dense.deploy.parity import parity
+
+        figures = parity(task, DeployedModel(path), datamodule, max_images=args.parity_images, argmax=args.argmax)
+        meta["parity"] = figures
+        sidecar_path(path).write_text(json.dumps(meta, indent=2))
+        print(f"export: parity on {figures.get('images', 0)} validation images: "
+              f"{json.dumps({k: v for k, v in figures.items() if k != 'images'})}")
+    print(f"export: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {seconds:.0f} s) and {sidecar_path(path)}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    export(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The deployed graphs: what an exported file computes, from ``[0, 1]`` RGB images to final outputs.
+
+Each wrapper puts the mean/std normalisation inside the graph and, for detection, the whole post-processing
+(scores, top-k candidates, box decoding, clipping, class-wise NMS, padding to a fixed count), written with
+static-shape tensor ops only, so that the same module exports to ONNX and to ExecuTorch and its outputs can be
+compared with the eager model's number for number.
+
+The output contract (README "Export"):
+
+- detection: ``boxes (N, D, 4)`` xyxy input pixels, ``scores (N, D)``, ``labels (N, D)`` int64 category ids of the
+  dataset, ``num_detections (N,)`` int64; rows past ``num_detections`` are zero. ``D = detections_per_img``.
+- segmentation: ``logits (N, K, H, W)``, or ``labels (N, H, W)`` int64 with ``argmax=True``.
+- classification: ``logits (N, K)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mobilenetv2_dense.models.deeplab import DeepLabV3
+from mobilenetv2_dense.models.ssdlite import SSDLite
+
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, on ``(N, 3, H, W)`` images in ``[0, 1]``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return (images - self.mean) / self.std
+
+
+def pairwise_iou(boxes: Tensor) -> Tensor:
+    """``(N, T, 4)`` xyxy -> ``(N, T, T)`` IoU of every pair within an image (torchvision's ``box_iou``, batched)."""
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])  # (N, T)
+    top_left = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])  # (N, T, T, 2)
+    bottom_right = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area[:, :, None] + area[:, None, :] - inter)
+
+
+def greedy_nms_mask(boxes: Tensor, labels: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+    """Class-wise greedy NMS on candidates sorted best first, as a keep mask with the input's shape.
+
+    ``boxes (N, T, 4)``, ``labels (N, T)``, ``valid (N, T)`` bool (candidates above the score threshold) ->
+    ``(N, T)`` bool. Candidate ``j`` is dropped when a kept, better candidate ``i < j`` of its class overlaps it with
+    IoU > ``iou_threshold``: torchvision's ``batched_nms``. The scan over ``i`` is unrolled (T static steps of
+    ``(N, T)`` logic) instead of a data-dependent loop, so ONNX and ExecuTorch get a fixed-shape graph.
+    """
+    num = boxes.shape[1]
+    later = torch.ones(num, num, dtype=torch.bool, device=boxes.device).triu(1)  # i < j
+    suppresses = (pairwise_iou(boxes) > iou_threshold) & (labels[:, :, None] == labels[:, None, :]) & later
+    keep = valid
+    for i in range(num):
+        keep = keep & ~(suppresses[:, i] & keep[:, i:i + 1])
+    return keep
+
+
+class DetectorGraph(nn.Module):
+    """:class:`mobilenetv2_dense.models.SSDLite` + normalisation + post-processing, for one fixed input size.
+
+    ``forward(images (N, 3, H, W) in [0, 1])`` -> ``(boxes (N, D, 4), scores (N, D), labels (N, D) int64 category
+    ids, num_detections (N,) int64)``; equal to ``model.predict`` on normalised images (same boxes, scores and
+    labels, best first), with labels 1..K mapped to ``category_ids[k - 1]``.
+
+    Args:
+        model: the detector (its ``score_thresh``, ``nms_thresh``, ``topk_candidates``, ``detections_per_img``
+            and ``classification`` are used).
+        image_size: ``(H, W)`` the graph is built for (the anchors are constants of it).
+        mean, std: the data's normalisation.
+        category_ids: the dataset's id of labels 1..K (``None``: the labels themselves).
+    """
+
+    def __init__(self, model: SSDLite, image_size: tuple[int, int], *, mean: Sequence[float],
+                 std: Sequence[float], category_ids: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.normalize = Normalize(mean, std)
+        self.image_size = tuple(int(s) for s in image_size)
+        ids = list(range(1, model.num_classes + 1)) if category_ids is None else [int(c) for c in category_ids]
+        if len(ids) != model.num_classes:
+            raise ValueError(f"deploy/graph.py: {len(ids)} category ids for a detector of {model.num_classes} classes")
+        self.register_buffer("category_ids", torch.tensor([0, *ids], dtype=torch.int64))  # index 0: padding
+        training = model.training
+        with torch.no_grad():  # the anchors of this input size, as the eager model computes them
+            probe = next(model.parameters())
+            anchors = model.eval()(torch.zeros(1, 3, *self.image_size, device=probe.device))["anchors"]
+        model.train(training)
+        self.register_buffer("anchors", anchors.float().clone())
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        model = self.model
+        outputs = model.head(model.backbone(self.normalize(images)))
+        regression, logits = outputs["bbox_regression"].float(), outputs["cls_logits"].float()
+        if model.classification == "softmax":
+            scores = logits.softmax(dim=-1)[..., 1:]  # (N, A, K): background dropped
+        else:
+            scores = logits[..., 1:].sigmoid()
+        num_classes = scores.shape[-1]
+        flat = scores.flatten(1)  # (N, A*K)
+        top_scores, top_index = flat.topk(min(model.topk_candidates, flat.shape[1]), dim=1)  # (N, T), best first
+        anchor_index = torch.div(top_index, num_classes, rounding_mode="floor")
+        labels = top_index % num_classes + 1  # 1..K
+        codes = regression.gather(1, anchor_index[:, :, None].expand(-1, -1, 4))  # (N, T, 4)
+        boxes = model.box_coder.decode(codes, self.anchors[anchor_index])
+        height, width = self.image_size
+        limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+        boxes = torch.minimum(boxes.clamp(min=0), limits)  # clip to the image
+
+        keep = greedy_nms_mask(boxes, labels, top_scores > model.score_thresh, model.nms_thresh)
+        # The D best kept candidates, best first; -1 marks the dropped ones (every score is >= 0).
+        count = min(model.detections_per_img, keep.shape[1])
+        kept_scores, order = torch.where(keep, top_scores, -1.0).topk(count, dim=1)
+        num_detections = keep.sum(dim=1).clamp(max=count)
+        filled = torch.arange(count, device=images.device)[None] < num_detections[:, None]  # (N, D)
+        boxes = boxes.gather(1, order[:, :, None].expand(-1, -1, 4)) * filled[:, :, None]
+        scores = kept_scores * filled
+        labels = self.category_ids[labels.gather(1, order) * filled]
+        pad = model.detections_per_img - count  # fewer candidates than D (tiny inputs): zero rows
+        if pad:
+            boxes = nn.functional.pad(boxes, (0, 0, 0, pad))
+            scores, labels = nn.functional.pad(scores, (0, pad)), nn.functional.pad(labels, (0, pad))
+        return boxes, scores, labels, num_detections.to(torch.int64)
+
+
+class SegmenterGraph(nn.Module):
+    """:class:`mobilenetv2_dense.models.DeepLabV3` + normalisation: ``images (N, 3, H, W) in [0, 1]`` ->
+    ``logits (N, K, H, W)``, or ``labels (N, H, W)`` int64 with ``argmax``."""
+
+    def __init__(self, model: DeepLabV3, *, mean: Sequence[float], std: Sequence[float], argmax: bool = False) -> None:
+        super().__init__()
+        self.model, self.normalize, self.argmax = model, Normalize(mean, std), argmax
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = self.model(self.normalize(images))["out"]
+        return logits.argmax(1) if self.argmax else logits
+
+
+class ClassifierGraph(nn.Module):
+    """A MobileNetV2 classifier + normalisation: ``images (N, 3, H, W) in [0, 1]`` -> ``logits (N, K)``."""
+
+    def __init__(self, model: nn.Module, *, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.model, self.normalize = model, Normalize(mean, std)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(self.normalize(images))["logits"]

@@ -1,0 +1,100 @@
+"""Running an exported file: ONNX Runtime for ``.onnx``, ExecuTorch's Python runtime for ``.pte``.
+
+:class:`DeployedModel` reads the file and its JSON sidecar (``<file>.json``, written by the export command) and
+gives the graph's named outputs as tensors, so parity checks, ``validate`` and ``predict`` treat both runtimes alike.
+Neither Lightning nor the PyTorch network is needed to run one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON that describes an exported file: ``model.onnx`` -> ``model.onnx.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The export's description of ``path`` (task, input, outputs, classes, versions, parity)."""
+    json_path = sidecar_path(path)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"{json_path} is missing: an exported model is read with the JSON the export command "
+                                f"writes beside it (class names and ids, outputs); export {path} again with "
+                                "python export.py --config ... --format onnx|executorch --output ...")
+    return json.loads(json_path.read_text())
+
+
+class DeployedModel:
+    """An exported detector, segmenter or classifier, run by its runtime on the CPU.
+
+    ``model(images (N, 3, H, W) float32 RGB in [0, 1]) -> {output name: tensor}`` with the names and shapes of the
+    contract (README "Export"): detection ``boxes``, ``scores``, ``labels`` (category ids), ``num_detections``;
+    segmentation ``logits`` or ``labels``; classification ``logits``.
+
+    Args:
+        path: a ``.onnx`` or ``.pte`` file written by ``python export.py``, its ``.json`` beside it.
+        threads: intra-op threads of the runtime (``None``: the runtime's default).
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"deployed model {self.path} does not exist; write it with python export.py")
+        self.meta = read_sidecar(self.path)
+        self.task: str = self.meta["task"]
+        self.output_names: list[str] = [output["name"] for output in self.meta["outputs"]]
+        suffix = self.path.suffix.lower()
+        if suffix == ".onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if threads is not None:
+                options.intra_op_num_threads = threads
+            options.log_severity_level = 3  # no constant-folding notes on every load
+            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.runtime = f"onnxruntime {ort.__version__}"
+        elif suffix == ".pte":
+            from executorch.runtime import Runtime
+
+            self._method = Runtime.get().load_program(self.path).load_method("forward")
+            self.runtime = "executorch"
+        else:
+            raise ValueError(f"{self.path}: a deployed model is a .onnx (ONNX Runtime) or .pte (ExecuTorch) file")
+
+    def __call__(self, images: Tensor) -> dict[str, Tensor]:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"{self.path.name}: expected images (N, 3, H, W) RGB in [0, 1], got {tuple(images.shape)}")
+        images = images.detach().to("cpu", torch.float32).contiguous()
+        if hasattr(self, "_session"):
+            outputs = [torch.from_numpy(np.asarray(o)) for o in self._session.run(None, {"images": images.numpy()})]
+        else:
+            outputs = [o.clone() for o in self._method.execute([images])]
+        return dict(zip(self.output_names, outputs))
+
+    # ------------------------------------------------------------------------------------ the label set
+    @property
+    def class_names(self) -> list[str]:
+        return [c["name"] for c in self.meta["classes"]]
+
+    @property
+    def category_ids(self) -> list[int]:
+        """Detection: the dataset's category id of labels 1..K (what ``labels`` holds)."""
+        return [int(c["id"]) for c in self.meta["classes"]]
+
+    def detections(self, images: Tensor) -> list[dict[str, Tensor]]:
+        """Detection outputs as the eager ``SSDLite.predict`` gives them: per image ``boxes (D, 4)``, ``scores``,
+        ``labels`` in 1..K (category ids mapped back), only the ``num_detections`` filled rows."""
+        out = self(images)
+        to_label = torch.zeros(max(self.category_ids) + 1, dtype=torch.int64)
+        to_label[torch.tensor(self.category_ids)] = torch.arange(1, len(self.category_ids) + 1)
+        return [{"boxes": boxes[:n], "scores": scores[:n], "labels": to_label[labels[:n]]}
+                for boxes, scores, labels, n in zip(out["boxes"], out["scores"], out["labels"],
+                                                    out["num_detections"].tolist())]

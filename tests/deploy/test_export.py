@@ -1,0 +1,221 @@
+"""The export command as a user runs it, and the exported files against the eager model (README "Export").
+
+A detector and a segmenter are trained a few steps through the CLI on generated data in the real formats; each is
+exported with ``export.py`` (in-process, and once through ``python export.py``) and run by ONNX Runtime and
+ExecuTorch. The contract's shapes, the category ids, the parity figures the command writes, and the same files
+from ``validate`` / ``predict`` on the exported model as on the checkpoint are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilenetv2_dense.deploy.export import export
+from mobilenetv2_dense.deploy.runtime import DeployedModel, read_sidecar
+from mobilenetv2_dense.tasks.cli import cli_main
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+QUIET = ["--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0"]
+DET_CONFIG = str(CONFIGS / "ssdlite_mobilenetv2_coco.yaml")
+SEG_CONFIG = str(CONFIGS / "deeplabv3lite_shapes_demo.yaml")
+SEG_DATA = ["--data.init_args.num_train", "8", "--data.init_args.num_val", "3", "--data.init_args.image_size",
+            "[48, 64]", "--data.init_args.crop_size", "48", "--data.init_args.batch_size", "4",
+            "--data.init_args.val_batch_size", "2", "--data.init_args.num_workers", "0"]
+# Few candidates keep the unrolled NMS (one step per candidate) quick to export; 3 x the detections, as the default.
+DET_POST = ["--model.init_args.topk_candidates", "45", "--model.init_args.detections_per_img", "15"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _det_data(root: Path) -> list[str]:
+    return ["--data.init_args.root", str(root), "--data.init_args.image_size", "96", "--data.init_args.num_workers",
+            "0", "--data.init_args.pin_memory", "false", "--data.init_args.batch_size", "4",
+            "--data.init_args.val_batch_size", "4"]
+
+
+@pytest.fixture(scope="module")
+def det_run(shapes_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(folder, checkpoint) of SSDLite (width 0.35) trained 4 steps on the generated COCO-layout shapes."""
+    folder = tmp_path_factory.mktemp("det_run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        cli_main(["fit", "--config", DET_CONFIG, *_det_data(shapes_coco), *QUIET, "--model.init_args.num_classes",
+                  "4", "--model.init_args.width_mult", "0.35", "--trainer.max_steps", "4",
+                  "--trainer.limit_val_batches", "0"])
+    return folder, next(folder.rglob("last.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def det_onnx(det_run: tuple[Path, Path], shapes_coco: Path) -> Path:
+    folder, checkpoint = det_run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        return export(["--config", DET_CONFIG, "--ckpt_path", str(checkpoint), "--format", "onnx", "--output",
+                       str(folder / "export" / "det.onnx"), *_det_data(shapes_coco), *DET_POST])
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("seg_run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        cli_main(["fit", "--config", SEG_CONFIG, *SEG_DATA, *QUIET, "--model.init_args.width_mult", "0.35",
+                  "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"])
+    return folder, next(folder.rglob("last.ckpt"))
+
+
+def _check_detection_parity(path: Path) -> dict:
+    meta = read_sidecar(path)
+    parity = meta["parity"]
+    assert parity["images"] == 8 and parity["detections"] > 8 * 5  # every image has detections to compare
+    assert parity["images_with_other_count"] == 0 and parity["images_with_other_labels"] == 0
+    assert parity["max_box_diff_px"] <= 1e-3
+    assert parity["max_score_diff"] <= 1e-5
+    for key in ("map", "map_50", "mar_100"):
+        assert round(parity["deployed"][key], 3) == round(parity["eager"][key], 3)
+    return meta
+
+
+# ------------------------------------------------------------------------------------------------ detection
+def test_detection_onnx_contract_and_parity(det_onnx: Path, det_run, shapes_coco: Path) -> None:
+    meta = _check_detection_parity(det_onnx)
+    assert meta["task"] == "detection" and meta["format"] == "onnx" and meta["input"]["image_size"] == [96, 96]
+    assert [c["id"] for c in meta["classes"]] == [1, 3, 7, 9]  # the dataset's gapped category ids
+    assert meta["post_processing"]["detections_per_img"] == 15 and meta["versions"]["onnx_opset"] == "18"
+
+    model = DeployedModel(det_onnx)
+    images = torch.rand(3, 3, 96, 96)  # another batch size than the export's example (2)
+    out = model(images)
+    assert out["boxes"].shape == (3, 15, 4) and out["scores"].shape == (3, 15)
+    assert out["labels"].dtype == torch.int64 and out["num_detections"].dtype == torch.int64
+    for boxes, scores, labels, n in zip(out["boxes"], out["scores"], out["labels"], out["num_detections"]):
+        assert set(labels[:n].tolist()) <= {1, 3, 7, 9}
+        assert (boxes[n:] == 0).all() and (scores[n:] == 0).all() and (labels[n:] == 0).all()
+        assert (scores[:n].diff() <= 0).all()  # best first
+        assert (boxes[:n, 2:] >= boxes[:n, :2]).all() and boxes.max() <= 96 and boxes.min() >= 0
+
+
+def test_detection_executorch_parity(det_run, shapes_coco: Path) -> None:
+    folder, checkpoint = det_run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        path = export(["--config", DET_CONFIG, "--ckpt_path", str(checkpoint), "--format", "executorch",
+                       "--output", str(folder / "export" / "det.pte"), *_det_data(shapes_coco), *DET_POST])
+    meta = _check_detection_parity(path)
+    assert meta["format"] == "executorch" and meta["versions"]["delegate"] == "XNNPACK"
+    out = DeployedModel(path)(torch.rand(1, 3, 96, 96))
+    assert out["boxes"].shape == (1, 15, 4)
+
+
+def test_validate_and_predict_run_the_exported_detector(det_onnx: Path, det_run, shapes_coco: Path,
+                                                         monkeypatch) -> None:
+    """The same metrics and the same predictions.json from the ONNX file as from the checkpoint."""
+    folder, checkpoint = det_run
+    monkeypatch.chdir(folder)
+    common = ["--config", DET_CONFIG, *_det_data(shapes_coco), *DET_POST, *QUIET, "--ckpt_path", str(checkpoint),
+              "--data.init_args.predict_images", str(shapes_coco / "val2017")]
+    eager = cli_main(["validate", *common]).trainer.callback_metrics
+    deployed = cli_main(["validate", *common, "--model.init_args.deployed", str(det_onnx)]).trainer.callback_metrics
+    assert "val/loss" in eager and "val/loss" not in deployed  # the exported graph gives detections, no loss
+    for key in ("val/map", "val/map_50", "val/mar_100"):
+        assert round(float(deployed[key]), 3) == round(float(eager[key]), 3)
+
+    written = {}
+    for name, extra in (("eager", []), ("deployed", ["--model.init_args.deployed", str(det_onnx)])):
+        cli_main(["predict", *common, *extra])
+        out = folder / "runs" / "ssdlite_mobilenetv2_coco" / "predictions"
+        written[name] = (json.loads((out / "predictions.json").read_text()), sorted(p.name for p in out.glob("*.jpg")))
+    (eager_json, eager_pictures), (deployed_json, deployed_pictures) = written["eager"], written["deployed"]
+    assert deployed_pictures == eager_pictures and len(eager_pictures) == 8
+    assert len(deployed_json) == len(eager_json) > 0
+    for e, d in zip(eager_json, deployed_json):
+        assert (e["image_id"], e["category_id"], e["file_name"]) == (d["image_id"], d["category_id"], d["file_name"])
+        assert np.allclose(e["bbox"], d["bbox"], atol=0.02) and abs(e["score"] - d["score"]) < 1e-4
+
+
+def test_exported_detector_refuses_fit_and_other_sizes(det_onnx: Path, det_run, shapes_coco: Path,
+                                                        monkeypatch) -> None:
+    folder, checkpoint = det_run
+    monkeypatch.chdir(folder)
+    common = ["--config", DET_CONFIG, *_det_data(shapes_coco), *QUIET, "--ckpt_path", str(checkpoint),
+              "--model.init_args.deployed", str(det_onnx)]
+    with pytest.raises(ValueError, match="cannot be trained"):
+        cli_main(["fit", *common, "--trainer.max_steps", "1"])
+    with pytest.raises(ValueError, match=r"exported for \[96, 96\].*--image_size"):
+        cli_main(["validate", *common, "--data.init_args.image_size", "128"])
+
+
+def test_export_script_runs_from_the_command_line(det_run, shapes_coco: Path, tmp_path: Path) -> None:
+    """``python export.py`` as a user types it; no validation set under this root, so no parity figures."""
+    folder, checkpoint = det_run
+    output = tmp_path / "cli.onnx"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "export.py"), "--config", DET_CONFIG, "--ckpt_path", str(checkpoint),
+         "--output", str(output), *_det_data(tmp_path / "no_coco_here"), *DET_POST, "--image_size", "64", "64"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = read_sidecar(output)
+    assert meta["input"]["image_size"] == [64, 64] and "skipped" in meta["parity"]
+    # Class names and ids come from the checkpoint when the dataset is absent.
+    assert [c["id"] for c in meta["classes"]] == [1, 3, 7, 9]
+    assert DeployedModel(output)(torch.rand(1, 3, 64, 64))["boxes"].shape == (1, 15, 4)
+
+
+# --------------------------------------------------------------------------------------------- segmentation
+@pytest.mark.parametrize("fmt", ["onnx", "executorch"])
+def test_segmentation_export_parity(seg_run, fmt: str) -> None:
+    folder, checkpoint = seg_run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        path = export(["--config", SEG_CONFIG, "--ckpt_path", str(checkpoint), "--format", fmt, *SEG_DATA,
+                       "--output", str(folder / "export" / f"seg.{'onnx' if fmt == 'onnx' else 'pte'}")])
+    meta = read_sidecar(path)
+    parity = meta["parity"]
+    assert parity["images"] == 3 and parity["pixels_with_other_label"] == 0
+    assert parity["max_logit_diff"] < 1e-3 and parity["deployed"] == parity["eager"]
+    assert meta["outputs"][0]["name"] == "logits" and meta["classes"][0]["name"] == "background"
+    model = DeployedModel(path)
+    for shape in ((1, 3, 48, 64), (2, 3, 37, 53)):  # H and W are dynamic
+        assert model(torch.rand(*shape))["logits"].shape == (shape[0], 5, *shape[2:])
+
+
+def test_segmentation_argmax_export_and_predict(seg_run, monkeypatch) -> None:
+    """``--argmax`` gives int64 labels; predict through the logits file writes the eager run's PNG masks."""
+    folder, checkpoint = seg_run
+    monkeypatch.chdir(folder)
+    labels = export(["--config", SEG_CONFIG, "--ckpt_path", str(checkpoint), "--argmax", *SEG_DATA,
+                     "--output", str(folder / "export" / "seg_labels.onnx")])
+    assert read_sidecar(labels)["parity"]["pixels_with_other_label"] == 0
+    out = DeployedModel(labels)(torch.rand(1, 3, 40, 56))
+    assert out["labels"].shape == (1, 40, 56) and out["labels"].dtype == torch.int64
+
+    logits = export(["--config", SEG_CONFIG, "--ckpt_path", str(checkpoint), *SEG_DATA, "--parity_images", "0",
+                     "--output", str(folder / "export" / "seg_logits.onnx")])
+    masks = {}
+    predictions = folder / "runs" / "deeplabv3lite_shapes_demo" / "predictions" / "masks"
+    common = ["predict", "--config", SEG_CONFIG, *SEG_DATA, *QUIET, "--ckpt_path", str(checkpoint),
+              "--data.init_args.predict_images", "data/shapes_voc/VOCdevkit/VOC2012/JPEGImages"]
+    for name, extra in (("eager", []), ("deployed", ["--model.init_args.deployed", str(logits)])):
+        cli_main([*common, *extra])
+        masks[name] = {p.name: np.asarray(Image.open(p)) for p in sorted(predictions.glob("*.png"))}
+    assert masks["eager"].keys() == masks["deployed"].keys() and masks["eager"]
+    for name, mask in masks["eager"].items():
+        assert np.array_equal(mask, masks["deployed"][name])
+    with pytest.raises(ValueError, match="without --argmax"):
+        cli_main([*common, "--model.init_args.deployed", str(labels)])
+
+
+def test_deployed_model_needs_its_sidecar(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"not read")
+    with pytest.raises(FileNotFoundError, match=r"model\.onnx\.json is missing.*export\.py"):
+        DeployedModel(path)
