@@ -24,7 +24,6 @@ from mobilenetv2_dense.models.deeplab import DeepLabV3
 from mobilenetv2_dense.models.ssdlite import SSDLite
 
 
-
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, on ``(N, 3, H, W)`` images in ``[0, 1]``."""
 
