@@ -18,6 +18,7 @@ import argparse
 import json
 import platform
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,9 @@ def build_task(config: str, ckpt_path: str | None, overrides: list[str]) -> tupl
         spec = {"class_path": class_path, "init_args": hparams} if class_path else hparams
         args += ["--model", json.dumps(spec, default=str)]
     args += [*overrides, "--model.init_args.backbone_weights", "null"]  # the checkpoint (or nothing) gives weights
-    cli = cli_main(args, run=False)
+    with warnings.catch_warnings():  # LightningCLI warns that sys.argv differs from args: here it must
+        warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
+        cli = cli_main(args, run=False)
     task, extras = cli.model, {}
     if ckpt_path is not None:
         load_checkpoint_weights(task.model, ckpt_path)
@@ -169,8 +172,8 @@ def export(argv: list[str] | None = None) -> Path:
     graph, example, contract = build_graph(task, datamodule, classes, image_size=args.image_size,
                                            argmax=args.argmax)
     output = Path(args.output or Path("runs/export") / f"{Path(args.config).stem}{SUFFIX[args.format]}")
-    print(f"export: {contract['task']} -> {output} ({args.format}; Conv+BN folded: "
-          f"{count_batchnorms(task.model)} BatchNorms left {count_batchnorms(graph)})")
+    print(f"export: {contract['task']} -> {output} ({args.format}; {count_batchnorms(task.model)} BatchNorms folded "
+          f"into their convs, {count_batchnorms(graph)} left)")
     path, seconds = export_graph(graph, example, output, format=args.format,
                                  output_names=[o["name"] for o in contract["outputs"]],
                                  dynamic_size=contract["dynamic_size"])

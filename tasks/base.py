@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 
 from mobilenetv2_dense.tasks.optim import Optimization, build_optimizer, build_scheduler
 
@@ -22,17 +22,28 @@ class BaseTask(L.LightningModule):
         deployed: an exported ``.onnx`` or ``.pte`` file (``export.py``) that ``validate``, ``test`` and ``predict``
             run through its runtime instead of the PyTorch network, with the same data, metrics, pictures and
             files; ``fit`` refuses it.
+        inference: the network ``validate``, ``test`` and ``predict`` runs (the validations inside ``fit`` always
+            run ``self.model``): ``"eager"`` (``self.model``), ``"fused"`` (a copy with every BatchNorm folded
+            into its conv, :func:`mobilenetv2_dense.deploy.fuse.fold_conv_bn`) or ``"compiled"`` (that copy under
+            ``torch.compile``, inductor with freezing, after checking on the first batch that no batch-norm op is
+            left, :func:`mobilenetv2_dense.deploy.fuse.compile_for_inference`). Built at the first batch of each
+            run, from the weights the run evaluates.
     """
 
     task_name: str = ""  # the "task" of an exported file's sidecar this task can run
 
     def __init__(self, optimization: Optimization | None = None, channels_last: bool = False,
-                 deployed: str | None = None) -> None:
+                 deployed: str | None = None, inference: Literal["eager", "fused", "compiled"] = "eager") -> None:
         super().__init__()
+        if inference not in ("eager", "fused", "compiled"):
+            raise ValueError(f"{type(self).__name__}: inference must be 'eager', 'fused' or 'compiled', "
+                             f"got {inference!r}")
         self.optimization = optimization or Optimization()
         self.channels_last = channels_last
         self.deployed = deployed
+        self.inference = inference
         self._deployed_model: Any = None
+        self._inference_network: nn.Module | None = None
 
     def setup(self, stage: str) -> None:
         self._check_data_classes(stage)
@@ -41,6 +52,30 @@ class BaseTask(L.LightningModule):
                              "file, which cannot be trained; use it with validate, test or predict, or remove it")
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+
+    def run_network(self, images: Tensor) -> dict[str, Tensor]:
+        """``self.model(images)``, or during ``validate`` / ``test`` / ``predict`` the ``inference`` network."""
+        if self.inference == "eager" or self.training or self._trainer is None or self.trainer.state.fn == "fit":
+            return self.model(images)
+        if self._inference_network is None:
+            from mobilenetv2_dense.deploy.fuse import compile_for_inference, fold_conv_bn
+
+            self._inference_network = (fold_conv_bn(self.model) if self.inference == "fused" else
+                                       compile_for_inference(self.model, example=images))
+        return self._inference_network(images)
+
+    # Each evaluation run starts from the weights it evaluates (a --ckpt_path is loaded before these hooks).
+    def on_validation_model_eval(self) -> None:
+        super().on_validation_model_eval()
+        self._inference_network = None
+
+    def on_test_model_eval(self) -> None:
+        super().on_test_model_eval()
+        self._inference_network = None
+
+    def on_predict_model_eval(self) -> None:
+        super().on_predict_model_eval()
+        self._inference_network = None
 
     @property
     def deployed_model(self) -> Any:

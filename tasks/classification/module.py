@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -23,7 +25,7 @@ class ClassificationTask(BaseTask):
         backbone_weights: a torchvision mobilenet_v2 state_dict file or ImageNet weights name (see
             ``mobilenetv2_dense.backbone.mobilenet_v2``); a classifier of another class count is left initialised.
         label_smoothing: cross-entropy label smoothing (0 in the paper).
-        optimization, channels_last, deployed: see :class:`mobilenetv2_dense.tasks.base.BaseTask`.
+        optimization, channels_last, deployed, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`.
     """
 
     task_name = "classification"
@@ -31,8 +33,9 @@ class ClassificationTask(BaseTask):
     def __init__(self, num_classes: int, width_mult: float = 1.0, dropout: float = 0.2,
                  backbone_weights: str | None = None, frozen_stages: int = -1, label_smoothing: float = 0.0,
                  optimization: Optimization | None = None, channels_last: bool = False,
-                 deployed: str | None = None) -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed)
+                 deployed: str | None = None, inference: Literal["eager", "fused", "compiled"] = "eager") -> None:
+        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed,
+                         inference=inference)
         self.save_hyperparameters()
         self.num_classes = num_classes
         self.model = mobilenet_v2_classifier(num_classes=num_classes, width_mult=width_mult, dropout=dropout,
@@ -45,7 +48,7 @@ class ClassificationTask(BaseTask):
     def forward(self, images: Tensor) -> Tensor:
         if self.deployed is not None:
             return self.deployed_model(self.deployed_inputs(images))["logits"].to(images.device)
-        return self.model(self.prepare_images(images))["logits"]
+        return self.run_network(self.prepare_images(images))["logits"]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch

@@ -61,9 +61,9 @@ class DetectionTask(BaseTask):
             300 and unchanged up to every pair (2,952); 200 loses 0.004 AR@100, and 400 costs 10% more
             post-processing time (1.6x for every pair) for the same numbers.
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
-        optimization, channels_last, deployed: see :class:`mobilenetv2_dense.tasks.base.BaseTask`; an exported
-            detector computes no loss, so ``validate --model.init_args.deployed model.onnx`` logs the COCO metrics
-            only.
+        optimization, channels_last, deployed, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`; an
+            exported detector computes no loss, so ``validate --model.init_args.deployed model.onnx`` logs the COCO
+            metrics only.
     """
 
     task_name = "detection"
@@ -86,8 +86,10 @@ class DetectionTask(BaseTask):
         optimization: Optimization | None = None,
         channels_last: bool = False,
         deployed: str | None = None,
+        inference: Literal["eager", "fused", "compiled"] = "eager",
     ) -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed)
+        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed,
+                         inference=inference)
         self.save_hyperparameters()
         self.num_classes = num_classes
         self.evaluator = evaluator
@@ -133,7 +135,7 @@ class DetectionTask(BaseTask):
     # -------------------------------------------------------------------------------------------- training
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Raw network outputs: ``bbox_regression (N, A, 4)``, ``cls_logits (N, A, K+1)``, ``anchors (A, 4)``."""
-        return self.model(self.prepare_images(images))
+        return self.run_network(self.prepare_images(images))
 
     def training_step(self, batch: tuple[Tensor, list[dict]], batch_idx: int) -> Tensor:
         images, targets = batch

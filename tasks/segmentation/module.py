@@ -60,6 +60,8 @@ class SegmentationTask(BaseTask):
         eval_flip: also average over left-right flipped inputs.
         optimization: optimiser and schedule (DeepLab: SGD, poly 0.9, lr 0.007, wd 4e-5).
         channels_last: NHWC memory format.
+        inference: ``"eager"``, ``"fused"`` or ``"compiled"`` network for validate, test and predict (see
+            :class:`mobilenetv2_dense.tasks.base.BaseTask`).
         deployed: an exported ``.onnx`` / ``.pte`` file (exported with logits, not ``--argmax``) that validate,
             test and predict run instead of the network (see :class:`mobilenetv2_dense.tasks.base.BaseTask`);
             ``eval_scales`` and ``eval_flip`` apply to it too, ``eval_output_stride`` is the one it was exported at.
@@ -84,8 +86,10 @@ class SegmentationTask(BaseTask):
         optimization: Optimization | None = None,
         channels_last: bool = False,
         deployed: str | None = None,
+        inference: Literal["eager", "fused", "compiled"] = "eager",
     ) -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed)
+        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed,
+                         inference=inference)
         self.save_hyperparameters()
         if not 2 <= num_classes <= IGNORE_INDEX:
             raise ValueError(f"SegmentationTask: num_classes must be in 2..255 (255 is the void label), "
@@ -154,7 +158,7 @@ class SegmentationTask(BaseTask):
     def _logits(self, images: Tensor) -> Tensor:
         """``(N, 3, H, W)`` normalised -> ``(N, K, H, W)`` logits of the network, or of the ``deployed`` file."""
         if self.deployed is None:
-            return self.model(self.prepare_images(images))["out"]
+            return self.run_network(self.prepare_images(images))["out"]
         outputs = self.deployed_model(self.deployed_inputs(images))
         if "logits" not in outputs:
             raise ValueError(f"SegmentationTask: {self.deployed} outputs labels (exported with --argmax); validate, "

@@ -21,56 +21,9 @@ from PIL import Image
 from mobilenetv2_dense.deploy.export import export
 from mobilenetv2_dense.deploy.runtime import DeployedModel, read_sidecar
 from mobilenetv2_dense.tasks.cli import cli_main
-
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "configs"
-QUIET = ["--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0"]
-DET_CONFIG = str(CONFIGS / "ssdlite_mobilenetv2_coco.yaml")
-SEG_CONFIG = str(CONFIGS / "deeplabv3lite_shapes_demo.yaml")
-SEG_DATA = ["--data.init_args.num_train", "8", "--data.init_args.num_val", "3", "--data.init_args.image_size",
-            "[48, 64]", "--data.init_args.crop_size", "48", "--data.init_args.batch_size", "4",
-            "--data.init_args.val_batch_size", "2", "--data.init_args.num_workers", "0"]
-# Few candidates keep the unrolled NMS (one step per candidate) quick to export; 3 x the detections, as the default.
-DET_POST = ["--model.init_args.topk_candidates", "45", "--model.init_args.detections_per_img", "15"]
+from tests.deploy.runs import CLS_CONFIG, CLS_DATA, DET_CONFIG, DET_POST, QUIET, ROOT, SEG_CONFIG, SEG_DATA, det_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _det_data(root: Path) -> list[str]:
-    return ["--data.init_args.root", str(root), "--data.init_args.image_size", "96", "--data.init_args.num_workers",
-            "0", "--data.init_args.pin_memory", "false", "--data.init_args.batch_size", "4",
-            "--data.init_args.val_batch_size", "4"]
-
-
-@pytest.fixture(scope="module")
-def det_run(shapes_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(folder, checkpoint) of SSDLite (width 0.35) trained 4 steps on the generated COCO-layout shapes."""
-    folder = tmp_path_factory.mktemp("det_run")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        cli_main(["fit", "--config", DET_CONFIG, *_det_data(shapes_coco), *QUIET, "--model.init_args.num_classes",
-                  "4", "--model.init_args.width_mult", "0.35", "--trainer.max_steps", "4",
-                  "--trainer.limit_val_batches", "0"])
-    return folder, next(folder.rglob("last.ckpt"))
-
-
-@pytest.fixture(scope="module")
-def det_onnx(det_run: tuple[Path, Path], shapes_coco: Path) -> Path:
-    folder, checkpoint = det_run
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        return export(["--config", DET_CONFIG, "--ckpt_path", str(checkpoint), "--format", "onnx", "--output",
-                       str(folder / "export" / "det.onnx"), *_det_data(shapes_coco), *DET_POST])
-
-
-@pytest.fixture(scope="module")
-def seg_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("seg_run")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        cli_main(["fit", "--config", SEG_CONFIG, *SEG_DATA, *QUIET, "--model.init_args.width_mult", "0.35",
-                  "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"])
-    return folder, next(folder.rglob("last.ckpt"))
 
 
 def _check_detection_parity(path: Path) -> dict:
@@ -109,7 +62,7 @@ def test_detection_executorch_parity(det_run, shapes_coco: Path) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         path = export(["--config", DET_CONFIG, "--ckpt_path", str(checkpoint), "--format", "executorch",
-                       "--output", str(folder / "export" / "det.pte"), *_det_data(shapes_coco), *DET_POST])
+                       "--output", str(folder / "export" / "det.pte"), *det_data(shapes_coco), *DET_POST])
     meta = _check_detection_parity(path)
     assert meta["format"] == "executorch" and meta["versions"]["delegate"] == "XNNPACK"
     out = DeployedModel(path)(torch.rand(1, 3, 96, 96))
@@ -121,7 +74,7 @@ def test_validate_and_predict_run_the_exported_detector(det_onnx: Path, det_run,
     """The same metrics and the same predictions.json from the ONNX file as from the checkpoint."""
     folder, checkpoint = det_run
     monkeypatch.chdir(folder)
-    common = ["--config", DET_CONFIG, *_det_data(shapes_coco), *DET_POST, *QUIET, "--ckpt_path", str(checkpoint),
+    common = ["--config", DET_CONFIG, *det_data(shapes_coco), *DET_POST, *QUIET, "--ckpt_path", str(checkpoint),
               "--data.init_args.predict_images", str(shapes_coco / "val2017")]
     eager = cli_main(["validate", *common]).trainer.callback_metrics
     deployed = cli_main(["validate", *common, "--model.init_args.deployed", str(det_onnx)]).trainer.callback_metrics
@@ -146,7 +99,7 @@ def test_exported_detector_refuses_fit_and_other_sizes(det_onnx: Path, det_run, 
                                                         monkeypatch) -> None:
     folder, checkpoint = det_run
     monkeypatch.chdir(folder)
-    common = ["--config", DET_CONFIG, *_det_data(shapes_coco), *QUIET, "--ckpt_path", str(checkpoint),
+    common = ["--config", DET_CONFIG, *det_data(shapes_coco), *QUIET, "--ckpt_path", str(checkpoint),
               "--model.init_args.deployed", str(det_onnx)]
     with pytest.raises(ValueError, match="cannot be trained"):
         cli_main(["fit", *common, "--trainer.max_steps", "1"])
@@ -160,7 +113,7 @@ def test_export_script_runs_from_the_command_line(det_run, shapes_coco: Path, tm
     output = tmp_path / "cli.onnx"
     result = subprocess.run(
         [sys.executable, str(ROOT / "export.py"), "--config", DET_CONFIG, "--ckpt_path", str(checkpoint),
-         "--output", str(output), *_det_data(tmp_path / "no_coco_here"), *DET_POST, "--image_size", "64", "64"],
+         "--output", str(output), *det_data(tmp_path / "no_coco_here"), *DET_POST, "--image_size", "64", "64"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     meta = read_sidecar(output)
@@ -219,3 +172,18 @@ def test_deployed_model_needs_its_sidecar(tmp_path: Path) -> None:
     path.write_bytes(b"not read")
     with pytest.raises(FileNotFoundError, match=r"model\.onnx\.json is missing.*export\.py"):
         DeployedModel(path)
+
+
+# ------------------------------------------------------------------------------------------- classification
+def test_classification_onnx_parity(cls_run) -> None:
+    folder, checkpoint = cls_run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        path = export(["--config", CLS_CONFIG, "--ckpt_path", str(checkpoint), *CLS_DATA,
+                       "--output", str(folder / "export" / "cls.onnx")])
+    meta = read_sidecar(path)
+    parity = meta["parity"]
+    assert parity["images"] > 0 and parity["images_with_other_class"] == 0 and parity["max_logit_diff"] < 1e-3
+    assert parity["deployed"] == parity["eager"]
+    assert meta["task"] == "classification" and len(meta["classes"]) == 4
+    assert DeployedModel(path)(torch.rand(3, 3, 64, 64))["logits"].shape == (3, 4)  # any size: global pooling
