@@ -65,6 +65,9 @@ class DeployedModel:
             from executorch.runtime import Runtime
 
             self._method = Runtime.get().load_program(self.path).load_method("forward")
+            # ExecuTorch plans memory for the largest input it was exported to take: the upper bounds of the
+            # dynamic dimensions as its memory planner resolved them (e.g. 15 images), read from the program.
+            self.max_input_size = tuple(self._method.metadata.input_tensor_meta(0).sizes())
             self.runtime = "executorch"
         else:
             raise ValueError(f"{self.path}: a deployed model is a .onnx (ONNX Runtime) or .pte (ExecuTorch) file")
@@ -75,9 +78,13 @@ class DeployedModel:
         images = images.detach().to("cpu", torch.float32).contiguous()
         if hasattr(self, "_session"):
             outputs = [torch.from_numpy(np.asarray(o)) for o in self._session.run(None, {"images": images.numpy()})]
-        else:
-            outputs = [o.clone() for o in self._method.execute([images])]
-        return dict(zip(self.output_names, outputs))
+            return dict(zip(self.output_names, outputs))
+        if images[0].numel() > int(np.prod(self.max_input_size[1:])):
+            raise ValueError(f"{self.path.name}: an image of {tuple(images.shape[1:])} is larger than the ExecuTorch "
+                             f"program was planned for ({self.max_input_size[1:]}); export with a larger --image_size")
+        chunks = [[o.clone() for o in self._method.execute([part])]  # batches past the planned bound in parts
+                  for part in images.split(self.max_input_size[0])]
+        return {name: torch.cat([chunk[i] for chunk in chunks]) for i, name in enumerate(self.output_names)}
 
     # ------------------------------------------------------------------------------------ the label set
     @property

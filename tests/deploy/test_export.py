@@ -65,8 +65,13 @@ def test_detection_executorch_parity(det_run, shapes_coco: Path) -> None:
                        "--output", str(folder / "export" / "det.pte"), *det_data(shapes_coco), *DET_POST])
     meta = _check_detection_parity(path)
     assert meta["format"] == "executorch" and meta["versions"]["delegate"] == "XNNPACK"
-    out = DeployedModel(path)(torch.rand(1, 3, 96, 96))
+    model = DeployedModel(path)
+    out = model(torch.rand(1, 3, 96, 96))
     assert out["boxes"].shape == (1, 15, 4)
+    # More images than the program's memory plan holds are run in parts, with the same results per image.
+    images = torch.rand(model.max_input_size[0] + 2, 3, 96, 96)
+    many, one = model(images), model(images[-1:])
+    assert many["boxes"].shape[0] == len(images) and torch.equal(many["boxes"][-1:], one["boxes"])
 
 
 def test_validate_and_predict_run_the_exported_detector(det_onnx: Path, det_run, shapes_coco: Path,
