@@ -27,7 +27,7 @@ from torch import nn
 
 import mobilenetv2_dense
 from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
-from mobilenetv2_dense.deploy.formats import ONNX_OPSET, SUFFIX, export_graph
+from mobilenetv2_dense.deploy.formats import ONNX_OPSET, SUFFIX, dynamic_shapes, export_graph
 from mobilenetv2_dense.deploy.fuse import count_batchnorms, fold_conv_bn
 from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, SegmenterGraph
 from mobilenetv2_dense.deploy.runtime import DeployedModel, sidecar_path
@@ -51,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                         help="input size: fixed for detection (default: the data's image_size), the tracing size "
                              "for segmentation and classification, whose H and W stay dynamic")
     parser.add_argument("--argmax", action="store_true", help="segmentation: output labels (N, H, W), not logits")
+    parser.add_argument("--int8", action="store_true",
+                        help="post-training int8 quantisation of the network: ONNX Runtime static (QDQ) for onnx, PT2E "
+                             "with XNNPACK's quantiser for executorch; per-channel weights")
+    parser.add_argument("--calibration", type=int, default=64, metavar="N",
+                        help="training images that calibrate the int8 activation ranges")
     parser.add_argument("--parity_images", type=int, default=200,
                         help="validation images to compare the exported file with the eager model on (0: none)")
     return parser.parse_known_args(argv)
@@ -131,20 +136,50 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
         side = getattr(datamodule, "image_size", 224)
         size = image_size or (side, side)
         graph = ClassifierGraph(folded, mean=mean, std=std)
-        contract = {"task": "classification", "dynamic_size": True,
+        contract = {"task": "classification", "dynamic_size": True, "min_size": 64,
                     "outputs": [{"name": "logits", "shape": ["N", task.num_classes], "dtype": "float32"}]}
     else:
         raise TypeError(f"export: {type(task).__name__} is not a DetectionTask, SegmentationTask or "
                         "ClassificationTask")
-    height, width = (int(s) for s in size)
+    # The tracing example must lie in the dynamic range (a classifier's starts at 64, see deploy/formats.py).
+    height, width = (max(int(s), contract.get("min_size", 0)) for s in size)
     contract["input"] = {"name": "images", "shape": ["N", 3, "H" if contract["dynamic_size"] else height,
                                                      "W" if contract["dynamic_size"] else width],
                          "dtype": "float32", "layout": "NCHW", "channels": "RGB", "range": [0.0, 1.0],
                          "image_size": [height, width], "normalization_in_graph": {"mean": mean, "std": std}}
+    if contract["dynamic_size"]:
+        contract["input"]["size_range"] = [contract.get("min_size", 32), 2048]
     contract["classes"] = classes
     # Batch 2 for tracing: an example of 1 would specialise the dynamic batch dimension to 1.
     example = torch.rand(2, 3, height, width)
     return graph.eval(), example, contract
+
+
+def quantised_modules(graph: nn.Module) -> list[str]:
+    """The submodules of a deployed graph that int8 quantises: the network, not its normalisation or
+    post-processing."""
+    model = graph.model
+    if isinstance(graph, ClassifierGraph):
+        return ["model"]
+    names = ["model.backbone", "model.head"]
+    return names + ["model.decoder"] if getattr(model, "decoder", None) is not None else names
+
+
+def calibration_batches(datamodule: Any, count: int) -> list[torch.Tensor]:
+    """``count`` training images as ``[0, 1]`` batches (the exported graph's input), for int8 calibration."""
+    from mobilenetv2_dense.deploy.parity import unnormalize
+
+    datamodule.setup("fit")
+    batches, seen = [], 0
+    for batch in datamodule.train_dataloader():
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch["images"]
+        batches.append(unnormalize(images[: count - seen], datamodule))
+        seen += len(batches[-1])
+        if seen >= count:
+            return batches
+    if not batches:
+        raise ValueError(f"export --int8: {type(datamodule).__name__} has no training images to calibrate on")
+    return batches
 
 
 def versions(fmt: str) -> dict[str, str]:
@@ -174,9 +209,34 @@ def export(argv: list[str] | None = None) -> Path:
     output = Path(args.output or Path("runs/export") / f"{Path(args.config).stem}{SUFFIX[args.format]}")
     print(f"export: {contract['task']} -> {output} ({args.format}; {count_batchnorms(task.model)} BatchNorms folded "
           f"into their convs, {count_batchnorms(graph)} left)")
-    path, seconds = export_graph(graph, example, output, format=args.format,
+    batches = calibration_batches(datamodule, args.calibration) if args.int8 else []
+    modules = quantised_modules(graph)
+    min_size = contract.get("min_size", 32)
+    if args.int8 and args.format == "executorch":
+        from mobilenetv2_dense.deploy.quantize import quantize_pt2e
+
+        graph = quantize_pt2e(graph, example, batches, module_names=modules,
+                              dynamic_shapes=dynamic_shapes(contract["dynamic_size"], min_size=min_size))
+    onnx_int8 = args.int8 and args.format == "onnx"
+    float_output = output.with_name(output.stem + ".fp32" + output.suffix) if onnx_int8 else output
+    path, seconds = export_graph(graph, example, float_output, format=args.format,
                                  output_names=[o["name"] for o in contract["outputs"]],
-                                 dynamic_size=contract["dynamic_size"])
+                                 dynamic_size=contract["dynamic_size"], min_size=min_size)
+    if onnx_int8:
+        from mobilenetv2_dense.deploy.quantize import quantize_onnx
+
+        path = quantize_onnx(float_output, output, batches)
+        float_output.unlink()
+    if args.int8:
+        from mobilenetv2_dense.deploy.quantize import QUANTISED_OPS
+
+        contract["int8"] = {
+            "calibration_images": sum(len(b) for b in batches), "weights": "int8, per output channel",
+            "float": "normalisation and post-processing",
+            **({"method": "ONNX Runtime quantize_static, QDQ", "activations": "uint8, per tensor, min/max",
+                "quantised_ops": list(QUANTISED_OPS)} if onnx_int8 else
+               {"method": "PT2E, XNNPACKQuantizer (symmetric)", "activations": "int8, per tensor, min/max",
+                "quantised_modules": modules})}
     meta = {**contract, "format": args.format, "file": path.name, "config": str(args.config),
             "checkpoint": str(args.ckpt_path) if args.ckpt_path else None, "versions": versions(args.format),
             "export_seconds": round(seconds, 1), "parity": None}

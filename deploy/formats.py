@@ -31,18 +31,19 @@ def dynamic_shapes(dynamic_size: bool, *, min_size: int = 32, max_size: int = 20
 
 
 def export_onnx(graph: nn.Module, example: Tensor, path: str | Path, *, output_names: Sequence[str],
-                dynamic_size: bool, opset: int = ONNX_OPSET) -> Path:
+                dynamic_size: bool, min_size: int = 32, opset: int = ONNX_OPSET) -> Path:
     """``torch.onnx.export(..., dynamo=True)`` of ``graph`` on ``example (N, 3, H, W)``, one input ``images``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     program = torch.onnx.export(graph, (example,), input_names=["images"], output_names=list(output_names),
-                                dynamic_shapes=dynamic_shapes(dynamic_size), dynamo=True, opset_version=opset,
-                                optimize=False, verbose=False)
+                                dynamic_shapes=dynamic_shapes(dynamic_size, min_size=min_size), dynamo=True,
+                                opset_version=opset, optimize=False, verbose=False)
     program.save(str(path))
     return path
 
 
-def export_executorch(graph: nn.Module, example: Tensor, path: str | Path, *, dynamic_size: bool) -> Path:
+def export_executorch(graph: nn.Module, example: Tensor, path: str | Path, *, dynamic_size: bool,
+                      min_size: int = 32) -> Path:
     """``torch.export`` -> ``to_edge_transform_and_lower`` with the XNNPACK partitioner -> ``.pte``.
 
     The convolutions, the activations and most element-wise ops run in XNNPACK; what it does not take (top-k,
@@ -53,21 +54,23 @@ def export_executorch(graph: nn.Module, example: Tensor, path: str | Path, *, dy
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    program = torch.export.export(graph, (example,), dynamic_shapes=dynamic_shapes(dynamic_size))
+    program = torch.export.export(graph, (example,), dynamic_shapes=dynamic_shapes(dynamic_size, min_size=min_size))
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     path.write_bytes(lowered.buffer)
     return path
 
 
 def export_graph(graph: nn.Module, example: Tensor, path: str | Path, *, format: Format,
-                 output_names: Sequence[str], dynamic_size: bool) -> tuple[Path, float]:
-    """Export in ``format``; returns the file and the seconds it took."""
+                 output_names: Sequence[str], dynamic_size: bool, min_size: int = 32) -> tuple[Path, float]:
+    """Export in ``format``; returns the file and the seconds it took. ``min_size``: the smallest dynamic H, W
+    (a classifier needs 64: at 32 or less its last map is 1x1, which ``torch.export`` specialises)."""
     start = time.perf_counter()
     with torch.no_grad():
         if format == "onnx":
-            path = export_onnx(graph, example, path, output_names=output_names, dynamic_size=dynamic_size)
+            path = export_onnx(graph, example, path, output_names=output_names, dynamic_size=dynamic_size,
+                               min_size=min_size)
         elif format == "executorch":
-            path = export_executorch(graph, example, path, dynamic_size=dynamic_size)
+            path = export_executorch(graph, example, path, dynamic_size=dynamic_size, min_size=min_size)
         else:
             raise ValueError(f"deploy/formats.py: format must be 'onnx' or 'executorch', got {format!r}")
     return path, time.perf_counter() - start

@@ -41,7 +41,8 @@ class DeployedModel:
 
     Args:
         path: a ``.onnx`` or ``.pte`` file written by ``python export.py``, its ``.json`` beside it.
-        threads: intra-op threads of the runtime (``None``: the runtime's default).
+        threads: intra-op threads of ONNX Runtime, or the size of ExecuTorch's process-wide XNNPACK thread pool
+            (``None``: the runtime's default).
     """
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
@@ -64,6 +65,10 @@ class DeployedModel:
         elif suffix == ".pte":
             from executorch.runtime import Runtime
 
+            if threads is not None:  # XNNPACK's thread pool is process-wide; its default is every core
+                from executorch.extension.pybindings._C import _unsafe_reset_threadpool
+
+                _unsafe_reset_threadpool(threads)
             self._method = Runtime.get().load_program(self.path).load_method("forward")
             # ExecuTorch plans memory for the largest input it was exported to take: the upper bounds of the
             # dynamic dimensions as its memory planner resolved them (e.g. 15 images), read from the program.

@@ -55,3 +55,13 @@ def cls_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         cli_main(["fit", "--config", CLS_CONFIG, *CLS_DATA, *QUIET, "--model.init_args.width_mult", "0.35",
                   "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"])
     return folder, next(folder.rglob("last.ckpt"))
+
+
+@pytest.fixture(scope="session")
+def seg_onnx(seg_run: tuple[Path, Path]) -> Path:
+    """The DeepLabv3-lite run exported to ONNX (logits), parity figures on its 3 validation images."""
+    folder, checkpoint = seg_run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        return export(["--config", SEG_CONFIG, "--ckpt_path", str(checkpoint), *SEG_DATA, "--output",
+                       str(folder / "export" / "seg.onnx")])

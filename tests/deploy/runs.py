@@ -23,5 +23,5 @@ def det_data(root: Path) -> list[str]:
 
 
 CLS_CONFIG = str(CONFIGS / "mobilenetv2_shapes_classification.yaml")
-CLS_DATA = ["--data.init_args.images_per_class", "6", "--data.init_args.image_size", "48",
+CLS_DATA = ["--data.init_args.images_per_class", "6", "--data.init_args.image_size", "64",
             "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0"]
