@@ -61,19 +61,18 @@ def _peer(task: str) -> tuple[nn.Module, Callable[[torch.Tensor], object]]:
     return model, lambda x: model(x)["out"]
 
 
-def _ours(task: str) -> tuple[nn.Module, nn.Module, tuple[int, int], list[str], list[str]]:
-    """(model, deployed graph, input size, output names, modules int8 quantises)."""
+def _ours(task: str) -> tuple[nn.Module, nn.Module, tuple[int, int], list[str]]:
+    """(model, deployed graph, input size, output names)."""
     norm = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD)
     if task == "backbone":
         model = mobilenet_v2_classifier(num_classes=1000).eval()
-        return model, ClassifierGraph(model, **norm), (224, 224), ["logits"], ["model"]
+        return model, ClassifierGraph(model, **norm), (224, 224), ["logits"]
     if task == "detection":
         model = ssdlite320_mobilenet_v2(num_classes=80).eval()
         graph = DetectorGraph(model, (320, 320), **norm)
-        return model, graph, (320, 320), ["boxes", "scores", "labels", "num_detections"], ["model.backbone",
-                                                                                            "model.head"]
+        return model, graph, (320, 320), ["boxes", "scores", "labels", "num_detections"]
     model = deeplabv3_mobilenet_v2(num_classes=21, head="lite").eval()
-    return model, SegmenterGraph(model, **norm), (512, 512), ["logits"], ["model.backbone", "model.head"]
+    return model, SegmenterGraph(model, **norm), (512, 512), ["logits"]
 
 
 def _eager_call(task: str, model: nn.Module) -> Callable[[torch.Tensor], object]:
@@ -96,7 +95,7 @@ def _compiled_call(task: str, model: nn.Module, image: torch.Tensor) -> Callable
 def latency(task: str, *, runs: int, warmup: int, threads: int, formats: list[str], folder: Path) -> list[tuple]:
     torch.manual_seed(0)
     peer, peer_call = _peer(task)
-    model, graph, size, outputs, modules = _ours(task)
+    model, graph, size, outputs = _ours(task)
     image = torch.rand(1, 3, *size)
     calibration = [torch.rand(2, 3, *size) for _ in range(4)]
     dynamic = task != "detection"
@@ -122,7 +121,7 @@ def latency(task: str, *, runs: int, warmup: int, threads: int, formats: list[st
     if "executorch" in formats:
         path, _ = export_graph(graph, example, folder / f"{task}.pte", format="executorch", output_names=outputs,
                                dynamic_size=dynamic, min_size=min_size)
-        quantised = quantize_pt2e(graph, example, calibration, module_names=modules,
+        quantised = quantize_pt2e(graph, example, calibration,
                                   dynamic_shapes=dynamic_shapes(dynamic, min_size=min_size))
         int8, _ = export_graph(quantised, example, folder / f"{task}.int8.pte", format="executorch",
                                output_names=outputs, dynamic_size=dynamic, min_size=min_size)

@@ -155,16 +155,6 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
     return graph.eval(), example, contract
 
 
-def quantised_modules(graph: nn.Module) -> list[str]:
-    """The submodules of a deployed graph that int8 quantises: the network, not its normalisation or
-    post-processing."""
-    model = graph.model
-    if isinstance(graph, ClassifierGraph):
-        return ["model"]
-    names = ["model.backbone", "model.head"]
-    return names + ["model.decoder"] if getattr(model, "decoder", None) is not None else names
-
-
 def calibration_batches(datamodule: Any, count: int) -> list[torch.Tensor]:
     """``count`` training images as ``[0, 1]`` batches (the exported graph's input), for int8 calibration."""
     from mobilenetv2_dense.deploy.parity import unnormalize
@@ -210,33 +200,35 @@ def export(argv: list[str] | None = None) -> Path:
     print(f"export: {contract['task']} -> {output} ({args.format}; {count_batchnorms(task.model)} BatchNorms folded "
           f"into their convs, {count_batchnorms(graph)} left)")
     batches = calibration_batches(datamodule, args.calibration) if args.int8 else []
-    modules = quantised_modules(graph)
+    float_layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in graph.modules())  # what int8 should take
     min_size = contract.get("min_size", 32)
     if args.int8 and args.format == "executorch":
-        from mobilenetv2_dense.deploy.quantize import quantize_pt2e
+        from mobilenetv2_dense.deploy.quantize import count_int8_weights, quantize_pt2e
 
-        graph = quantize_pt2e(graph, example, batches, module_names=modules,
+        graph = quantize_pt2e(graph, example, batches,
                               dynamic_shapes=dynamic_shapes(contract["dynamic_size"], min_size=min_size))
+        int8_layers = count_int8_weights(graph.network)
     onnx_int8 = args.int8 and args.format == "onnx"
     float_output = output.with_name(output.stem + ".fp32" + output.suffix) if onnx_int8 else output
     path, seconds = export_graph(graph, example, float_output, format=args.format,
                                  output_names=[o["name"] for o in contract["outputs"]],
                                  dynamic_size=contract["dynamic_size"], min_size=min_size)
     if onnx_int8:
-        from mobilenetv2_dense.deploy.quantize import quantize_onnx
+        from mobilenetv2_dense.deploy.quantize import count_onnx_int8_layers, quantize_onnx
 
         path = quantize_onnx(float_output, output, batches)
         float_output.unlink()
+        int8_layers = count_onnx_int8_layers(path)
     if args.int8:
         from mobilenetv2_dense.deploy.quantize import QUANTISED_OPS
 
         contract["int8"] = {
             "calibration_images": sum(len(b) for b in batches), "weights": "int8, per output channel",
+            "int8_layers": int8_layers, "float_layers": float_layers,
             "float": "normalisation and post-processing",
             **({"method": "ONNX Runtime quantize_static, QDQ", "activations": "uint8, per tensor, min/max",
                 "quantised_ops": list(QUANTISED_OPS)} if onnx_int8 else
-               {"method": "PT2E, XNNPACKQuantizer (symmetric)", "activations": "int8, per tensor, min/max",
-                "quantised_modules": modules})}
+               {"method": "PT2E, XNNPACKQuantizer (symmetric)", "activations": "int8, per tensor, min/max"})}
     meta = {**contract, "format": args.format, "file": path.name, "config": str(args.config),
             "checkpoint": str(args.ckpt_path) if args.ckpt_path else None, "versions": versions(args.format),
             "export_seconds": round(seconds, 1), "parity": None}

@@ -36,6 +36,25 @@ class Normalize(nn.Module):
         return (images - self.mean) / self.std
 
 
+class Network(nn.Module):
+    """The model's network alone, tensors in and out: what int8 quantisation replaces (``deploy/quantize.py``).
+
+    ``forward(normalised images)`` -> SSDLite's ``(bbox_regression, cls_logits)``, DeepLabV3's ``out`` logits or a
+    classifier's ``logits``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        if isinstance(self.model, SSDLite):
+            out = self.model.head(self.model.backbone(images))
+            return out["bbox_regression"], out["cls_logits"]
+        out = self.model(images)
+        return out["out"] if isinstance(self.model, DeepLabV3) else out["logits"]
+
+
 def pairwise_iou(boxes: Tensor) -> Tensor:
     """``(N, T, 4)`` xyxy -> ``(N, T, T)`` IoU of every pair within an image (torchvision's ``box_iou``, batched)."""
     area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])  # (N, T)
@@ -81,7 +100,8 @@ class DetectorGraph(nn.Module):
     def __init__(self, model: SSDLite, image_size: tuple[int, int], *, mean: Sequence[float],
                  std: Sequence[float], category_ids: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.model = model
+        self.model = model  # its settings and box coder; the convolutions run in ``network``
+        self.network = Network(model)
         self.normalize = Normalize(mean, std)
         self.image_size = tuple(int(s) for s in image_size)
         ids = list(range(1, model.num_classes + 1)) if category_ids is None else [int(c) for c in category_ids]
@@ -97,8 +117,8 @@ class DetectorGraph(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         model = self.model
-        outputs = model.head(model.backbone(self.normalize(images)))
-        regression, logits = outputs["bbox_regression"].float(), outputs["cls_logits"].float()
+        regression, logits = self.network(self.normalize(images))
+        regression, logits = regression.float(), logits.float()
         if model.classification == "softmax":
             scores = logits.softmax(dim=-1)[..., 1:]  # (N, A, K): background dropped
         else:
@@ -136,10 +156,10 @@ class SegmenterGraph(nn.Module):
 
     def __init__(self, model: DeepLabV3, *, mean: Sequence[float], std: Sequence[float], argmax: bool = False) -> None:
         super().__init__()
-        self.model, self.normalize, self.argmax = model, Normalize(mean, std), argmax
+        self.network, self.normalize, self.argmax = Network(model), Normalize(mean, std), argmax
 
     def forward(self, images: Tensor) -> Tensor:
-        logits = self.model(self.normalize(images))["out"]
+        logits = self.network(self.normalize(images))
         return logits.argmax(1) if self.argmax else logits
 
 
@@ -148,7 +168,7 @@ class ClassifierGraph(nn.Module):
 
     def __init__(self, model: nn.Module, *, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        self.model, self.normalize = model, Normalize(mean, std)
+        self.network, self.normalize = Network(model), Normalize(mean, std)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.model(self.normalize(images))["logits"]
+        return self.network(self.normalize(images))
