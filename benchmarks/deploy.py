@@ -34,7 +34,7 @@ from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
 from mobilenetv2_dense.deploy.formats import dynamic_shapes, export_graph
 from mobilenetv2_dense.deploy.fuse import compile_for_inference, fold_conv_bn
 from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, Normalize, SegmenterGraph
-from mobilenetv2_dense.deploy.quantize import quantize_onnx, quantize_pt2e
+from mobilenetv2_dense.deploy.quantize import QUANTISED_OPS, QUANTISED_OPS_DENSE, quantize_onnx, quantize_pt2e
 from mobilenetv2_dense.deploy.runtime import DeployedModel
 from mobilenetv2_dense.models import deeplabv3_mobilenet_v2, mobilenet_v2_classifier, ssdlite320_mobilenet_v2
 
@@ -62,17 +62,17 @@ def _peer(task: str) -> tuple[nn.Module, Callable[[torch.Tensor], object]]:
 
 
 def _ours(task: str) -> tuple[nn.Module, nn.Module, tuple[int, int], list[str]]:
-    """(model, deployed graph, input size, output names)."""
+    """(model, deployed graph of its Conv+BN folded copy, as export.py builds it, input size, output names)."""
     norm = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD)
     if task == "backbone":
         model = mobilenet_v2_classifier(num_classes=1000).eval()
-        return model, ClassifierGraph(model, **norm), (224, 224), ["logits"]
+        return model, ClassifierGraph(fold_conv_bn(model), **norm), (224, 224), ["logits"]
     if task == "detection":
         model = ssdlite320_mobilenet_v2(num_classes=80).eval()
-        graph = DetectorGraph(model, (320, 320), **norm)
+        graph = DetectorGraph(fold_conv_bn(model), (320, 320), **norm)
         return model, graph, (320, 320), ["boxes", "scores", "labels", "num_detections"]
     model = deeplabv3_mobilenet_v2(num_classes=21, head="lite").eval()
-    return model, SegmenterGraph(model, **norm), (512, 512), ["logits"]
+    return model, SegmenterGraph(fold_conv_bn(model), **norm), (512, 512), ["logits"]
 
 
 def _eager_call(task: str, model: nn.Module) -> Callable[[torch.Tensor], object]:
@@ -113,7 +113,8 @@ def latency(task: str, *, runs: int, warmup: int, threads: int, formats: list[st
         path, _ = export_graph(graph, example, folder / f"{task}.onnx", format="onnx", output_names=outputs,
                                dynamic_size=dynamic, min_size=min_size)
         _sidecar(path, task, outputs)
-        int8 = quantize_onnx(path, folder / f"{task}.int8.onnx", calibration)
+        int8 = quantize_onnx(path, folder / f"{task}.int8.onnx", calibration,
+                             op_types=QUANTISED_OPS if task == "detection" else QUANTISED_OPS_DENSE)
         _sidecar(int8, task, outputs)
         for name, file in (("ONNX Runtime fp32", path), ("ONNX Runtime int8", int8)):
             deployed = DeployedModel(file, threads=threads)

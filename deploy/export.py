@@ -214,20 +214,24 @@ def export(argv: list[str] | None = None) -> Path:
                                  output_names=[o["name"] for o in contract["outputs"]],
                                  dynamic_size=contract["dynamic_size"], min_size=min_size)
     if onnx_int8:
-        from mobilenetv2_dense.deploy.quantize import count_onnx_int8_layers, quantize_onnx
+        from mobilenetv2_dense.deploy.quantize import (
+            QUANTISED_OPS,
+            QUANTISED_OPS_DENSE,
+            count_onnx_int8_layers,
+            quantize_onnx,
+        )
 
-        path = quantize_onnx(float_output, output, batches)
+        op_types = QUANTISED_OPS if contract["task"] == "detection" else QUANTISED_OPS_DENSE
+        path = quantize_onnx(float_output, output, batches, op_types=op_types)
         float_output.unlink()
         int8_layers = count_onnx_int8_layers(path)
     if args.int8:
-        from mobilenetv2_dense.deploy.quantize import QUANTISED_OPS
-
         contract["int8"] = {
             "calibration_images": sum(len(b) for b in batches), "weights": "int8, per output channel",
             "int8_layers": int8_layers, "float_layers": float_layers,
             "float": "normalisation and post-processing",
             **({"method": "ONNX Runtime quantize_static, QDQ", "activations": "uint8, per tensor, min/max",
-                "quantised_ops": list(QUANTISED_OPS)} if onnx_int8 else
+                "quantised_ops": list(op_types)} if onnx_int8 else
                {"method": "PT2E, XNNPACKQuantizer (symmetric)", "activations": "int8, per tensor, min/max"})}
     meta = {**contract, "format": args.format, "file": path.name, "config": str(args.config),
             "checkpoint": str(args.ckpt_path) if args.ckpt_path else None, "versions": versions(args.format),
