@@ -36,6 +36,7 @@ from mobilenetv2_dense.tasks.classification import ClassificationTask
 from mobilenetv2_dense.tasks.cli import checkpoint_hyperparameters, cli_main
 from mobilenetv2_dense.tasks.detection import DetectionTask
 from mobilenetv2_dense.tasks.segmentation import SegmentationTask
+from mobilenetv2_dense.tasks.upgrade import new_class_path
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -70,6 +71,7 @@ def build_task(config: str, ckpt_path: str | None, overrides: list[str]) -> tupl
             raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
         hparams = checkpoint_hyperparameters(ckpt_path)
         class_path = hparams.pop("_class_path", None)
+        class_path = new_class_path(class_path) if class_path else None  # a checkpoint from before the package
         spec = {"class_path": class_path, "init_args": hparams} if class_path else hparams
         args += ["--model", json.dumps(spec, default=str)]
     args += [*overrides, "--model.init_args.backbone_weights", "null"]  # the checkpoint (or nothing) gives weights
