@@ -21,7 +21,6 @@ prints the parity figures it measures on the generated validation sets (mAP, mIo
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ from mobilenetv2_dense.deploy.formats import dynamic_shapes, export_graph
 from mobilenetv2_dense.deploy.fuse import compile_for_inference, fold_conv_bn
 from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, Normalize, SegmenterGraph
 from mobilenetv2_dense.deploy.quantize import QUANTISED_OPS, QUANTISED_OPS_DENSE, quantize_onnx, quantize_pt2e
-from mobilenetv2_dense.deploy.runtime import DeployedModel
+from mobilenetv2_dense.deploy.runtime import DeployedModel, write_sidecar
 from mobilenetv2_dense.models import deeplabv3_mobilenet_v2, mobilenet_v2_classifier, ssdlite320_mobilenet_v2
 
 DEMO_CHECKPOINTS = {
@@ -137,9 +136,9 @@ def latency(task: str, *, runs: int, warmup: int, threads: int, formats: list[st
 
 
 def _sidecar(path: Path, task: str, outputs: list[str]) -> None:
-    kind = {"backbone": "classification"}.get(task, task)
-    path.with_name(path.name + ".json").write_text(json.dumps(
-        {"task": kind, "outputs": [{"name": name} for name in outputs], "classes": []}))
+    """The least a DeployedModel reads (these timing files have no classes)."""
+    write_sidecar(path, {"task": {"backbone": "classification"}.get(task, task),
+                         "outputs": [{"name": name} for name in outputs], "classes": []})
 
 
 def accuracy(formats: list[str], parity_images: int) -> list[tuple]:

@@ -17,7 +17,6 @@ resolution that fit a latency budget.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from mobilenetv2_dense.backbone.complexity import count_madds
 from mobilenetv2_dense.deploy.formats import export_graph
 from mobilenetv2_dense.deploy.fuse import fold_conv_bn
 from mobilenetv2_dense.deploy.quantize import QUANTISED_OPS, QUANTISED_OPS_DENSE, quantize_onnx
-from mobilenetv2_dense.deploy.runtime import DeployedModel
+from mobilenetv2_dense.deploy.runtime import DeployedModel, write_sidecar
 from mobilenetv2_dense.models import deeplabv3_mobilenet_v2, mobilenet_v2_classifier, ssdlite320_mobilenet_v2
 
 WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.4)
@@ -71,9 +70,8 @@ def measure(name: str, width: float, sizes: tuple[int, ...], runs: int, threads:
     calibration = [torch.rand(2, 3, size, size) for size in sizes[-2:]]
     int8_path = quantize_onnx(path, folder / f"{name}_{width}.int8.onnx", calibration,
                               op_types=QUANTISED_OPS if name == "ssdlite" else QUANTISED_OPS_DENSE)
-    for file in (path, int8_path):
-        file.with_name(file.name + ".json").write_text(json.dumps({"task": name, "outputs": [
-            {"name": o} for o in outputs], "classes": []}))
+    for file in (path, int8_path):  # the least a DeployedModel reads
+        write_sidecar(file, {"task": name, "outputs": [{"name": o} for o in outputs], "classes": []})
     runtimes = {"onnx": DeployedModel(path, threads=threads), "int8": DeployedModel(int8_path, threads=threads)}
     rows = []
     for size in sizes:

@@ -30,7 +30,7 @@ from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
 from mobilenetv2_dense.deploy.formats import ONNX_OPSET, SUFFIX, dynamic_shapes, export_graph
 from mobilenetv2_dense.deploy.fuse import count_batchnorms, fold_conv_bn
 from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, SegmenterGraph
-from mobilenetv2_dense.deploy.runtime import DeployedModel, sidecar_path
+from mobilenetv2_dense.deploy.runtime import DeployedModel, sidecar_path, write_sidecar
 from mobilenetv2_dense.models.weights import load_checkpoint_weights
 from mobilenetv2_dense.tasks.classification import ClassificationTask
 from mobilenetv2_dense.tasks.cli import checkpoint_hyperparameters, cli_main
@@ -238,13 +238,13 @@ def export(argv: list[str] | None = None) -> Path:
     meta = {**contract, "format": args.format, "file": path.name, "config": str(args.config),
             "checkpoint": str(args.ckpt_path) if args.ckpt_path else None, "versions": versions(args.format),
             "export_seconds": round(seconds, 1), "parity": None}
-    sidecar_path(path).write_text(json.dumps(meta, indent=2))
+    write_sidecar(path, meta)
     if args.parity_images > 0:
         from mobilenetv2_dense.deploy.parity import parity
 
         figures = parity(task, DeployedModel(path), datamodule, max_images=args.parity_images, argmax=args.argmax)
         meta["parity"] = figures
-        sidecar_path(path).write_text(json.dumps(meta, indent=2))
+        write_sidecar(path, meta)
         print(f"export: parity on {figures.get('images', 0)} validation images: "
               f"{json.dumps({k: v for k, v in figures.items() if k != 'images'})}")
     print(f"export: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {seconds:.0f} s) and {sidecar_path(path)}")

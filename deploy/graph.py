@@ -55,6 +55,13 @@ class Network(nn.Module):
         return out["out"] if isinstance(self.model, DeepLabV3) else out["logits"]
 
 
+def denormalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """A normalised ``(N, 3, H, W)`` batch back to the ``[0, 1]`` RGB a deployed graph takes (it normalises inside)."""
+    mean_ = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std_ = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return images * std_ + mean_
+
+
 def pairwise_iou(boxes: Tensor) -> Tensor:
     """``(N, T, 4)`` xyxy -> ``(N, T, T)`` IoU of every pair within an image (torchvision's ``box_iou``, batched)."""
     area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])  # (N, T)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mobilenetv2_dense.deploy.graph import denormalize
 from mobilenetv2_dense.deploy.runtime import DeployedModel
 from mobilenetv2_dense.tasks.classification import ClassificationTask
 from mobilenetv2_dense.tasks.detection import DetectionTask
@@ -26,9 +27,7 @@ from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, confusion
 
 def unnormalize(images: Tensor, datamodule: Any) -> Tensor:
     """A data module's normalised batch back to the ``[0, 1]`` RGB the exported graph takes."""
-    mean = torch.tensor(datamodule.mean, dtype=images.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(datamodule.std, dtype=images.dtype).view(1, -1, 1, 1)
-    return images * std + mean
+    return denormalize(images, datamodule.mean, datamodule.std)
 
 
 def _batches(datamodule: Any, max_images: int) -> list:

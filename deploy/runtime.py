@@ -22,6 +22,14 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def write_sidecar(path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``meta`` as ``path``'s sidecar; :class:`DeployedModel` needs at least ``task``, ``outputs`` (names in
+    output order) and ``classes`` (the export command writes the full contract)."""
+    json_path = sidecar_path(path)
+    json_path.write_text(json.dumps(meta, indent=2))
+    return json_path
+
+
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """The export's description of ``path`` (task, input, outputs, classes, versions, parity)."""
     json_path = sidecar_path(path)
@@ -52,6 +60,7 @@ class DeployedModel:
         self.meta = read_sidecar(self.path)
         self.task: str = self.meta["task"]
         self.output_names: list[str] = [output["name"] for output in self.meta["outputs"]]
+        self._to_label: Tensor | None = None
         suffix = self.path.suffix.lower()
         if suffix == ".onnx":
             import onnxruntime as ort
@@ -105,8 +114,10 @@ class DeployedModel:
         """Detection outputs as the eager ``SSDLite.predict`` gives them: per image ``boxes (D, 4)``, ``scores``,
         ``labels`` in 1..K (category ids mapped back), only the ``num_detections`` filled rows."""
         out = self(images)
-        to_label = torch.zeros(max(self.category_ids) + 1, dtype=torch.int64)
-        to_label[torch.tensor(self.category_ids)] = torch.arange(1, len(self.category_ids) + 1)
+        if self._to_label is None:  # category id -> label 1..K, built once per file
+            self._to_label = torch.zeros(max(self.category_ids) + 1, dtype=torch.int64)
+            self._to_label[torch.tensor(self.category_ids)] = torch.arange(1, len(self.category_ids) + 1)
+        to_label = self._to_label
         return [{"boxes": boxes[:n], "scores": scores[:n], "labels": to_label[labels[:n]]}
                 for boxes, scores, labels, n in zip(out["boxes"], out["scores"], out["labels"],
                                                     out["num_detections"].tolist())]

@@ -95,10 +95,9 @@ class BaseTask(L.LightningModule):
 
     def deployed_inputs(self, images: Tensor) -> Tensor:
         """A normalised batch back to the ``[0, 1]`` RGB an exported graph takes (it normalises inside)."""
-        datamodule = self.trainer.datamodule
-        mean = torch.tensor(datamodule.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(datamodule.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-        return images * std + mean
+        from mobilenetv2_dense.deploy.graph import denormalize
+
+        return denormalize(images, self.trainer.datamodule.mean, self.trainer.datamodule.std)
 
     def _check_data_classes(self, stage: str) -> None:
         """``num_classes`` (the number of classes the data's annotations define, see ``tasks/cli.py``) must
