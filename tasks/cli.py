@@ -32,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mobilenetv2_dense.backbone.weights import WeightsDownloadError
 from mobilenetv2_dense.tasks.checkpointing import ResumableTraining
+from mobilenetv2_dense.tasks.curves import TrainingCurves
 from mobilenetv2_dense.tasks.upgrade import new_class_path
 
 _CONFIG_OPTIONS = ("-c", "--config")
@@ -220,5 +221,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> TaskCLI:
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [ResumableTraining()]},  # checkpoint on SIGTERM, atomic writes, RNG states
+        # Appended to the callbacks a config lists (LightningCLI adds trainer_defaults' callbacks, never replaces):
+        # checkpoint on SIGTERM, atomic writes, RNG states; training_curves.png when fit ends.
+        trainer_defaults={"callbacks": [ResumableTraining(), TrainingCurves()]},
     )

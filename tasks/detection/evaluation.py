@@ -61,7 +61,8 @@ def _coco_objects(coco_gt: Any, backend: Backend) -> tuple[Any, type]:
 
 
 def evaluate_coco(coco_gt: Any, results: list[dict] | np.ndarray, *, backend: Backend = "faster_coco_eval",
-                  image_ids: list[int] | None = None, verbose: bool = False) -> dict[str, float]:
+                  image_ids: list[int] | None = None, verbose: bool = False,
+                  return_eval: bool = False) -> dict[str, float] | tuple[dict[str, float], Any]:
     """COCO bbox metrics of ``results`` against ``coco_gt``.
 
     Args:
@@ -73,11 +74,15 @@ def evaluate_coco(coco_gt: Any, results: list[dict] | np.ndarray, *, backend: Ba
             ``None`` = every image of ``coco_gt``.
         verbose: print COCO's 12-line summary table (``DetectionTask`` does under ``validate`` and ``test``, not
             at the validations inside ``fit``, whose log gets the numbers as metrics).
+        return_eval: also return the accumulated COCOeval object (either library's), e.g. for its
+            ``eval["precision"]`` ``(T, R, K, A, M)`` precision-recall array (``params.iouThrs``, ``params.catIds``
+            name its axes); ``None`` when there were no detections.
 
     Returns:
         ``map, map_50, map_75, map_small, map_medium, map_large, mar_1, mar_10, mar_100, mar_small,
         mar_medium, mar_large`` as floats. COCO's ``-1`` (no ground truth in that area range) is kept;
         an empty ``results`` gives all zeros without running COCOeval (both libraries reject empty results).
+        With ``return_eval``: ``(metrics, evaluator)``.
     """
     names = METRIC_NAMES + RECALL_NAMES
     if isinstance(results, np.ndarray):
@@ -85,7 +90,7 @@ def evaluate_coco(coco_gt: Any, results: list[dict] | np.ndarray, *, backend: Ba
     if not results:
         if verbose:
             print("COCO evaluation: no detections, every metric is 0")
-        return dict.fromkeys(names, 0.0)
+        return (dict.fromkeys(names, 0.0), None) if return_eval else dict.fromkeys(names, 0.0)
     gt, evaluator_cls = _coco_objects(coco_gt, backend)
     # loadRes adds "area", "id", "segmentation" to each dict in place: work on copies.
     results = copy.deepcopy(results)
@@ -102,7 +107,8 @@ def evaluate_coco(coco_gt: Any, results: list[dict] | np.ndarray, *, backend: Ba
         evaluator.accumulate()
         evaluator.summarize()
     stats = np.asarray(evaluator.stats, dtype=np.float64)[: len(names)]
-    return {name: float(value) for name, value in zip(names, stats)}
+    metrics = {name: float(value) for name, value in zip(names, stats)}
+    return (metrics, evaluator) if return_eval else metrics
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:

@@ -22,8 +22,10 @@ from mobilenetv2_dense.tasks.detection.evaluation import (
     evaluate_coco,
     scale_to_original,
 )
+from mobilenetv2_dense.tasks.detection.pictures import write_detection_pictures
 from mobilenetv2_dense.tasks.distributed import gather_per_image
 from mobilenetv2_dense.tasks.optim import Optimization
+from mobilenetv2_dense.tasks.plots import evaluation_folder
 
 LOGGED_METRICS = (*METRIC_NAMES, "mar_100")
 
@@ -208,8 +210,14 @@ class DetectionTask(BaseTask):
         values = torch.zeros(len(LOGGED_METRICS), dtype=torch.float64)
         if self.trainer.is_global_zero:
             rank_zero_info(f"COCO {prefix} evaluation on {len(image_ids)} images, {len(results)} detections")
-            metrics = evaluate_coco(coco_gt, results, backend=self.evaluator, image_ids=image_ids,
-                                    verbose=self.trainer.state.fn != "fit")  # a fit's log gets the metrics
+            evaluating = self.trainer.state.fn != "fit"  # validate / test: COCO's table and the pictures
+            metrics, evaluator = evaluate_coco(coco_gt, results, backend=self.evaluator, image_ids=image_ids,
+                                               verbose=evaluating, return_eval=True)  # a fit's log gets the metrics
+            folder = evaluation_folder(self.trainer) if evaluating else None  # None: no logger, no files
+            if folder is not None:
+                paths = write_detection_pictures(folder, evaluator, coco_gt, results, image_ids, self.class_names,
+                                                 self.label_to_cat_id)
+                rank_zero_info("Pictures: " + ", ".join(str(path) for path in paths))
             values = torch.tensor([metrics[name] for name in LOGGED_METRICS], dtype=torch.float64)
         # Rank 0 computed them; every rank must log the same values for checkpointing on val/map.
         values = self.trainer.strategy.broadcast(values, src=0)

@@ -60,7 +60,8 @@ class SegmentationMetrics(Metric):
     """mIoU, pixel accuracy and per-class IoU over everything passed to ``update``; summed over DDP ranks.
 
     ``update(preds, target)`` takes ``(N, H, W)`` indices or ``(N, K, H, W)`` scores and ``(N, H, W)`` labels
-    (255 ignored); ``compute()`` returns :func:`scores_from_confusion`'s dict.
+    (255 ignored); ``compute()`` returns :func:`scores_from_confusion`'s dict plus ``confmat`` ``(K, K)``, the
+    matrix it came from (rows = true class), for the pictures of ``validate`` and ``test``.
     """
 
     full_state_update = False
@@ -81,7 +82,7 @@ class SegmentationMetrics(Metric):
         self.confmat = self.confmat + confusion_matrix(preds, target, self.num_classes, self.ignore_index)
 
     def compute(self) -> dict[str, Tensor]:
-        return scores_from_confusion(self.confmat)
+        return {**scores_from_confusion(self.confmat), "confmat": self.confmat.clone()}
 
 
 class PixelMean(Metric):

@@ -26,6 +26,7 @@ from torch.utils.data import DistributedSampler
 from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
 from mobilenetv2_dense.tasks.base import BaseTask
 from mobilenetv2_dense.tasks.optim import Optimization
+from mobilenetv2_dense.tasks.plots import evaluation_folder, plot_confusion_matrix, plot_iou_bars
 from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
 
 
@@ -265,7 +266,22 @@ class SegmentationTask(BaseTask):
             table = format_iou_table(scores["iou"], self.class_names, miou=scores["miou"],
                                      pixel_accuracy=scores["pixel_accuracy"])
             rank_zero_info(f"\n{stage} per-class IoU (epoch {self.current_epoch}):\n{table}")
+        if self.trainer.state.fn != "fit" and self.trainer.is_global_zero:  # validate / test, not fit's validations
+            self._write_pictures(scores)
         return scores
+
+    def _write_pictures(self, scores: dict[str, Tensor]) -> None:
+        """``iou_per_class.png`` and ``confusion_matrix.png`` (row-normalised) in ``<log dir>/<validate|test>``
+        (:func:`mobilenetv2_dense.tasks.plots.evaluation_folder`)."""
+        folder = evaluation_folder(self.trainer)
+        if folder is None:  # no logger: the run writes no files
+            return
+        names = self.class_names or [f"class {k}" for k in range(self.num_classes)]
+        paths = [plot_iou_bars(scores["iou"], names, folder / "iou_per_class.png",
+                               title=f"IoU per class (mIoU {100 * float(scores['miou']):.2f})"),
+                 plot_confusion_matrix(scores["confmat"], names, folder / "confusion_matrix.png",
+                                       title="confusion matrix (pixels; rows: true class)")]
+        rank_zero_info("Pictures: " + ", ".join(str(path) for path in paths))
 
     def on_validation_epoch_end(self) -> None:
         self._finish("val", self.val_metrics, self.val_loss)
