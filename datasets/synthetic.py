@@ -58,9 +58,13 @@ def _polygon(label: int, cx: float, cy: float, r: float, angle: float) -> list[t
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int, *, max_objects: int = 4,
-                 min_size: float = 0.08, max_size: float = 0.45) -> tuple[np.ndarray, list[SceneObject]]:
+                 min_size: float = 0.08, max_size: float = 0.45,
+                 elongation: tuple[float, float] | None = None) -> tuple[np.ndarray, list[SceneObject]]:
     """Draw 0..``max_objects`` shapes (sizes ``min_size``..``max_size`` of the short side) on a background.
 
+    ``elongation = (lo, hi)`` squeezes every shape along x or y (half each) by a factor drawn in ``[lo, hi]``, so
+    its box is 1:lo..1:hi (rods, bars and needles, far from the near-square COCO-like default); ``None`` draws
+    exactly the scenes it always drew (the extra random numbers are drawn only when it is set).
     Returns the ``(H, W, 3)`` uint8 image and the visible objects; shapes overlap little (IoU < 0.3).
     """
     image = _background(rng, height, width)
@@ -72,10 +76,16 @@ def render_scene(rng: np.random.Generator, height: int, width: int, *, max_objec
         r = rng.uniform(min_size, max_size) * short / 2
         cx, cy = rng.uniform(r * 0.5, width - r * 0.5), rng.uniform(r * 0.5, height - r * 0.5)
         polygon = _polygon(label, cx, cy, r, rng.uniform(0, np.pi / 2))
+        rx = ry = 1.0  # squeeze of x and y about the centre
+        if elongation is not None:
+            squeeze = 1.0 / rng.uniform(*elongation)
+            rx, ry = (squeeze, 1.0) if rng.random() < 0.5 else (1.0, squeeze)
+            if polygon is not None:
+                polygon = [(cx + (x - cx) * rx, cy + (y - cy) * ry) for x, y in polygon]
         mask_image = Image.new("1", (width, height))
         mask_draw = ImageDraw.Draw(mask_image)
         if polygon is None:
-            mask_draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=1)
+            mask_draw.ellipse((cx - r * rx, cy - r * ry, cx + r * rx, cy + r * ry), fill=1)
         else:
             mask_draw.polygon(polygon, fill=1)
         mask = np.array(mask_image, dtype=bool)

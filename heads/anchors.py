@@ -6,9 +6,13 @@ i.e. ``create_ssd_anchors`` in ``object_detection/anchor_generators/multiple_gri
 ``tile_anchors`` in ``grid_anchor_generator.py``. The rules reproduced here, with TF's defaults:
 
 - scales ``s_k = min_scale + (max_scale - min_scale) * k / (num_layers - 1)``, plus ``1.0`` appended, used only
-  as ``s_{k+1}`` of the last layer (``create_ssd_anchors``: ``scales = [...] + [1.0]``);
+  as ``s_{k+1}`` of the last layer (``create_ssd_anchors``: ``scales = [...] + [1.0]``); or, as TF's optional
+  ``scales`` field (``ssd_anchor_generator.proto``: "when not empty, min_scale and max_scale are not used"), one
+  explicit scale per layer, still followed by ``1.0`` (anchors fitted to a dataset use it, see ``anchor_fit.py``);
 - layer 0 with ``reduce_boxes_in_lowest_layer``: exactly ``[(0.1, 1.0), (s_0, 2.0), (s_0, 0.5)]``, whatever
-  ``aspect_ratios`` is (TF hard-codes these three);
+  ``aspect_ratios`` is (TF hard-codes these three); ``lowest_layer_boxes``, an option TF does not have, replaces
+  them with other ``(scale, aspect_ratio)`` pairs (anchors fitted to long thin objects need it, see
+  ``anchor_fit.py``);
 - every other layer: ``(s_k, ar)`` for each aspect ratio in the given order, then
   ``(sqrt(s_k * s_{k+1}), interpolated_scale_aspect_ratio)`` when that ratio is > 0;
 - box size ``height = s / sqrt(ar) * base``, ``width = s * sqrt(ar) * base`` where the base anchor size is
@@ -39,22 +43,44 @@ def box_specs(
     aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
     interpolated_scale_aspect_ratio: float = 1.0,
     reduce_boxes_in_lowest_layer: bool = True,
+    scales: Sequence[float] | None = None,
+    lowest_layer_boxes: Sequence[Sequence[float]] | None = None,
 ) -> list[list[tuple[float, float]]]:
-    """``(scale, aspect_ratio)`` of every anchor at one location, per layer (TF ``create_ssd_anchors``)."""
+    """``(scale, aspect_ratio)`` of every anchor at one location, per layer (TF ``create_ssd_anchors``).
+
+    ``scales``: one scale per layer instead of the linear ``min_scale .. max_scale`` rule (TF's ``scales``).
+    ``lowest_layer_boxes``: the ``(scale, aspect_ratio)`` pairs of the reduced lowest layer instead of TF's
+    ``[(0.1, 1.0), (s_0, 2.0), (s_0, 0.5)]`` (only with ``reduce_boxes_in_lowest_layer``).
+    """
     if num_layers < 1:
         raise ValueError(f"heads/anchors.py: num_layers must be >= 1, got {num_layers}; pass one per feature map")
     if not 0 < min_scale <= max_scale:
         raise ValueError(f"heads/anchors.py: need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
     if any(ar <= 0 for ar in aspect_ratios):
         raise ValueError(f"heads/anchors.py: aspect ratios must be positive, got {tuple(aspect_ratios)}")
-    # A single layer would divide by zero in TF's formula; it gets min_scale.
-    step = (max_scale - min_scale) / max(num_layers - 1, 1)
-    scales = [min_scale + step * k for k in range(num_layers)] + [1.0]
+    if scales:
+        if len(scales) != num_layers or any(s <= 0 for s in scales):
+            raise ValueError(f"heads/anchors.py: scales {tuple(scales)} must hold {num_layers} positive values, one "
+                             "per feature map; or pass none to use min_scale .. max_scale")
+        scales = [float(s) for s in scales] + [1.0]
+    else:
+        # A single layer would divide by zero in TF's formula; it gets min_scale.
+        step = (max_scale - min_scale) / max(num_layers - 1, 1)
+        scales = [min_scale + step * k for k in range(num_layers)] + [1.0]
+    lowest = [(0.1, 1.0), (scales[0], 2.0), (scales[0], 0.5)]
+    if lowest_layer_boxes:
+        if not reduce_boxes_in_lowest_layer:
+            raise ValueError("heads/anchors.py: lowest_layer_boxes replaces the reduced lowest layer's boxes; set "
+                             "reduce_boxes_in_lowest_layer=True or leave lowest_layer_boxes out")
+        if any(len(box) != 2 or min(box) <= 0 for box in lowest_layer_boxes):
+            raise ValueError(f"heads/anchors.py: lowest_layer_boxes {[tuple(b) for b in lowest_layer_boxes]} must "
+                             "be positive (scale, aspect_ratio) pairs, e.g. [[0.1, 1.0], [0.2, 2.0], [0.2, 0.5]]")
+        lowest = [(float(scale), float(ratio)) for scale, ratio in lowest_layer_boxes]
     specs = []
     for layer in range(num_layers):
         scale, scale_next = scales[layer], scales[layer + 1]
         if layer == 0 and reduce_boxes_in_lowest_layer:
-            specs.append([(0.1, 1.0), (scale, 2.0), (scale, 0.5)])
+            specs.append(lowest)
             continue
         layer_specs = [(scale, float(ar)) for ar in aspect_ratios]
         if interpolated_scale_aspect_ratio > 0:
@@ -69,11 +95,13 @@ def num_anchors_per_location(
     aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
     interpolated_scale_aspect_ratio: float = 1.0,
     reduce_boxes_in_lowest_layer: bool = True,
+    lowest_layer_boxes: Sequence[Sequence[float]] | None = None,
 ) -> list[int]:
     """Anchors per cell for each layer (``[3, 6, 6, 6, 6, 6]`` for the paper), known before any forward pass."""
     specs = box_specs(num_layers=num_layers, aspect_ratios=aspect_ratios,
                       interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
-                      reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer)
+                      reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer,
+                      lowest_layer_boxes=lowest_layer_boxes)
     return [len(s) for s in specs]
 
 
@@ -86,6 +114,8 @@ def ssd_anchors(
     aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
     interpolated_scale_aspect_ratio: float = 1.0,
     reduce_boxes_in_lowest_layer: bool = True,
+    scales: Sequence[float] | None = None,
+    lowest_layer_boxes: Sequence[Sequence[float]] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
@@ -96,12 +126,14 @@ def ssd_anchors(
     height, width = image_size
     specs = box_specs(num_layers=len(feature_sizes), min_scale=min_scale, max_scale=max_scale,
                       aspect_ratios=aspect_ratios, interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
-                      reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer)
+                      reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer, scales=scales,
+                      lowest_layer_boxes=lowest_layer_boxes)
     base = float(min(height, width))  # TF normalises the base anchor by the shorter side
     layers = []
     for (fh, fw), layer_specs in zip(feature_sizes, specs):
-        scales, ratios = torch.tensor(layer_specs, dtype=torch.float64, device=device).unbind(1)
-        sizes = torch.stack([scales * ratios.sqrt(), scales / ratios.sqrt()], dim=1) * base  # (B, 2) = (w, h)
+        box_scales, ratios = torch.tensor(layer_specs, dtype=torch.float64, device=device).unbind(1)
+        # (B, 2) = (w, h) in pixels
+        sizes = torch.stack([box_scales * ratios.sqrt(), box_scales / ratios.sqrt()], dim=1) * base
         cy = (torch.arange(fh, dtype=torch.float64, device=device) + 0.5) * (height / fh)
         cx = (torch.arange(fw, dtype=torch.float64, device=device) + 0.5) * (width / fw)
         yy, xx = torch.meshgrid(cy, cx, indexing="ij")  # (fh, fw) each

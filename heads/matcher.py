@@ -37,8 +37,15 @@ def match_anchors(gt_boxes: list[Tensor], anchors: Tensor, iou_threshold: float 
 
     # (N * M, 4) x (A, 4) -> (N * M, A) -> (N, M, A); padding rows get -1 so that they never win a max
     iou = box_iou(padded.reshape(-1, 4), anchors).reshape(num_images, max_gt, num_anchors)
-    iou = iou.masked_fill(~valid[:, :, None], -1.0)
+    return match_iou(iou.masked_fill(~valid[:, :, None], -1.0), valid, iou_threshold)
 
+
+def match_iou(iou: Tensor, valid: Tensor, iou_threshold: float = 0.5) -> Tensor:
+    """:func:`match_anchors` from the IoU already computed: ``iou (N, M, A)`` of padded ground truth and anchors,
+    padding rows (``valid (N, M)`` False) at -1; returns ``(N, A)`` int64, ``-1`` for background."""
+    num_images, max_gt, num_anchors = iou.shape
+    if max_gt == 0:
+        return torch.full((num_images, num_anchors), -1, dtype=torch.long, device=iou.device)
     best_iou, best_gt = iou.max(dim=1)  # (N, A): the best ground truth for each anchor
     matches = torch.where(best_iou >= iou_threshold, best_gt, torch.full_like(best_gt, -1))
 
@@ -46,7 +53,7 @@ def match_anchors(gt_boxes: list[Tensor], anchors: Tensor, iou_threshold: float 
     # column A, dropped afterwards, so that no per-image or per-box Python loop is needed.
     best_anchor = iou.argmax(dim=2)  # (N, M)
     target_column = torch.where(valid, best_anchor, torch.full_like(best_anchor, num_anchors))
-    gt_index = torch.arange(max_gt, device=anchors.device).expand(num_images, max_gt)
+    gt_index = torch.arange(max_gt, device=iou.device).expand(num_images, max_gt)
     matches = torch.cat([matches, matches.new_full((num_images, 1), -1)], dim=1)  # (N, A + 1)
     matches.scatter_(1, target_column, gt_index)
     return matches[:, :num_anchors]

@@ -1,20 +1,26 @@
-"""``mobilenetv2-dense`` / ``python -m mobilenetv2_dense``: the LightningCLI of ``train_task.py``
-(``fit``, ``validate``, ``test``, ``predict``), plus ``export``, the command of ``export.py``, and ``plot RUN_DIR``,
-the training curves of a run folder (``tasks/curves.py``)."""
+"""``mobilenetv2-dense`` / ``python -m mobilenetv2_dense``: the LightningCLI of ``train_task.py`` (``fit``,
+``validate``, ``test``, ``predict``), plus three commands of their own:
 
+- ``export``: a checkpoint to ONNX or ExecuTorch (``deploy/export.py``, also ``python export.py``);
+- ``plot RUN_DIR``: the training curves of a run folder (``tasks/curves.py``);
+- ``anchors``: fits a detection config's anchors to its training boxes (``tasks/detection/anchors.py``).
+"""
+
+import importlib
 import sys
+
+# subcommand -> the module whose ``main(args)`` runs it (imported only when used: each pulls its own libraries)
+COMMANDS = {
+    "export": "mobilenetv2_dense.deploy.export",
+    "plot": "mobilenetv2_dense.tasks.curves",
+    "anchors": "mobilenetv2_dense.tasks.detection.anchors",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["export"]:
-        from mobilenetv2_dense.deploy.export import main as export_main
-
-        export_main(args[1:])
-    elif args[:1] == ["plot"]:
-        from mobilenetv2_dense.tasks.curves import main as plot_main
-
-        plot_main(args[1:])
+    if args[:1] and args[0] in COMMANDS:
+        importlib.import_module(COMMANDS[args[0]]).main(args[1:])
     else:
         from mobilenetv2_dense.tasks.cli import cli_main
 

@@ -20,9 +20,10 @@ The same counter gives SSD's 1.25B for the regular-conv head (20x20x576 and 10x1
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +53,11 @@ class SSDLite(nn.Module):
             (paper: ``["stage6_expansion", "conv_head"]``); its ``out_feature_info`` gives the head's channels.
         num_classes: K object classes (80 for COCO, 20 for VOC); labels 1..K, 0 is background.
         extra_channels: outputs of the extra stride-2 layers after the last tap.
-        min_scale, max_scale, aspect_ratios, reduce_boxes_in_lowest_layer: TF ``ssd_anchor_generator`` settings.
+        min_scale, max_scale, aspect_ratios, interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer: TF
+            ``ssd_anchor_generator`` settings (see :func:`mobilenetv2_dense.heads.anchors.box_specs`).
+        scales, lowest_layer_boxes: explicit per-layer scales and lowest-layer ``(scale, aspect_ratio)`` pairs
+            (``None``: TF's linear rule and hard-coded three), as written by anchors fitted to a dataset
+            (:func:`mobilenetv2_dense.heads.anchor_fit.fit_anchor_settings`, :meth:`set_anchor_settings`).
         norm_layer: the head's norm layer (TF's SSDLite batch norm, eps 1e-3, momentum 0.03).
         classification: how the scores come from ``cls_logits``: ``"softmax"`` over K + 1, or ``"focal"`` (a
             sigmoid of the K object logits) for a model trained with the focal loss.
@@ -70,7 +75,10 @@ class SSDLite(nn.Module):
         min_scale: float = 0.2,
         max_scale: float = 0.95,
         aspect_ratios: Sequence[float] = (1.0, 2.0, 0.5, 3.0, 1 / 3),
+        interpolated_scale_aspect_ratio: float = 1.0,
         reduce_boxes_in_lowest_layer: bool = True,
+        scales: Sequence[float] | None = None,
+        lowest_layer_boxes: Sequence[Sequence[float]] | None = None,
         norm_layer: Callable[..., nn.Module] = SSDLiteNorm,
         classification: Literal["softmax", "focal"] = "softmax",
         score_thresh: float = 0.01,
@@ -83,11 +91,17 @@ class SSDLite(nn.Module):
             raise ValueError(f"models/ssdlite.py: classification must be 'softmax' or 'focal', got {classification!r}")
         tap_info = backbone.out_feature_info  # network order, so the stride-16 tap comes first
         self.backbone = backbone
-        self.anchor_settings = dict(min_scale=min_scale, max_scale=max_scale, aspect_ratios=tuple(aspect_ratios),
-                                    reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer)
+        self.anchor_settings = dict(
+            min_scale=min_scale, max_scale=max_scale, aspect_ratios=tuple(aspect_ratios),
+            interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
+            reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer, scales=None if scales is None else tuple(scales),
+            lowest_layer_boxes=None if lowest_layer_boxes is None else tuple(map(tuple, lowest_layer_boxes)))
         num_anchors = num_anchors_per_location(num_layers=len(tap_info.names) + len(extra_channels),
                                                aspect_ratios=aspect_ratios,
-                                               reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer)
+                                               interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
+                                               reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer,
+                                               lowest_layer_boxes=lowest_layer_boxes)
+        ssd_anchors([(1, 1)] * len(num_anchors), (1, 1), **self.anchor_settings)  # bad settings fail here, not later
         self.head = SSDLiteHead(in_channels=dict(zip(tap_info.names, tap_info.channels())), num_classes=num_classes,
                                 num_anchors=num_anchors, extra_channels=extra_channels, norm_layer=norm_layer)
         self.num_classes = num_classes
@@ -107,6 +121,34 @@ class SSDLite(nn.Module):
             self._anchor_cache[key] = ssd_anchors(feature_sizes, image_size, device=device, dtype=dtype,
                                                   **self.anchor_settings)
         return self._anchor_cache[key]
+
+    def feature_sizes(self, image_size: tuple[int, int]) -> list[tuple[int, int]]:
+        """``(H_l, W_l)`` of every map the head predicts on for an ``image_size = (H, W)`` input, from the taps'
+        strides (every stride-2 conv, 3x3 with padding 1, gives ``ceil(n / 2)``): no forward pass."""
+        height, width = image_size
+        sizes = [(math.ceil(height / r), math.ceil(width / r)) for r in self.backbone.out_feature_info.reduction()]
+        for _ in self.head.extra:
+            sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
+        return sizes
+
+    def set_anchor_settings(self, **settings: Any) -> None:
+        """Change anchor values (keys of ``anchor_settings``), e.g. fitted to a dataset; the anchors per location,
+        hence the head's conv shapes and any trained weights, must stay as they are."""
+        unknown = set(settings) - set(self.anchor_settings)
+        if unknown:
+            raise ValueError(f"models/ssdlite.py: unknown anchor settings {sorted(unknown)}; "
+                             f"known: {sorted(self.anchor_settings)}")
+        new = {**self.anchor_settings, **settings}
+        counts = num_anchors_per_location(num_layers=len(self.head.num_anchors), **{
+            k: new[k] for k in ("aspect_ratios", "interpolated_scale_aspect_ratio", "reduce_boxes_in_lowest_layer",
+                                "lowest_layer_boxes")})
+        if counts != self.head.num_anchors:
+            raise ValueError(f"models/ssdlite.py: these anchor settings give {counts} anchors per location, the head "
+                             f"predicts {self.head.num_anchors}; keep the number of aspect ratios (and lowest-layer "
+                             "boxes) as they are")
+        ssd_anchors([(1, 1)] * len(counts), (1, 1), **new)  # bad values fail here
+        self.anchor_settings = new
+        self._anchor_cache.clear()
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         if images.dim() != 4 or images.shape[1] != 3:

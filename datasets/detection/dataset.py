@@ -157,6 +157,20 @@ class DetectionDataset(Dataset):
     def load(self, j: int) -> tuple[Tensor | np.ndarray, dict]:
         return self.sample(j, read_rgb(self.index.files[j]))
 
+    def resized_boxes(self, image_size: tuple[int, int]) -> list[Tensor]:
+        """The training boxes of every image (crowd / difficult ones left out), ``(M_i, 4)`` float32 xyxy in the
+        pixels of the image resized to ``image_size = (H, W)`` as the evaluation transform does (no augmentation):
+        the boxes the network sees, from the index alone, so no image is decoded."""
+        index = self.index
+        height, width = image_size
+        counts = np.diff(index.offsets)
+        box_image = np.repeat(np.arange(len(counts)), counts)  # (B,) image of each box
+        # (I, 4) x, y, x, y factors of each image, taken to each box
+        factors = np.array([width, height, width, height], dtype=np.float64) / index.sizes[:, [1, 0, 1, 0]]
+        keep = ~index.ignore
+        boxes = (index.boxes * factors[box_image])[keep].astype(np.float32)
+        return list(torch.from_numpy(boxes).split(np.bincount(box_image[keep], minlength=len(counts)).tolist()))
+
     def sample(self, j: int, image: np.ndarray) -> tuple[Tensor | np.ndarray, dict]:
         index = self.index
         start, stop = index.offsets[j], index.offsets[j + 1]

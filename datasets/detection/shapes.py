@@ -28,9 +28,14 @@ def shape_categories() -> list[dict]:
 
 
 def write_shapes_coco(root: str | Path, *, num_train: int = 1500, num_val: int = 200, image_size: int = 320,
-                      seed: int = 0, max_objects: int = 5) -> Path:
+                      seed: int = 0, max_objects: int = 5, object_size: tuple[float, float] = (0.1, 0.5),
+                      elongation: tuple[float, float] | None = None) -> Path:
     """Write ``num_train`` / ``num_val`` scenes of ``image_size`` squared pixels under ``root`` in the COCO 2017
     layout; about one image in ``max_objects + 1`` has no objects (negatives). Returns ``root``.
+
+    ``object_size``: the range of a shape's size as a fraction of the image side. ``elongation = (lo, hi)``: shapes
+    squeezed to boxes of 1:lo..1:hi, along x or y (``render_scene``); the default ``None`` writes the near-square
+    shapes of the detection demo, byte for byte as before these options existed.
 
     Annotations carry ``bbox`` ``[x, y, w, h]`` of the visible pixels, ``area`` (visible pixels), ``iscrowd`` 0 and
     ``segmentation`` as compressed RLE from ``pycocotools.mask.encode``. The marker file is written last.
@@ -50,8 +55,8 @@ def write_shapes_coco(root: str | Path, *, num_train: int = 1500, num_val: int =
         (root / split).mkdir(exist_ok=True)
         images, annotations = [], []
         for image_id in range(1, count + 1):
-            pixels, objects = render_scene(rng, image_size, image_size, max_objects=max_objects, min_size=0.1,
-                                           max_size=0.5)
+            pixels, objects = render_scene(rng, image_size, image_size, max_objects=max_objects,
+                                           min_size=object_size[0], max_size=object_size[1], elongation=elongation)
             file_name = f"{image_id:012d}.jpg"
             Image.fromarray(pixels).save(root / split / file_name, quality=90)
             images.append({"id": image_id, "file_name": file_name, "height": image_size, "width": image_size,
@@ -74,6 +79,7 @@ def write_shapes_coco(root: str | Path, *, num_train: int = 1500, num_val: int =
                    "images": images, "annotations": annotations, "categories": shape_categories()}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(dataset))
     params = {"num_train": num_train, "num_val": num_val, "image_size": image_size, "seed": seed,
-              "max_objects": max_objects}
+              "max_objects": max_objects, "object_size": list(object_size),
+              "elongation": None if elongation is None else list(elongation)}
     (root / MARKER).write_text(json.dumps(params))
     return root

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pycocotools.coco import COCO
+from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
 from mobilenetv2_dense.datasets.checks import DatasetError
@@ -66,6 +67,15 @@ class DetectionDataModule(BaseDataModule):
 
     def eval_transform(self) -> Transform:
         return eval_transform(image_size=self.image_size, mean=self.mean, std=self.std)
+
+    def train_boxes(self) -> list[Tensor]:
+        """The training split's boxes per image, ``(M_i, 4)`` xyxy in the pixels of the network input (each image
+        resized to ``image_size``, no augmentation; crowd / difficult boxes left out), read from the annotations
+        (COCO json, VOC xml) and the image headers: no image is decoded (for fitting anchors, see
+        :mod:`mobilenetv2_dense.tasks.detection.anchors`)."""
+        dataset = self.train_dataset if self.train_dataset is not None else self.make_dataset("train", None)
+        parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+        return [boxes for part in parts for boxes in part.resized_boxes((self.image_size, self.image_size))]
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_dataset is None:
@@ -223,19 +233,26 @@ class ShapesCOCODataModule(COCODataModule):
     settings is already there (a missing or different marker means rewrite).
 
     ``scene_size`` is the size of the written images; ``image_size`` the network input, as for real data.
+    ``object_size`` and ``elongation`` shape the objects (see ``write_shapes_coco``): ``elongation: [5, 10]`` writes
+    rods and bars of 1:5..1:10, far from the COCO-like boxes SSD's default anchors are tuned to.
     ``**options``: :class:`DetectionDataModule`'s (``image_size``, ``augment``, ...) and the loader options.
     """
 
     def __init__(self, root: str = "data/shapes_coco", *, num_train: int = 1500, num_val: int = 200,
-                 scene_size: int = 320, seed: int = 0, **options: Any) -> None:
+                 scene_size: int = 320, seed: int = 0, object_size: tuple[float, float] = (0.1, 0.5),
+                 elongation: tuple[float, float] | None = None, **options: Any) -> None:
         # the files are always the written ones under root, so the path overrides are not options here
         super().__init__(root, train_images=None, train_annotations=None, val_images=None, val_annotations=None,
                          **options)
-        self.write_args = {"num_train": num_train, "num_val": num_val, "image_size": scene_size, "seed": seed}
+        self.write_args = {"num_train": num_train, "num_val": num_val, "image_size": scene_size, "seed": seed,
+                           "object_size": list(object_size), "elongation": None if elongation is None else
+                           list(elongation)}
 
     def prepare_data(self) -> None:
         marker = Path(self.root) / MARKER
         written = json.loads(marker.read_text()) if marker.is_file() else {}
+        # markers written before object_size and elongation existed hold the defaults' data: no rewrite
+        written = {"object_size": [0.1, 0.5], "elongation": None, **written}
         if any(written.get(key) != value for key, value in self.write_args.items()):
             write_shapes_coco(self.root, **self.write_args)
         super().prepare_data()

@@ -16,6 +16,7 @@ from torch import Tensor
 from mobilenetv2_dense.heads.loss import SSDLoss
 from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.base import BaseTask
+from mobilenetv2_dense.tasks.detection.anchors import ANCHOR_ARGS, fit_task_anchors
 from mobilenetv2_dense.tasks.detection.evaluation import (
     METRIC_NAMES,
     detections_to_array,
@@ -63,6 +64,13 @@ class DetectionTask(BaseTask):
             300 and unchanged up to every pair (2,952); 200 loses 0.004 AR@100, and 400 costs 10% more
             post-processing time (1.6x for every pair) for the same numbers.
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
+        min_scale, max_scale, aspect_ratios, interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer, scales,
+            lowest_layer_boxes: the anchors (TF ``ssd_anchor_generator`` settings and two options for fitted values,
+            see :class:`mobilenetv2_dense.models.SSDLite`); the ``anchors`` command writes fitted ones.
+        fit_anchors: at the start of ``fit``, fit the anchor values to the data module's training boxes
+            (:mod:`mobilenetv2_dense.tasks.detection.anchors`), print the best possible recall before and after, and
+            keep the values in the hyper-parameters, so checkpoints (and ``--ckpt_path`` runs, ``export.py``) build
+            the model with them. A resumed fit keeps the checkpoint's anchors.
         optimization, channels_last, deployed, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`; an
             exported detector computes no loss, so ``validate --model.init_args.deployed model.onnx`` logs the COCO
             metrics only.
@@ -85,6 +93,14 @@ class DetectionTask(BaseTask):
         detections_per_img: int = 100,
         topk_candidates: int = 300,
         evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
+        min_scale: float = 0.2,
+        max_scale: float = 0.95,
+        aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 1 / 3),
+        interpolated_scale_aspect_ratio: float = 1.0,
+        reduce_boxes_in_lowest_layer: bool = True,
+        scales: list[float] | None = None,
+        lowest_layer_boxes: list[list[float]] | None = None,  # [scale, aspect_ratio] pairs
+        fit_anchors: bool = False,
         optimization: Optimization | None = None,
         channels_last: bool = False,
         deployed: str | None = None,
@@ -99,7 +115,7 @@ class DetectionTask(BaseTask):
             num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
             frozen_stages=frozen_stages, norm_eval=norm_eval, classification=classification_loss,
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
-            topk_candidates=topk_candidates)
+            topk_candidates=topk_candidates, **{key: self.hparams[key] for key in ANCHOR_ARGS})
         if classification_loss == "focal":
             self.model.head.set_class_prior(0.01)
         self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss,
@@ -124,6 +140,10 @@ class DetectionTask(BaseTask):
             self.class_names = [str(name) for name in names]
         if cat_ids is not None:
             self.label_to_cat_id = {int(label): int(cat) for label, cat in cat_ids.items()}
+
+    def on_fit_start(self) -> None:
+        if self.hparams.fit_anchors:
+            fit_task_anchors(self)
 
     # The label set travels in the checkpoint, so predict needs no dataset to name classes and map ids back.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

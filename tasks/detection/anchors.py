@@ -1,0 +1,157 @@
+"""Anchors fitted to the training boxes: the ``fit_anchors`` step of ``DetectionTask.fit`` and the ``anchors``
+command.
+
+    python -m mobilenetv2_dense anchors --config configs/ssdlite_thin_shapes.yaml --output runs/anchors/thin.yaml
+    python train_task.py fit --config configs/ssdlite_thin_shapes.yaml --config runs/anchors/thin.yaml
+
+or, in one run, ``--model.init_args.fit_anchors true``. Both read the data module's training boxes as the network
+sees them (``DetectionDataModule.train_boxes``: from the annotations and image headers, no image decoded), score the
+model's anchors at the data's input size (best possible recall, mean best IoU), fit the anchor generator's values
+(:func:`mobilenetv2_dense.heads.anchor_fit.fit_anchor_settings`) and score them again. The fitted values keep the
+anchors per location, so the head's shapes do not change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from mobilenetv2_dense.heads.anchor_fit import AnchorStats, best_possible_recall, fit_anchor_settings
+from mobilenetv2_dense.heads.anchors import ssd_anchors
+from mobilenetv2_dense.models.ssdlite import SSDLite
+
+# DetectionTask's arguments that are anchor settings (SSDLite.anchor_settings), in the order a config lists them.
+ANCHOR_ARGS = ("min_scale", "max_scale", "aspect_ratios", "interpolated_scale_aspect_ratio",
+               "reduce_boxes_in_lowest_layer", "scales", "lowest_layer_boxes")
+
+
+def plain(settings: dict[str, Any]) -> dict[str, Any]:
+    """Anchor settings with lists for tuples: what a YAML config, a checkpoint's hyper-parameters and the CLI take."""
+    def to_list(value: Any) -> Any:
+        return [to_list(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    return {key: to_list(settings[key]) for key in ANCHOR_ARGS}
+
+
+@dataclass
+class AnchorReport:
+    """Scores of the anchors before and after fitting, on ``boxes`` of ``images`` training images, and the
+    settings the model now has (``applied``: the fitted ones; else the fitted ones did not score higher)."""
+
+    before: AnchorStats
+    after: AnchorStats
+    fitted: dict[str, Any]
+    applied: bool
+    images: int
+    image_size: tuple[int, int]
+
+    def text(self) -> str:
+        b, a = self.before, self.after
+        lines = [f"anchors: {b.boxes} training boxes of {self.images} images, at the {self.image_size[0]}x"
+                 f"{self.image_size[1]} input",
+                 f"  best possible recall (boxes with an anchor at IoU >= 0.5 after SSD's matching): "
+                 f"{b.bpr:.3f} -> {a.bpr:.3f}",
+                 f"  mean best IoU (each box with its best anchor): {b.mean_best_iou:.3f} -> {a.mean_best_iou:.3f}"]
+        if not self.applied:
+            lines.append("  the fitted values did not score higher: the model keeps its anchors")
+        lines += [f"  {key}: {value}" for key, value in plain(self.fitted).items()]
+        return "\n".join(lines)
+
+
+def fit_model_anchors(model: SSDLite, boxes: list[Tensor], image_size: tuple[int, int], *,
+                      generations: int = 1000, seed: int = 0) -> AnchorReport:
+    """Fit ``model``'s anchor values to ``boxes`` (per image, ``(M_i, 4)`` xyxy pixels of an ``image_size = (H, W)``
+    input) and set them on the model when BPR + mean best IoU (with SSD's matching, all boxes) improve."""
+    feature_sizes = model.feature_sizes(image_size)
+    before = best_possible_recall(boxes, ssd_anchors(feature_sizes, image_size, **model.anchor_settings))
+    fit = fit_anchor_settings(torch.cat(boxes), model.anchor_settings, feature_sizes=feature_sizes,
+                              image_size=image_size, generations=generations, seed=seed)
+    after = best_possible_recall(boxes, ssd_anchors(feature_sizes, image_size, **fit.settings))
+    applied = after.bpr + after.mean_best_iou > before.bpr + before.mean_best_iou
+    if applied:
+        model.set_anchor_settings(**fit.settings)
+    else:
+        after = before
+    return AnchorReport(before, after, dict(model.anchor_settings), applied, len(boxes), tuple(image_size))
+
+
+def _data_boxes(datamodule: Any, where: str) -> tuple[list[Tensor], tuple[int, int]]:
+    """The data module's training boxes and square input size, or an error saying what it lacks."""
+    if not hasattr(datamodule, "train_boxes") or not isinstance(getattr(datamodule, "image_size", None), int):
+        raise TypeError(f"{where}: {type(datamodule).__name__} gives no training boxes; fitting anchors needs a "
+                        "detection data module (COCODataModule, VOCDetectionDataModule, ShapesCOCODataModule) with "
+                        "train_boxes() and an int image_size")
+    return datamodule.train_boxes(), (datamodule.image_size, datamodule.image_size)
+
+
+def fit_task_anchors(task: Any) -> None:
+    """``DetectionTask``'s ``fit_anchors`` step (``on_fit_start``): fit, print, and record the values in the
+    hyper-parameters (the checkpoint's, and the logger's ``hparams.yaml``). A resumed fit keeps its anchors: the
+    checkpoint's hyper-parameters already hold the values it trained with, and changing them would move every
+    regression target mid-training."""
+    trainer = task.trainer
+    if trainer.ckpt_path is not None:
+        rank_zero_info(f"fit_anchors: resuming from {trainer.ckpt_path}; its anchors are kept, not fitted again")
+        return
+    boxes, image_size = _data_boxes(trainer.datamodule, "DetectionTask(fit_anchors=True)")
+    # Every rank fits the same boxes with the same seed, so DDP ranks agree without a broadcast.
+    report = fit_model_anchors(task.model, boxes, image_size)
+    rank_zero_info(report.text())
+    values = plain(report.fitted)
+    task.hparams.update(values)
+    if hasattr(task, "_hparams_initial"):  # what the loggers write as hparams.yaml (after on_fit_start)
+        task._hparams_initial.update(values)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """The ``anchors`` command: returns the YAML file written."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mobilenetv2_dense anchors",
+        description="Fit a detection config's anchors to its training boxes; print the best possible recall and "
+                    "mean best IoU before and after, and write the fitted model.init_args as a YAML to pass as a "
+                    "second --config. Other --model.* / --data.* options go to the config as on the training "
+                    "command line.")
+    parser.add_argument("--config", action="append", required=True, help="the experiment's YAML config (repeatable)")
+    parser.add_argument("--output", help="YAML to write (default runs/anchors/<config name>.yaml)")
+    parser.add_argument("--generations", type=int, default=1000, help="evolutionary search steps")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search (same seed, same anchors)")
+    args, overrides = parser.parse_known_args(argv)
+
+    from mobilenetv2_dense.tasks.cli import cli_main
+    from mobilenetv2_dense.tasks.detection.module import DetectionTask
+
+    configs = [option for config in args.config for option in ("--config", config)]
+    with warnings.catch_warnings():  # LightningCLI warns that sys.argv differs from args: here it must
+        warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
+        cli = cli_main([*configs, *overrides, "--model.init_args.backbone_weights", "null"], run=False)
+    if not isinstance(cli.model, DetectionTask):
+        raise TypeError(f"anchors: {', '.join(args.config)} builds a {type(cli.model).__name__}; anchors belong to "
+                        "detectors: pass a config whose model is mobilenetv2_dense.tasks.detection.DetectionTask "
+                        "(e.g. configs/ssdlite_shapes_demo.yaml)")
+    datamodule = cli.datamodule
+    datamodule.prepare_data()  # writes generated data on first use; checks that real data is there
+    boxes, image_size = _data_boxes(datamodule, "anchors")
+    report = fit_model_anchors(cli.model.model, boxes, image_size, generations=args.generations, seed=args.seed)
+    print(report.text())
+
+    output = Path(args.output or Path("runs/anchors") / f"{Path(args.config[0]).stem}.yaml")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python -m mobilenetv2_dense anchors", *configs, *overrides])
+    header = (f"# Anchors fitted by: {command}\n"
+              f"# on {report.before.boxes} training boxes of {report.images} images at {image_size[0]}x{image_size[1]}:"
+              f" best possible recall {report.before.bpr:.3f} -> {report.after.bpr:.3f}, mean best IoU "
+              f"{report.before.mean_best_iou:.3f} -> {report.after.mean_best_iou:.3f}.\n"
+              f"# Pass it after the experiment's config: python train_task.py fit "
+              f"{' '.join([*configs, '--config', str(output), *overrides])}\n")
+    body = yaml.safe_dump({"model": {"init_args": plain(report.fitted)}}, default_flow_style=None, sort_keys=False)
+    output.write_text(header + body)
+    print(f"anchors: wrote {output}")
+    return output
