@@ -88,10 +88,14 @@ class SSDLiteDeepLabV3(SSDLite):
         size = tuple(images.shape[-2:])
         features = self.backbone(images)  # once, for both heads
         out = self.detector_outputs(features, size)
-        out["out"] = deeplab_logits(self.segmentation_head, self.segmentation_decoder, features,
-                                    in_feature=SEGMENTATION_FEATURE, low_level_feature=self.low_level_feature,
-                                    size=size)
+        out["out"] = self.segment(features, size)
         return out
+
+    def segment(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Tensor:
+        """The segmentation head on the backbone's ``features`` -> ``(N, K_seg, H, W)`` logits at ``image_size``."""
+        return deeplab_logits(self.segmentation_head, self.segmentation_decoder, features,
+                              in_feature=SEGMENTATION_FEATURE, low_level_feature=self.low_level_feature,
+                              size=image_size)
 
     # The detector's post-processing is SSDLite.postprocess (inherited); the segmenter's is DeepLabV3's argmax.
     postprocess_segmentation = staticmethod(DeepLabV3.postprocess)
