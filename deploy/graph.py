@@ -10,6 +10,7 @@ The output contract (README "Export"):
 - detection: ``boxes (N, D, 4)`` xyxy input pixels, ``scores (N, D)``, ``labels (N, D)`` int64 category ids of the
   dataset, ``num_detections (N,)`` int64; rows past ``num_detections`` are zero. ``D = detections_per_img``.
 - segmentation: ``logits (N, K, H, W)``, or ``labels (N, H, W)`` int64 with ``argmax=True``.
+- joint: the detection outputs, then ``seg_logits (N, K_seg, H, W)`` or ``seg_labels (N, H, W)`` int64.
 - classification: ``logits (N, K)``.
 """
 
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from mobilenetv2_dense.models.deeplab import DeepLabV3
+from mobilenetv2_dense.models.joint import SSDLiteDeepLabV3
 from mobilenetv2_dense.models.ssdlite import SSDLite
 
 
@@ -39,15 +41,19 @@ class Normalize(nn.Module):
 class Network(nn.Module):
     """The model's network alone, tensors in and out: what int8 quantisation replaces (``deploy/quantize.py``).
 
-    ``forward(normalised images)`` -> SSDLite's ``(bbox_regression, cls_logits)``, DeepLabV3's ``out`` logits or a
-    classifier's ``logits``.
+    ``forward(normalised images)`` -> SSDLite's ``(bbox_regression, cls_logits)``, the joint model's
+    ``(bbox_regression, cls_logits, segmentation logits)``, DeepLabV3's ``out`` logits or a classifier's ``logits``.
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor) -> Tensor | tuple[Tensor, ...]:
+        if isinstance(self.model, SSDLiteDeepLabV3):
+            features = self.model.backbone(images)  # once, for both heads
+            out = self.model.head(features)
+            return out["bbox_regression"], out["cls_logits"], self.model.segment(features, images.shape[-2:])
         if isinstance(self.model, SSDLite):
             out = self.model.head(self.model.backbone(images))
             return out["bbox_regression"], out["cls_logits"]
@@ -123,8 +129,13 @@ class DetectorGraph(nn.Module):
         self.register_buffer("anchors", anchors.float().clone())
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        model = self.model
         regression, logits = self.network(self.normalize(images))
+        return self.detections(regression, logits)
+
+    def detections(self, regression: Tensor, logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The network's ``bbox_regression (N, A, 4)`` and ``cls_logits (N, A, K + 1)`` -> :meth:`forward`'s outputs."""
+        model = self.model
+        device = regression.device
         regression, logits = regression.float(), logits.float()
         if model.classification == "softmax":
             scores = logits.softmax(dim=-1)[..., 1:]  # (N, A, K): background dropped
@@ -146,7 +157,7 @@ class DetectorGraph(nn.Module):
         count = min(model.detections_per_img, keep.shape[1])
         kept_scores, order = torch.where(keep, top_scores, -1.0).topk(count, dim=1)
         num_detections = keep.sum(dim=1).clamp(max=count)
-        filled = torch.arange(count, device=images.device)[None] < num_detections[:, None]  # (N, D)
+        filled = torch.arange(count, device=device)[None] < num_detections[:, None]  # (N, D)
         boxes = boxes.gather(1, order[:, :, None].expand(-1, -1, 4)) * filled[:, :, None]
         scores = kept_scores * filled
         labels = self.category_ids[labels.gather(1, order) * filled]
@@ -155,6 +166,21 @@ class DetectorGraph(nn.Module):
             boxes = nn.functional.pad(boxes, (0, 0, 0, pad))
             scores, labels = nn.functional.pad(scores, (0, pad)), nn.functional.pad(labels, (0, pad))
         return boxes, scores, labels, num_detections.to(torch.int64)
+
+
+class JointGraph(DetectorGraph):
+    """:class:`mobilenetv2_dense.models.SSDLiteDeepLabV3` + normalisation + the detector's post-processing, for one
+    fixed input size: one network run gives :class:`DetectorGraph`'s four outputs and the segmentation ``logits
+    (N, K_seg, H, W)``, or ``labels (N, H, W)`` int64 with ``argmax``. Arguments as :class:`DetectorGraph`'s."""
+
+    def __init__(self, model: SSDLiteDeepLabV3, image_size: tuple[int, int], *, mean: Sequence[float],
+                 std: Sequence[float], category_ids: Sequence[int] | None = None, argmax: bool = False) -> None:
+        super().__init__(model, image_size, mean=mean, std=std, category_ids=category_ids)
+        self.argmax = argmax
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        regression, logits, segmentation = self.network(self.normalize(images))
+        return (*self.detections(regression, logits), segmentation.argmax(1) if self.argmax else segmentation)
 
 
 class SegmenterGraph(nn.Module):

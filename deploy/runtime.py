@@ -41,11 +41,12 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
 
 
 class DeployedModel:
-    """An exported detector, segmenter or classifier, run by its runtime on the CPU.
+    """An exported detector, segmenter, joint detector + segmenter or classifier, run by its runtime on the CPU.
 
     ``model(images (N, 3, H, W) float32 RGB in [0, 1]) -> {output name: tensor}`` with the names and shapes of the
     contract (README "Export"): detection ``boxes``, ``scores``, ``labels`` (category ids), ``num_detections``;
-    segmentation ``logits`` or ``labels``; classification ``logits``.
+    segmentation ``logits`` or ``labels``; joint the detection outputs and ``seg_logits`` or ``seg_labels``;
+    classification ``logits``.
 
     Args:
         path: a ``.onnx`` or ``.pte`` file written by ``python export.py``, its ``.json`` beside it.
@@ -113,7 +114,10 @@ class DeployedModel:
     def detections(self, images: Tensor) -> list[dict[str, Tensor]]:
         """Detection outputs as the eager ``SSDLite.predict`` gives them: per image ``boxes (D, 4)``, ``scores``,
         ``labels`` in 1..K (category ids mapped back), only the ``num_detections`` filled rows."""
-        out = self(images)
+        return self.detections_from(self(images))
+
+    def detections_from(self, out: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        """:meth:`detections` from outputs already computed (a joint model's, whose segmentation is wanted too)."""
         if self._to_label is None:  # category id -> label 1..K, built once per file
             self._to_label = torch.zeros(max(self.category_ids) + 1, dtype=torch.int64)
             self._to_label[torch.tensor(self.category_ids)] = torch.arange(1, len(self.category_ids) + 1)

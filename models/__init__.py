@@ -8,6 +8,9 @@ projects use these bare. Each model takes its backbone as an argument, returns i
   "cls_logits": (N, A, K + 1), "anchors": (A, 4)}``, ``predict`` ``[{"boxes", "scores", "labels"}]`` per image;
 - ``deeplabv3_mobilenet_v2`` -> :class:`DeepLabV3`: ``{"out": (N, K, H, W)}``, ``predict`` ``(N, H, W)`` int64
   label maps;
+- ``ssdlite_deeplabv3_mobilenet_v2`` -> :class:`SSDLiteDeepLabV3`: both heads on one backbone forward, the
+  detector's three outputs plus ``"out": (N, K_seg, H, W)``; ``postprocess`` gives the detections, ``predict``
+  ``{"detections", "seg_labels"}``;
 - ``mobilenet_v2_classifier`` -> :class:`mobilenetv2_dense.backbone.MobileNetV2` with its classifier:
   ``{"logits": (N, K)}``.
 
@@ -17,15 +20,18 @@ file) with :func:`load_checkpoint_weights`.
 
 from mobilenetv2_dense.models.classifier import mobilenet_v2_classifier
 from mobilenetv2_dense.models.deeplab import DeepLabV3, deeplabv3_mobilenet_v2
+from mobilenetv2_dense.models.joint import SSDLiteDeepLabV3, ssdlite_deeplabv3_mobilenet_v2
 from mobilenetv2_dense.models.ssdlite import SSDLite, ssdlite320_mobilenet_v2
 from mobilenetv2_dense.models.weights import checkpoint_state_dict, load_checkpoint_weights
 
 __all__ = [
     "DeepLabV3",
     "SSDLite",
+    "SSDLiteDeepLabV3",
     "checkpoint_state_dict",
     "deeplabv3_mobilenet_v2",
     "load_checkpoint_weights",
     "mobilenet_v2_classifier",
     "ssdlite320_mobilenet_v2",
+    "ssdlite_deeplabv3_mobilenet_v2",
 ]

@@ -23,6 +23,7 @@ more gives 5.82B, the paper's 5.8B. The same arithmetic reproduces the OS8 + MF 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -31,8 +32,32 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mobilenetv2_dense.backbone import MobileNetV2, mobilenet_v2
-from mobilenetv2_dense.heads.deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, atrous_rates_for
+from mobilenetv2_dense.backbone.features import FeatureInfo
+from mobilenetv2_dense.heads.deeplab import ATROUS_RATES_OS16, DeepLabV3Head, DeepLabV3PlusDecoder, atrous_rates_for
 from mobilenetv2_dense.models.weights import load_checkpoint_weights
+
+
+def deeplab_head(info: FeatureInfo, num_classes: int, *, in_feature: str, low_level_feature: str | None,
+                 aspp: bool, atrous_rates: tuple[int, int, int] = ATROUS_RATES_OS16
+                 ) -> tuple[DeepLabV3Head, DeepLabV3PlusDecoder | None]:
+    """The DeepLabv3 head on the backbone feature ``in_feature`` and, when ``low_level_feature`` names one, the
+    DeepLabv3+ decoder on it (the head then hands its 256 projected channels to the decoder); channels from
+    ``info`` (a backbone's ``feature_info``)."""
+    head = DeepLabV3Head(info.get(in_feature)["num_chs"], None if low_level_feature else num_classes, aspp=aspp,
+                         atrous_rates=atrous_rates)
+    decoder = (DeepLabV3PlusDecoder(info.get(low_level_feature)["num_chs"], num_classes=num_classes)
+               if low_level_feature else None)
+    return head, decoder
+
+
+def deeplab_logits(head: DeepLabV3Head, decoder: DeepLabV3PlusDecoder | None, features: dict[str, Tensor], *,
+                   in_feature: str, low_level_feature: str | None, size: Sequence[int]) -> Tensor:
+    """:func:`deeplab_head`'s modules on a backbone's ``features`` -> ``(N, K, H, W)`` logits, bilinearly upsampled
+    (``align_corners=False``) to ``size = (H, W)``, the input's."""
+    logits = head(features[in_feature])  # (N, K, H/OS, W/OS), or (N, 256, ...) for the decoder
+    if decoder is not None:
+        logits = decoder(logits, features[low_level_feature])  # (N, K, H/4, W/4)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class DeepLabV3(nn.Module):
@@ -75,10 +100,9 @@ class DeepLabV3(nn.Module):
         self.backbone = backbone
         self.in_feature = info.names[-1]  # the deepest feature (stage7)
         self.low_level_feature = info.names[0] if decoder else None  # stride 4 (stage2)
-        self.head = DeepLabV3Head(info.get(self.in_feature)["num_chs"], None if decoder else num_classes,
-                                  aspp=head == "aspp", atrous_rates=rates)
-        self.decoder = (DeepLabV3PlusDecoder(info.get(self.low_level_feature)["num_chs"], num_classes=num_classes)
-                        if decoder else None)
+        self.head, self.decoder = deeplab_head(info, num_classes, in_feature=self.in_feature,
+                                               low_level_feature=self.low_level_feature, aspp=head == "aspp",
+                                               atrous_rates=rates)
 
     @property
     def output_stride(self) -> int:
@@ -94,11 +118,8 @@ class DeepLabV3(nn.Module):
         self.head.set_atrous_rates(rates)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        features = self.backbone(images)
-        logits = self.head(features[self.in_feature])  # (N, K, H/OS, W/OS), or (N, 256, ...) for the decoder
-        if self.decoder is not None:
-            logits = self.decoder(logits, features[self.low_level_feature])  # (N, K, H/4, W/4)
-        return {"out": F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)}
+        return {"out": deeplab_logits(self.head, self.decoder, self.backbone(images), in_feature=self.in_feature,
+                                      low_level_feature=self.low_level_feature, size=images.shape[-2:])}
 
     @staticmethod
     def postprocess(outputs: dict[str, Tensor]) -> Tensor:

@@ -51,6 +51,8 @@ class SSDLite(nn.Module):
     Args:
         backbone: a :class:`mobilenetv2_dense.backbone.MobileNetV2` built with the taps as ``out_features``
             (paper: ``["stage6_expansion", "conv_head"]``); its ``out_feature_info`` gives the head's channels.
+        taps: the backbone features the head sits on, in network order; ``None``: every feature the backbone
+            returns. A backbone that also feeds another head (``models/joint.py``) returns more than the taps.
         num_classes: K object classes (80 for COCO, 20 for VOC); labels 1..K, 0 is background.
         extra_channels: outputs of the extra stride-2 layers after the last tap.
         min_scale, max_scale, aspect_ratios, interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer: TF
@@ -71,6 +73,7 @@ class SSDLite(nn.Module):
         backbone: MobileNetV2,
         *,
         num_classes: int,
+        taps: Sequence[str] | None = None,
         extra_channels: Sequence[int] = (512, 256, 256, 128),
         min_scale: float = 0.2,
         max_scale: float = 0.95,
@@ -89,7 +92,8 @@ class SSDLite(nn.Module):
         super().__init__()
         if classification not in ("softmax", "focal"):
             raise ValueError(f"models/ssdlite.py: classification must be 'softmax' or 'focal', got {classification!r}")
-        tap_info = backbone.out_feature_info  # network order, so the stride-16 tap comes first
+        # network order, so the stride-16 tap comes first
+        tap_info = backbone.out_feature_info if taps is None else backbone.out_feature_info.select(taps)
         self.backbone = backbone
         self.anchor_settings = dict(
             min_scale=min_scale, max_scale=max_scale, aspect_ratios=tuple(aspect_ratios),
@@ -151,12 +155,14 @@ class SSDLite(nn.Module):
         self._anchor_cache.clear()
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"models/ssdlite.py: expected images (N, 3, H, W), got {tuple(images.shape)}; "
-                             "stack the images of a batch into one tensor (torch.stack)")
-        out = self.head(self.backbone(images))
+        check_images(images)
+        return self.detector_outputs(self.backbone(images), tuple(images.shape[-2:]))
+
+    def detector_outputs(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> dict[str, Tensor]:
+        """The head on the backbone's ``features`` of an ``image_size = (H, W)`` input: :meth:`forward`'s dict."""
+        out = self.head(features)
         feature_sizes = out.pop("feature_sizes")
-        out["anchors"] = self.anchors(tuple(images.shape[-2:]), feature_sizes, device=images.device)
+        out["anchors"] = self.anchors(tuple(image_size), feature_sizes, device=out["cls_logits"].device)
         return out
 
     def postprocess(self, outputs: dict[str, Tensor], image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
@@ -176,6 +182,13 @@ class SSDLite(nn.Module):
     def predict(self, images: Tensor) -> list[dict[str, Tensor]]:
         """``images (N, 3, H, W)`` -> :meth:`postprocess`'s detections in input pixels (call ``eval()`` first)."""
         return self.postprocess(self(images), tuple(images.shape[-2:]))
+
+
+def check_images(images: Tensor) -> None:
+    """Raise unless ``images`` is an ``(N, 3, H, W)`` batch."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"models/ssdlite.py: expected images (N, 3, H, W), got {tuple(images.shape)}; "
+                         "stack the images of a batch into one tensor (torch.stack)")
 
 
 def ssdlite320_mobilenet_v2(

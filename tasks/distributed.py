@@ -46,3 +46,21 @@ def gather_per_image(rows: np.ndarray, images: dict[int, Any]) -> tuple[np.ndarr
         kept.update((image_id, rank_images[image_id]) for image_id in fresh)
         kept_rows.append(rank_rows[np.isin(rank_rows[:, 0], fresh)])
     return np.concatenate(kept_rows), kept
+
+
+def sampler_repeats(loader: Any, start: int, count: int) -> list[bool]:
+    """Which of this rank's samples ``start .. start + count - 1`` (in the loader's order) are a
+    ``DistributedSampler``'s padding.
+
+    Without ``drop_last`` the sampler repeats the first samples so every rank gets as many; rank ``r`` reads
+    positions ``r, r + R, r + 2R, ...`` of the padded order, and positions past the dataset are repeats. Known from
+    the sampler, so no rank waits on another; other samplers repeat nothing.
+    """
+    from torch.utils.data import DistributedSampler
+
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, DistributedSampler):
+        sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+        return [False] * count
+    return [sampler.rank + sampler.num_replicas * (start + i) >= len(sampler.dataset) for i in range(count)]

@@ -171,12 +171,18 @@ class DetectionDataset(Dataset):
         boxes = (index.boxes * factors[box_image])[keep].astype(np.float32)
         return list(torch.from_numpy(boxes).split(np.bincount(box_image[keep], minlength=len(counts)).tolist()))
 
-    def sample(self, j: int, image: np.ndarray) -> tuple[Tensor | np.ndarray, dict]:
+    def training_boxes(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """``boxes (M, 4)`` float32 xyxy and ``labels (M,)`` int64 of image ``j`` in its pixels, crowd / difficult
+        boxes left out (views into the index: copy before changing them)."""
         index = self.index
         start, stop = index.offsets[j], index.offsets[j + 1]
         train = ~index.ignore[start:stop]
-        boxes, labels = index.boxes[start:stop][train], index.labels[start:stop][train]
-        target = {"image_id": int(index.image_ids[j]), "orig_size": torch.as_tensor(image.shape[:2], dtype=torch.int64)}
+        return index.boxes[start:stop][train], index.labels[start:stop][train]
+
+    def sample(self, j: int, image: np.ndarray) -> tuple[Tensor | np.ndarray, dict]:
+        boxes, labels = self.training_boxes(j)
+        target = {"image_id": int(self.index.image_ids[j]),
+                  "orig_size": torch.as_tensor(image.shape[:2], dtype=torch.int64)}
         if self.transform is None:
             return image, {"boxes": torch.from_numpy(boxes.copy()), "labels": torch.from_numpy(labels.copy()), **target}
         image, boxes, labels = self.transform(image, boxes, labels)

@@ -54,13 +54,16 @@ class ZoomOut(DualTransform):
 
     albumentations 2.0.8 has no such transform: ``Pad`` / ``PadIfNeeded`` pad by fixed amounts or to a fixed
     size, and ``Affine(scale<1)`` keeps the output size (it shrinks, it does not enlarge the canvas).
-    The canvas is filled with ``fill`` (the dataset mean, so the border normalises to about zero).
+    The canvas is filled with ``fill`` (the dataset mean, so the border normalises to about zero); a segmentation
+    mask's canvas with ``fill_mask`` (255: void, the canvas is not part of the scene).
     """
 
-    def __init__(self, max_scale: float = 4.0, fill: tuple[float, ...] | float = 0, p: float = 0.5) -> None:
+    def __init__(self, max_scale: float = 4.0, fill: tuple[float, ...] | float = 0, fill_mask: int = 255,
+                 p: float = 0.5) -> None:
         super().__init__(p=p)
         self.max_scale = max_scale
         self.fill = fill
+        self.fill_mask = fill_mask
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
@@ -76,6 +79,11 @@ class ZoomOut(DualTransform):
         return fgeometric.pad_with_params(img, pad_top, pad_bottom, pad_left, pad_right,
                                           border_mode=0, value=self.fill)  # 0 = cv2.BORDER_CONSTANT
 
+    def apply_to_mask(self, mask: np.ndarray, pad_top: int, pad_bottom: int, pad_left: int, pad_right: int,
+                      **params: Any) -> np.ndarray:
+        return fgeometric.pad_with_params(mask, pad_top, pad_bottom, pad_left, pad_right,
+                                          border_mode=0, value=self.fill_mask)
+
     def apply_to_bboxes(self, bboxes: np.ndarray, pad_top: int, pad_bottom: int, pad_left: int, pad_right: int,
                         **params: Any) -> np.ndarray:
         # albumentations hands boxes over normalised to the input shape and expects them normalised to the output
@@ -85,7 +93,7 @@ class ZoomOut(DualTransform):
         return normalize_bboxes(pixels, (height + pad_top + pad_bottom, width + pad_left + pad_right))
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("max_scale", "fill")
+        return ("max_scale", "fill", "fill_mask")
 
 
 class MinIoURandomCrop(BaseCrop):
@@ -185,8 +193,11 @@ class DetectionTransform:
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
                  ) -> tuple[Tensor | np.ndarray, Tensor, Tensor]:
-        out = self.compose(image=image, bboxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                           labels=np.asarray(labels, dtype=np.int64))
+        return self.outputs(self.compose(image=image, bboxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                                         labels=np.asarray(labels, dtype=np.int64)))
+
+    def outputs(self, out: dict) -> tuple[Tensor | np.ndarray, Tensor, Tensor]:
+        """The composed pipeline's ``out`` dict -> ``(image, boxes, labels)`` as :meth:`__call__` returns them."""
         boxes = torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4))
         labels = torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1))
         image = out["image"]
@@ -211,6 +222,12 @@ def train_transform(*, image_size: int = 320, mean: tuple[float, ...] = IMAGENET
                     std: tuple[float, ...] = IMAGENET_STD, augment: DetectionAugment | None = None
                     ) -> DetectionTransform:
     """SSD training augmentation ending in ``(3, image_size, image_size)`` normalised tensors."""
+    return DetectionTransform(ssd_augmentation(image_size=image_size, mean=mean, augment=augment), mean=mean, std=std)
+
+
+def ssd_augmentation(*, image_size: int, mean: tuple[float, ...], augment: DetectionAugment | None = None
+                     ) -> list[A.BasicTransform]:
+    """The albumentations steps of :func:`train_transform`, up to and including the resize to ``image_size``."""
     augment = augment or DetectionAugment()
     steps: list[A.BasicTransform] = []
     if augment.photometric:
@@ -224,7 +241,7 @@ def train_transform(*, image_size: int = 320, mean: tuple[float, ...] = IMAGENET
         steps.append(MinIoURandomCrop())
     if augment.hflip:
         steps.append(A.HorizontalFlip(p=0.5))
-    return DetectionTransform([*steps, A.Resize(image_size, image_size)], mean=mean, std=std)
+    return [*steps, A.Resize(image_size, image_size)]
 
 
 def eval_transform(*, image_size: int = 320, mean: tuple[float, ...] = IMAGENET_MEAN,

@@ -87,20 +87,23 @@ class VOCDetection(DetectionDataset):
 
     Labels are 1..20 in :data:`VOC_CLASSES` order; ``image_id`` is the sample index. ``difficult`` objects are
     kept in the index flagged ``ignore``: left out of training targets, and ``iscrowd=1`` in :meth:`to_coco` so
-    COCOeval ignores detections on them (the common convention for VOC with COCO metrics).
+    COCOeval ignores detections on them (the common convention for VOC with COCO metrics). ``names`` reads these
+    images instead of the split list (``split`` then only names the set in messages).
     """
 
     class_names = list(VOC_CLASSES)
     label_to_cat_id = {label: label for label in range(1, len(VOC_CLASSES) + 1)}
 
     def __init__(self, root: str | Path, *, split: str = "train", transform: Transform | None = None,
-                 strict: bool = False) -> None:
+                 strict: bool = False, names: list[str] | None = None) -> None:
         self.root = root = Path(root)
         list_file = root / "ImageSets" / "Main" / f"{split}.txt"
-        if not list_file.is_file():
-            raise FileNotFoundError(f"VOC split list {str(list_file)!r} not found; root must be a VOCdevkit/VOC20xx "
-                                    "folder holding Annotations/, JPEGImages/ and ImageSets/Main/{split}.txt")
-        names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        if names is None:
+            if not list_file.is_file():
+                raise FileNotFoundError(f"VOC split list {str(list_file)!r} not found; root must be a "
+                                        "VOCdevkit/VOC20xx folder holding Annotations/, JPEGImages/ and "
+                                        "ImageSets/Main/{split}.txt")
+            names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
         report = DatasetReport(f"VOC {root.name} {split}")
         lookup = {name: label for label, name in enumerate(VOC_CLASSES, start=1)}
         files, listed, box_image, boxes, labels, difficult, box_names = [], [], [], [], [], [], []

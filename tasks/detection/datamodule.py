@@ -99,6 +99,8 @@ class COCODataModule(DetectionDataModule):
     the loader options.
     """
 
+    dataset_class: type[COCODetection] = COCODetection  # what reads a split (a subclass adds to the items)
+
     def __init__(self, root: str | None = None, *, train_images: str | None = None,
                  train_annotations: str | None = None, val_images: str | None = None,
                  val_annotations: str | None = None, **options: Any) -> None:
@@ -141,7 +143,7 @@ class COCODataModule(DetectionDataModule):
         for path in (images, annotations):
             if not Path(path).exists():
                 raise self._layout_error(path)
-        dataset = COCODetection(images, annotations, transform=transform, strict=self.strict)
+        dataset = self.dataset_class(images, annotations, transform=transform, strict=self.strict)
         if dataset.cat_id_to_label != self._category_map():
             raise DatasetError(f"categories of {annotations} differ from those of {self.val_annotation_file}; "
                                "train and val must share one category list")
@@ -186,6 +188,7 @@ class VOCDetectionDataModule(DetectionDataModule):
     class_names = list(VOC_CLASSES)
     label_to_cat_id = VOCDetection.label_to_cat_id
     val_annotation_file = None  # the VOC ground truth lives in memory (val_coco)
+    dataset_class: type[VOCDetection] = VOCDetection  # what reads a set (a subclass adds to the items)
 
     def __init__(self, root: str, *, train_sets: tuple[str, ...] = ("VOC2012/train",),
                  val_set: str = "VOC2012/val", **options: Any) -> None:
@@ -201,7 +204,7 @@ class VOCDetectionDataModule(DetectionDataModule):
                 f"VOCDetectionDataModule: {str(self.root / folder)!r} not found for {name!r}. Expected root = "
                 "VOCdevkit holding VOC2007/ or VOC2012/ (Annotations/, JPEGImages/, ImageSets/Main/), and sets "
                 "named like 'VOC2012/train'.")
-        return VOCDetection(self.root / folder, split=split, transform=transform, strict=self.strict)
+        return self.dataset_class(self.root / folder, split=split, transform=transform, strict=self.strict)
 
     def prepare_data(self) -> None:
         """Only checks that the split lists exist (VOC is not downloaded here)."""

@@ -108,10 +108,14 @@ class DetectionPredictionWriter(BasePredictionWriter):
             self._files[image_id] = str(pred["path"])
             if self.max_images is not None and self._drawn >= self.max_images:
                 continue
-            picture = draw_detections(read_rgb(pred["path"]), pred["boxes"], pred["labels"], pred["scores"],
-                                      class_names=class_names, score_thresh=self.score_thresh)
-            save_image(picture, self.output_dir / f"{Path(pred['path']).stem}.{self.image_format}")
+            save_image(self.picture(pred, class_names),
+                       self.output_dir / f"{Path(pred['path']).stem}.{self.image_format}")
             self._drawn += 1
+
+    def picture(self, prediction: dict[str, Any], class_names: list[str] | None) -> Tensor:
+        """One image's picture, ``(3, H, W)`` uint8: its boxes from ``score_thresh`` up, drawn on the image."""
+        return draw_detections(read_rgb(prediction["path"]), prediction["boxes"], prediction["labels"],
+                               prediction["scores"], class_names=class_names, score_thresh=self.score_thresh)
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
 

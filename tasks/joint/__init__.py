@@ -1,0 +1,21 @@
+"""Joint SSDLite detection + DeepLabv3-lite segmentation on one MobileNetV2: the Lightning task, the data modules for
+COCO, VOC and the generated shapes, and the prediction writer (the network is in ``mobilenetv2_dense.models.joint``,
+the datasets in ``mobilenetv2_dense.datasets.joint``)."""
+
+from mobilenetv2_dense.tasks.joint.datamodule import (
+    COCOJointDataModule,
+    JointData,
+    ShapesJointDataModule,
+    VOCJointDataModule,
+)
+from mobilenetv2_dense.tasks.joint.module import JointTask
+from mobilenetv2_dense.tasks.joint.visualize import JointPredictionWriter
+
+__all__ = [
+    "COCOJointDataModule",
+    "JointData",
+    "JointPredictionWriter",
+    "JointTask",
+    "ShapesJointDataModule",
+    "VOCJointDataModule",
+]

@@ -1,0 +1,248 @@
+"""SSDLite detection + DeepLabv3-lite segmentation on one MobileNetV2 as a LightningModule.
+
+A :class:`~mobilenetv2_dense.tasks.detection.DetectionTask` whose network also segments: the detection side
+(SSD loss, COCO evaluation with its DDP gather and ``label_to_cat_id``, the label set in the checkpoint, deployed
+detections, predict batches) is the detection task's own; this module adds the segmentation loss and one
+validation that computes both metric sets from one forward pass per batch: ``val/map*`` and ``val/miou``,
+``val/pixel_accuracy`` (:class:`~mobilenetv2_dense.tasks.segmentation.metrics.SegmentationMetrics`, scored at
+each image's original size as the segmentation task scores).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torch.nn import functional as F
+
+from mobilenetv2_dense.models.joint import ssdlite_deeplabv3_mobilenet_v2
+from mobilenetv2_dense.tasks.detection.evaluation import scale_to_original
+from mobilenetv2_dense.tasks.detection.module import DetectionTask, _split_predict_batch
+from mobilenetv2_dense.tasks.distributed import sampler_repeats
+from mobilenetv2_dense.tasks.joint.loss import JointLoss, logits_by_size
+from mobilenetv2_dense.tasks.optim import Optimization
+from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
+
+
+class JointTask(DetectionTask):
+    """SSDLite + DeepLabv3-lite on one backbone (:func:`mobilenetv2_dense.models.ssdlite_deeplabv3_mobilenet_v2`):
+    training on both losses, COCO mAP and mIoU in one validation, prediction of boxes and masks.
+
+    Batches follow the joint contract (``datasets/joint/dataset.py``): the detection batch, each target with a
+    ``mask`` (labels 0..K_seg-1, 255 void) at the input size in training and at the original size in evaluation.
+
+    Logs ``train/loss`` (the weighted sum), ``train/detection_loss`` (with ``train/bbox_regression``,
+    ``train/classification``), ``train/segmentation_loss`` (with ``train/ce``, and ``train/dice`` when weighted);
+    after each validation ``val/loss``, ``val/detection_loss``, ``val/segmentation_loss`` (cross-entropy per
+    labelled pixel), the detection task's ``val/map`` ... ``val/mar_100``, ``val/miou`` and ``val/pixel_accuracy``
+    (``test/...`` likewise), and prints the per-class IoU table.
+
+    Args:
+        num_classes: K object classes of the detector; the CLI links it from ``data.num_classes``.
+        num_seg_classes: K_seg segmentation classes, background included; ``None``: ``num_classes + 1``, what every
+            joint data module defines (the background, then the detector's classes), checked against
+            ``data.num_seg_classes`` at set-up.
+        width_mult: MobileNetV2 width multiplier.
+        decoder: add the DeepLabv3+ decoder on the stride-4 feature (the head alone sits at output stride 32).
+        backbone_weights, frozen_stages, norm_eval: as :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`.
+        detection_weight, segmentation_weight: the two losses' weights in ``train/loss``.
+        dice_weight: add ``dice_weight *`` smp's multiclass Dice to the segmentation cross-entropy (0: off).
+        classification_loss, neg_pos_ratio, min_negatives_per_image, score_thresh, nms_thresh, detections_per_img,
+            topk_candidates, evaluator: the detector's, see :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`.
+        optimization, channels_last, deployed, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`;
+            ``deployed`` takes a file exported from this task with logits (not ``--argmax``), and computes no loss.
+    """
+
+    task_name = "joint"
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_seg_classes: int | None = None,
+        width_mult: float = 1.0,
+        decoder: bool = False,
+        backbone_weights: str | None = None,
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
+        detection_weight: float = 1.0,
+        segmentation_weight: float = 1.0,
+        dice_weight: float = 0.0,
+        classification_loss: Literal["softmax", "focal"] = "softmax",
+        neg_pos_ratio: float = 3.0,
+        min_negatives_per_image: int = 3,
+        score_thresh: float = 0.01,
+        nms_thresh: float = 0.45,
+        detections_per_img: int = 100,
+        topk_candidates: int = 300,
+        evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
+        optimization: Optimization | None = None,
+        channels_last: bool = False,
+        deployed: str | None = None,
+        inference: Literal["eager", "fused", "compiled"] = "eager",
+    ) -> None:
+        num_seg_classes = num_classes + 1 if num_seg_classes is None else num_seg_classes
+        if not 2 <= num_seg_classes <= IGNORE_INDEX:
+            raise ValueError(f"JointTask: num_seg_classes must be in 2..255 (background included, 255 is void), "
+                             f"got {num_seg_classes}")
+        # The detection task sets up the detector's side (loss, label set, COCO evaluation state); its network is
+        # replaced by the joint one below (the detector built there costs ~0.1 s and is dropped).
+        super().__init__(num_classes=num_classes, width_mult=width_mult, frozen_stages=frozen_stages,
+                         norm_eval=norm_eval, classification_loss=classification_loss, neg_pos_ratio=neg_pos_ratio,
+                         min_negatives_per_image=min_negatives_per_image, score_thresh=score_thresh,
+                         nms_thresh=nms_thresh, detections_per_img=detections_per_img,
+                         topk_candidates=topk_candidates, evaluator=evaluator, optimization=optimization,
+                         channels_last=channels_last, deployed=deployed, inference=inference)
+        self.save_hyperparameters()  # this signature's arguments (replacing the detection task's)
+        self.num_seg_classes = num_seg_classes
+        self.model = ssdlite_deeplabv3_mobilenet_v2(
+            num_classes=num_classes, num_seg_classes=num_seg_classes, width_mult=width_mult, decoder=decoder,
+            backbone_weights=backbone_weights, frozen_stages=frozen_stages, norm_eval=norm_eval,
+            classification=classification_loss, score_thresh=score_thresh, nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img, topk_candidates=topk_candidates)
+        if classification_loss == "focal":
+            self.model.head.set_class_prior(0.01)
+        self.joint_loss = JointLoss(self.criterion, detection_weight=detection_weight,
+                                    segmentation_weight=segmentation_weight, dice_weight=dice_weight)
+        self.seg_class_names: list[str] | None = None
+        # Per evaluation stage: the segmentation scores, the segmentation and detection losses.
+        stages = ("val", "test")
+        self.seg_metrics = torch.nn.ModuleDict({stage: SegmentationMetrics(num_seg_classes) for stage in stages})
+        self.seg_losses = torch.nn.ModuleDict({stage: PixelMean() for stage in stages})
+        self.det_losses = torch.nn.ModuleDict({stage: PixelMean() for stage in stages})
+        self.last_scores: dict[str, dict[str, Tensor]] = {}  # the last epoch's segmentation scores per stage
+        self._seen = 0  # samples this rank evaluated in the epoch: their place in the sampler's order
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)  # num_classes against the data, the detector's label set
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        try:
+            data_seg_classes = getattr(datamodule, "num_seg_classes", None)
+            names = getattr(datamodule, "seg_class_names", None)
+        except (FileNotFoundError, ValueError):
+            data_seg_classes = names = None  # predicting without the dataset
+        if data_seg_classes is not None and data_seg_classes != self.num_seg_classes:
+            raise ValueError(
+                f"JointTask: model.num_seg_classes is {self.num_seg_classes} but {type(datamodule).__name__} has "
+                f"num_seg_classes={data_seg_classes}; set model.init_args.num_seg_classes to {data_seg_classes}, or "
+                "leave it out of the config: the CLI takes it from the data module")
+        if names is not None and len(names) == self.num_seg_classes:
+            self.seg_class_names = [str(name) for name in names]
+
+    @property
+    def deployed_model(self) -> Any:
+        model = super().deployed_model  # checks the task and the detector's classes
+        if len(model.meta.get("seg_classes", [])) != self.num_seg_classes or "seg_logits" not in model.output_names:
+            raise ValueError(f"JointTask: {self.deployed} has {len(model.meta.get('seg_classes', []))} segmentation "
+                             f"classes and outputs {model.output_names}; this task needs {self.num_seg_classes} "
+                             "classes and seg_logits: export it from this config without --argmax")
+        return model
+
+    # -------------------------------------------------------------------------------------------- training
+    def training_step(self, batch: tuple[Tensor, list[dict]], batch_idx: int) -> Tensor:
+        images, targets = batch
+        losses = self.joint_loss(self(images), targets, self.model.box_coder)
+        size = len(targets)
+        self.log("train/loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        for name in ("detection", "segmentation"):
+            self.log(f"train/{name}_loss", losses[name], on_step=True, on_epoch=True, batch_size=size)
+        for name in ("bbox_regression", "classification", "ce", "dice"):
+            if name in losses:
+                self.log(f"train/{name}", losses[name], on_step=True, on_epoch=True, batch_size=size)
+        return losses["loss"]
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def _evaluation_step(self, batch: tuple[Tensor, list[dict]], prefix: str) -> None:
+        """Detections into the COCO results (the detection task's), masks into the segmentation scores."""
+        images, targets = batch
+        input_size, orig_sizes = tuple(images.shape[-2:]), [t["orig_size"] for t in targets]
+        if self.deployed is not None:
+            model = self.deployed_model
+            if list(input_size) != model.meta["input"]["image_size"]:
+                raise ValueError(f"JointTask: {self.deployed} was exported for {model.meta['input']['image_size']} "
+                                 f"inputs, the data gives {list(input_size)}; set data.init_args.image_size to match "
+                                 "or export again with --image_size")
+            outputs = model(self.deployed_inputs(images))
+            self._collect(scale_to_original(model.detections_from(outputs), input_size, orig_sizes), targets)
+            self._score_masks(outputs["seg_logits"].to(images.device), targets, prefix)
+            return
+        outputs = self(images)
+        detection = self.criterion(outputs, targets, self.model.box_coder)["loss"]
+        self.det_losses[prefix].update(detection * len(targets), len(targets))
+        self._collect(self.detect(outputs, input_size, orig_sizes), targets)
+        self._score_masks(outputs["out"], targets, prefix)
+
+    def _score_masks(self, logits: Tensor, targets: list[dict], prefix: str) -> None:
+        """Segmentation scores and cross-entropy at each image's mask size (a DistributedSampler's repeats left
+        out, as the detection results leave them out)."""
+        loaders = self.trainer.val_dataloaders if prefix == "val" else self.trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        repeats = sampler_repeats(loader, self._seen, len(targets))
+        self._seen += len(targets)
+        keep = [i for i, repeat in enumerate(repeats) if not repeat]
+        if not keep:
+            return
+        masks = [targets[i]["mask"] for i in keep]
+        for members, chosen in logits_by_size(logits[keep], [mask.shape for mask in masks]):
+            target = torch.stack([masks[i] for i in members]).to(chosen.device)
+            log_probs = chosen.log_softmax(1)
+            self.seg_losses[prefix].update(F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX, reduction="sum"),
+                                           (target != IGNORE_INDEX).sum())
+            self.seg_metrics[prefix].update(log_probs.argmax(1), target)
+
+    def _finish(self, prefix: str) -> None:
+        self._evaluate(prefix)  # COCO metrics (the detection task's)
+        metrics, seg_loss, det_loss = self.seg_metrics[prefix], self.seg_losses[prefix], self.det_losses[prefix]
+        scores = metrics.compute()  # summed over DDP ranks by the metric
+        segmentation = seg_loss.compute()
+        self.log(f"{prefix}/segmentation_loss", segmentation)
+        if self.deployed is None:  # an exported detector gives no raw outputs to compute its loss on
+            detection = det_loss.compute()
+            weights = self.joint_loss
+            self.log(f"{prefix}/detection_loss", detection)
+            self.log(f"{prefix}/loss",
+                     weights.detection_weight * detection + weights.segmentation_weight * segmentation)
+        for metric in (metrics, seg_loss, det_loss):
+            metric.reset()
+        self.last_scores[prefix] = scores
+        self.log(f"{prefix}/miou", scores["miou"], prog_bar=True)
+        self.log(f"{prefix}/pixel_accuracy", scores["pixel_accuracy"])
+        if not self.trainer.sanity_checking:
+            table = format_iou_table(scores["iou"], self.seg_class_names, miou=scores["miou"],
+                                     pixel_accuracy=scores["pixel_accuracy"])
+            rank_zero_info(f"\n{prefix} per-class IoU (epoch {self.current_epoch}):\n{table}")
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._seen = 0
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish("val")
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self._seen = 0
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")
+
+    # ------------------------------------------------------------------------------------------ prediction
+    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
+        """Per image the detection task's prediction (``boxes`` in original pixels, ``scores``, ``labels``, ``path``,
+        ``image_id``, ``orig_size``) plus ``mask``: ``(h, w)`` uint8 labels at the original size; on the CPU."""
+        images, metas = _split_predict_batch(batch)
+        input_size, orig_sizes = tuple(images.shape[-2:]), [m["orig_size"] for m in metas]
+        if self.deployed is not None:
+            outputs = self.deployed_model(self.deployed_inputs(images))
+            detections = scale_to_original(self.deployed_model.detections_from(outputs), input_size, orig_sizes)
+            logits = outputs["seg_logits"]
+        else:
+            outputs = self(images)
+            detections, logits = self.detect(outputs, input_size, orig_sizes), outputs["out"]
+        masks: list[Tensor | None] = [None] * len(metas)
+        for members, chosen in logits_by_size(logits, [tuple(size.tolist()) for size in orig_sizes]):
+            for i, mask in zip(members, chosen.argmax(1).to(torch.uint8).cpu()):
+                masks[i] = mask
+        return [{**{k: v.cpu() for k, v in det.items()}, **meta, "mask": mask}
+                for det, meta, mask in zip(detections, metas, masks)]
