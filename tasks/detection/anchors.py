@@ -85,6 +85,9 @@ def fit_model_anchors(model: SSDLite, boxes: list[Tensor], image_size: tuple[int
 
 def _data_boxes(datamodule: Any, where: str) -> tuple[list[Tensor], tuple[int, int]]:
     """The data module's training boxes and square input size, or an error saying what it lacks."""
+    if datamodule is None:
+        raise TypeError(f"{where}: there is no data module to read training boxes from; pass one "
+                        "(trainer.fit(task, datamodule=...) or the CLI's data section), or set fit_anchors=False")
     if not hasattr(datamodule, "train_boxes") or not isinstance(getattr(datamodule, "image_size", None), int):
         raise TypeError(f"{where}: {type(datamodule).__name__} gives no training boxes; fitting anchors needs a "
                         "detection data module (COCODataModule, VOCDetectionDataModule, ShapesCOCODataModule) with "
