@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="+", help="accuracy: only these of the four (names as printed)")
+    parser.add_argument("--train_threads", type=int, help="accuracy: torch threads (default: torch's); 1 wastes less "
+                        "on a machine busy with other processes")
     parser.add_argument("--output", default="runs/joint_benchmark/accuracy.json")
     args = parser.parse_args(argv)
     if not args.skip_latency:
@@ -236,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
                     ("runtime", "model", "joint", "SSDLite", "DeepLabv3-lite", "the two", "ratio"))
     if args.accuracy:
         args.width = args.width or 0.5
+        if args.train_threads:
+            torch.set_num_threads(args.train_threads)
         results = accuracy(args)
         print_table(f"accuracy on {args.num_val} val images of the shapes after {args.epochs} epochs of "
                     f"{args.num_train} images at {args.image_size}, width {args.width} (delta: to the single-task "

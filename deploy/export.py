@@ -29,19 +29,20 @@ import mobilenetv2_dense
 from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
 from mobilenetv2_dense.deploy.formats import ONNX_OPSET, SUFFIX, dynamic_shapes, export_graph
 from mobilenetv2_dense.deploy.fuse import count_batchnorms, fold_conv_bn
-from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, SegmenterGraph
+from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, JointGraph, SegmenterGraph
 from mobilenetv2_dense.deploy.runtime import DeployedModel, sidecar_path, write_sidecar
 from mobilenetv2_dense.models.weights import load_checkpoint_weights
 from mobilenetv2_dense.tasks.classification import ClassificationTask
 from mobilenetv2_dense.tasks.cli import checkpoint_hyperparameters, cli_main
 from mobilenetv2_dense.tasks.detection import DetectionTask
+from mobilenetv2_dense.tasks.joint import JointTask
 from mobilenetv2_dense.tasks.segmentation import SegmentationTask
 from mobilenetv2_dense.tasks.upgrade import new_class_path
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        prog="export.py", description="Export a detection, segmentation or classification model to ONNX or "
+        prog="export.py", description="Export a detection, segmentation, joint or classification model to ONNX or "
         "ExecuTorch, with normalisation and post-processing in the graph; other --model.* / --data.* options go to "
         "the config as on the training command line.")
     parser.add_argument("--config", required=True, help="the experiment's YAML config")
@@ -51,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"),
                         help="input size: fixed for detection (default: the data's image_size), the tracing size "
                              "for segmentation and classification, whose H and W stay dynamic")
-    parser.add_argument("--argmax", action="store_true", help="segmentation: output labels (N, H, W), not logits")
+    parser.add_argument("--argmax", action="store_true",
+                        help="segmentation (and joint): output labels (N, H, W), not logits")
     parser.add_argument("--int8", action="store_true",
                         help="post-training int8 quantisation of the network: ONNX Runtime static (QDQ) for onnx, PT2E "
                              "with XNNPACK's quantiser for executorch; per-channel weights")
@@ -112,18 +114,32 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
     mean = tuple(getattr(datamodule, "mean", IMAGENET_MEAN))
     std = tuple(getattr(datamodule, "std", IMAGENET_STD))
     folded = fold_conv_bn(task.model)
-    if isinstance(task, DetectionTask):
+    if isinstance(task, DetectionTask):  # a JointTask too: the detector's outputs, then the segmentation's
         size = image_size or (datamodule.image_size, datamodule.image_size)
-        graph = DetectorGraph(folded, size, mean=mean, std=std, category_ids=[c["id"] for c in classes])
+        joint = isinstance(task, JointTask)
+        kind = JointGraph if joint else DetectorGraph
+        graph = kind(folded, size, mean=mean, std=std, category_ids=[c["id"] for c in classes],
+                     **({"argmax": argmax} if joint else {}))
         d = folded.detections_per_img
         outputs = [{"name": "boxes", "shape": ["N", d, 4], "dtype": "float32"},
                    {"name": "scores", "shape": ["N", d], "dtype": "float32"},
                    {"name": "labels", "shape": ["N", d], "dtype": "int64"},
                    {"name": "num_detections", "shape": ["N"], "dtype": "int64"}]
-        contract = {"task": "detection", "dynamic_size": False, "outputs": outputs,
+        if joint:
+            height, width = size
+            outputs.append({"name": "seg_labels", "shape": ["N", height, width], "dtype": "int64"} if argmax else
+                           {"name": "seg_logits", "shape": ["N", task.num_seg_classes, height, width],
+                            "dtype": "float32"})
+        contract = {"task": "joint" if joint else "detection", "dynamic_size": False, "outputs": outputs,
                     "post_processing": {"score_thresh": folded.score_thresh, "nms_thresh": folded.nms_thresh,
                                         "detections_per_img": d, "topk_candidates": folded.topk_candidates,
                                         "classification": folded.classification, "nms": "class-wise, greedy"}}
+        if joint:
+            names = _data_attr(datamodule, "seg_class_names") or task.seg_class_names
+            names = names if names is not None and len(names) == task.num_seg_classes else \
+                ["background", *(c["name"] for c in classes)]
+            contract["seg_classes"] = [{"label": k, "id": k, "name": str(name)} for k, name in enumerate(names)]
+            contract["output_stride"] = folded.backbone.output_stride
     elif isinstance(task, SegmentationTask):
         if task.eval_output_stride is not None:
             folded.set_output_stride(task.eval_output_stride)
@@ -141,7 +157,7 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
         contract = {"task": "classification", "dynamic_size": True, "min_size": 64,
                     "outputs": [{"name": "logits", "shape": ["N", task.num_classes], "dtype": "float32"}]}
     else:
-        raise TypeError(f"export: {type(task).__name__} is not a DetectionTask, SegmentationTask or "
+        raise TypeError(f"export: {type(task).__name__} is not a DetectionTask, JointTask, SegmentationTask or "
                         "ClassificationTask")
     # The tracing example must lie in the dynamic range (a classifier's starts at 64, see deploy/formats.py).
     height, width = (max(int(s), contract.get("min_size", 0)) for s in size)
@@ -223,7 +239,8 @@ def export(argv: list[str] | None = None) -> Path:
             quantize_onnx,
         )
 
-        op_types = QUANTISED_OPS if contract["task"] == "detection" else QUANTISED_OPS_DENSE
+        # A detector's post-processing (and so a joint graph's) keeps float coordinates: its convolutions alone.
+        op_types = QUANTISED_OPS if contract["task"] in ("detection", "joint") else QUANTISED_OPS_DENSE
         path = quantize_onnx(float_output, output, batches, op_types=op_types)
         float_output.unlink()
         int8_layers = count_onnx_int8_layers(path)

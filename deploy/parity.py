@@ -2,9 +2,9 @@
 
 Detection: per image, the same number of detections and the same labels, and the largest box and score
 differences between each detection and its counterpart; COCO mAP of both through the project's COCOeval.
-Segmentation: the share of pixels whose label differs, and mIoU of both. Classification: top-1 of both and the
-largest logit difference. The export command writes these figures into the sidecar JSON; the tests hold them to
-the contract's tolerances.
+Segmentation: the share of pixels whose label differs, and mIoU of both. Joint: both, from one run of each side.
+Classification: top-1 of both and the largest logit difference. The export command writes these figures into the
+sidecar JSON; the tests hold them to the contract's tolerances.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from mobilenetv2_dense.deploy.graph import denormalize
 from mobilenetv2_dense.deploy.runtime import DeployedModel
 from mobilenetv2_dense.tasks.classification import ClassificationTask
 from mobilenetv2_dense.tasks.detection import DetectionTask
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
+from mobilenetv2_dense.tasks.joint import JointTask
+from mobilenetv2_dense.tasks.joint.loss import logits_by_size
 from mobilenetv2_dense.tasks.segmentation import SegmentationTask
 from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, confusion_matrix, scores_from_confusion
 
@@ -49,40 +52,94 @@ def _nearest_differences(eager: dict[str, Tensor], deployed: dict[str, Tensor]) 
     return float(distance.min(1).values.max()), float(scores.max())
 
 
+class DetectionFigures:
+    """Detection parity accumulated batch by batch: per image the same count and labels, the largest box and score
+    differences of matched detections, and both sides' COCO metrics against ``coco_gt``."""
+
+    def __init__(self, label_to_cat_id: dict[int, int] | None) -> None:
+        self.label_to_cat_id = label_to_cat_id
+        self.eager_arrays: list[np.ndarray] = []
+        self.deployed_arrays: list[np.ndarray] = []
+        self.image_ids: list[int] = []
+        self.count_mismatch = self.label_mismatch = self.detections = 0
+        self.box_diff = self.score_diff = 0.0
+
+    def add(self, eager: list[dict[str, Tensor]], exported: list[dict[str, Tensor]], targets: list[dict],
+            input_size: tuple[int, int]) -> None:
+        """One batch's detections (input pixels, labels 1..K) of the eager model and of the exported file."""
+        for e, d in zip(eager, exported):
+            self.detections += len(e["scores"])
+            if len(e["scores"]) != len(d["scores"]):
+                self.count_mismatch += 1
+            elif not torch.equal(e["labels"].sort().values, d["labels"].sort().values):
+                self.label_mismatch += 1
+            elif len(e["scores"]):
+                boxes, scores = _nearest_differences(e, d)
+                self.box_diff, self.score_diff = max(self.box_diff, boxes), max(self.score_diff, scores)
+        ids = [int(t["image_id"]) for t in targets]
+        sizes = [t["orig_size"] for t in targets]
+        self.eager_arrays.append(detections_to_array(scale_to_original(eager, input_size, sizes), ids,
+                                                     self.label_to_cat_id))
+        self.deployed_arrays.append(detections_to_array(scale_to_original(exported, input_size, sizes), ids,
+                                                        self.label_to_cat_id))
+        self.image_ids += ids
+
+    def figures(self, coco_gt: Any) -> dict:
+        metrics = {}
+        for name, arrays in (("eager", self.eager_arrays), ("deployed", self.deployed_arrays)):
+            scores = evaluate_coco(coco_gt, np.concatenate(arrays), image_ids=self.image_ids)
+            metrics[name] = {key: round(scores[key], 4) for key in ("map", "map_50", "map_75", "mar_100")}
+        return {"images": len(self.image_ids), "detections": self.detections,
+                "images_with_other_count": self.count_mismatch, "images_with_other_labels": self.label_mismatch,
+                "max_box_diff_px": self.box_diff, "max_score_diff": self.score_diff, **metrics}
+
+
+class SegmentationFigures:
+    """Segmentation parity accumulated image by image: pixels whose label differs, the largest logit difference
+    (logits exported), and both sides' mIoU and pixel accuracy."""
+
+    def __init__(self, num_classes: int, argmax: bool) -> None:
+        self.num_classes, self.argmax = num_classes, argmax
+        self.eager_cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.deployed_cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.pixels = self.differing = self.images = 0
+        self.logit_diff = 0.0
+
+    def compare(self, eager_logits: Tensor, exported: Tensor) -> None:
+        """The network-size outputs: eager ``(n, K, H, W)`` logits, exported logits or ``(n, H, W)`` labels."""
+        labels = exported if self.argmax else exported.argmax(1)
+        if not self.argmax:
+            self.logit_diff = max(self.logit_diff, float((exported - eager_logits).abs().max()))
+        self.differing += int((labels != eager_logits.argmax(1)).sum())
+        self.pixels += labels.numel()
+
+    def score(self, eager_labels: Tensor, deployed_labels: Tensor, target: Tensor) -> None:
+        """``(n, h, w)`` labels of both sides against the ground truth ``target`` of the same size."""
+        k = self.num_classes
+        self.eager_cm += confusion_matrix(eager_labels, target, k, IGNORE_INDEX)
+        self.deployed_cm += confusion_matrix(deployed_labels, target, k, IGNORE_INDEX)
+        self.images += len(target)
+
+    def figures(self) -> dict:
+        figures = {"images": self.images, "pixels_with_other_label": self.differing, "pixels": self.pixels}
+        if not self.argmax:
+            figures["max_logit_diff"] = self.logit_diff
+        for name, cm in (("eager", self.eager_cm), ("deployed", self.deployed_cm)):
+            scores = scores_from_confusion(cm)
+            figures[name] = {"miou": round(float(scores["miou"]) * 100, 4),
+                             "pixel_accuracy": round(float(scores["pixel_accuracy"]) * 100, 4)}
+        return figures
+
+
 @torch.no_grad()
 def detection_parity(task: DetectionTask, deployed: DeployedModel, datamodule: Any, max_images: int) -> dict:
     batches = _batches(datamodule, max_images)
     model = task.model.eval()
-    eager_arrays, deployed_arrays, image_ids = [], [], []
-    count_mismatch = label_mismatch = detections = 0
-    box_diff = score_diff = 0.0
+    figures = DetectionFigures(task.label_to_cat_id or datamodule.label_to_cat_id)
     for images, targets in batches:
-        eager = model.predict(images)
-        exported = deployed.detections(unnormalize(images, datamodule))
-        for e, d in zip(eager, exported):
-            detections += len(e["scores"])
-            if len(e["scores"]) != len(d["scores"]):
-                count_mismatch += 1
-            elif not torch.equal(e["labels"].sort().values, d["labels"].sort().values):
-                label_mismatch += 1
-            elif len(e["scores"]):
-                boxes, scores = _nearest_differences(e, d)
-                box_diff, score_diff = max(box_diff, boxes), max(score_diff, scores)
-        ids = [int(t["image_id"]) for t in targets]
-        sizes = [t["orig_size"] for t in targets]
-        input_size = tuple(images.shape[-2:])
-        eager_arrays.append(detections_to_array(scale_to_original(eager, input_size, sizes), ids,
-                                                task.label_to_cat_id or datamodule.label_to_cat_id))
-        deployed_arrays.append(detections_to_array(scale_to_original(exported, input_size, sizes), ids,
-                                                   task.label_to_cat_id or datamodule.label_to_cat_id))
-        image_ids += ids
-    metrics = {}
-    for name, arrays in (("eager", eager_arrays), ("deployed", deployed_arrays)):
-        scores = evaluate_coco(datamodule.val_coco, np.concatenate(arrays), image_ids=image_ids)
-        metrics[name] = {key: round(scores[key], 4) for key in ("map", "map_50", "map_75", "mar_100")}
-    return {"images": len(image_ids), "detections": detections, "images_with_other_count": count_mismatch,
-            "images_with_other_labels": label_mismatch, "max_box_diff_px": box_diff, "max_score_diff": score_diff,
-            **metrics}
+        figures.add(model.predict(images), deployed.detections(unnormalize(images, datamodule)), targets,
+                    tuple(images.shape[-2:]))
+    return figures.figures(datamodule.val_coco)
 
 
 @torch.no_grad()
@@ -92,34 +149,45 @@ def segmentation_parity(task: SegmentationTask, deployed: DeployedModel, datamod
     model = task.model.eval()
     if task.eval_output_stride is not None:
         model.set_output_stride(task.eval_output_stride)
-    k = task.num_classes
-    eager_cm, deployed_cm = torch.zeros(k, k, dtype=torch.int64), torch.zeros(k, k, dtype=torch.int64)
-    pixels = differing = images_seen = 0
-    logit_diff = 0.0
+    figures = SegmentationFigures(task.num_classes, argmax)
     for batch in batches:
         images, masks = batch[0], batch[1]
         sizes = batch[2] if len(batch) > 2 else [tuple(images.shape[-2:])] * len(images)
         for i, (h, w) in enumerate(sizes):  # each image at its own size, as validation does
             image, target = images[i:i + 1, :, :h, :w], masks[i:i + 1, :h, :w]
             logits = model(image)["out"]
-            out = deployed(unnormalize(image, datamodule))
-            labels = out["labels"] if argmax else out["logits"].argmax(1)
-            if not argmax:
-                logit_diff = max(logit_diff, float((out["logits"] - logits).abs().max()))
-            eager_labels = logits.argmax(1)
-            differing += int((labels != eager_labels).sum())
-            pixels += eager_labels.numel()
-            eager_cm += confusion_matrix(eager_labels, target, k, IGNORE_INDEX)
-            deployed_cm += confusion_matrix(labels, target, k, IGNORE_INDEX)
-            images_seen += 1
-    figures = {"images": images_seen, "pixels_with_other_label": differing, "pixels": pixels}
-    if not argmax:
-        figures["max_logit_diff"] = logit_diff
-    for name, cm in (("eager", eager_cm), ("deployed", deployed_cm)):
-        scores = scores_from_confusion(cm)
-        figures[name] = {"miou": round(float(scores["miou"]) * 100, 4),
-                         "pixel_accuracy": round(float(scores["pixel_accuracy"]) * 100, 4)}
-    return figures
+            exported = deployed(unnormalize(image, datamodule))["labels" if argmax else "logits"]
+            figures.compare(logits, exported)
+            figures.score(logits.argmax(1), exported if argmax else exported.argmax(1), target)
+    return figures.figures()
+
+
+@torch.no_grad()
+def joint_parity(task: JointTask, deployed: DeployedModel, datamodule: Any, max_images: int, argmax: bool) -> dict:
+    """Both sets of figures from one run of each side per batch: ``{"detection": ..., "segmentation": ...}``. The
+    masks are scored at the original size as the joint task scores them (exported labels resized there by nearest
+    neighbour)."""
+    batches = _batches(datamodule, max_images)
+    model = task.model.eval()
+    detection = DetectionFigures(task.label_to_cat_id or datamodule.label_to_cat_id)
+    segmentation = SegmentationFigures(task.num_seg_classes, argmax)
+    for images, targets in batches:
+        size = tuple(images.shape[-2:])
+        outputs = model(images)
+        exported = deployed(unnormalize(images, datamodule))
+        detection.add(model.postprocess(outputs, size), deployed.detections_from(exported), targets, size)
+        seg = exported["seg_labels" if argmax else "seg_logits"]
+        segmentation.compare(outputs["out"], seg)
+        masks = [t["mask"] for t in targets]
+        for members, logits in logits_by_size(outputs["out"], [m.shape for m in masks]):
+            target = torch.stack([masks[i] for i in members])
+            if argmax:
+                labels = F.interpolate(seg[members, None].float(), size=target.shape[-2:], mode="nearest")[:, 0]
+            else:
+                labels = next(logits_by_size(seg[members], [target.shape[-2:]] * len(members)))[1].argmax(1)
+            segmentation.score(logits.argmax(1), labels.long(), target)
+    return {"images": len(detection.image_ids), "detection": detection.figures(datamodule.val_coco),
+            "segmentation": segmentation.figures()}
 
 
 @torch.no_grad()
@@ -146,6 +214,8 @@ def parity(task: Any, deployed: DeployedModel, datamodule: Any, *, max_images: i
     """The parity figures of ``deployed`` against ``task``'s eager model on up to ``max_images`` validation images;
     ``{"skipped": why}`` when the validation set cannot be read."""
     try:
+        if isinstance(task, JointTask):  # before DetectionTask, which it is
+            return joint_parity(task, deployed, datamodule, max_images, argmax)
         if isinstance(task, DetectionTask):
             return detection_parity(task, deployed, datamodule, max_images)
         if isinstance(task, SegmentationTask):

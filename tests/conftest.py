@@ -185,3 +185,36 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The joint detection + segmentation run shared by tests/tasks/test_joint_task.py and tests/deploy/test_joint_export.py:
+# the COCO joint config on the generated shapes (COCO layout, RLE outlines), width 0.35, 64x64 inputs.
+JOINT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "ssdlite_deeplabv3lite_coco.yaml")
+JOINT_POST = ["--model.init_args.topk_candidates", "45", "--model.init_args.detections_per_img", "15"]
+
+
+def joint_options(root: Path) -> list[str]:
+    """The joint config's data on ``root`` (a ``shapes_coco`` tree) at 64x64, quiet, no workers, few candidates."""
+    return ["--config", JOINT_CONFIG, "--data.init_args.root", str(root), "--data.init_args.image_size", "64",
+            "--data.init_args.num_workers", "0", "--data.init_args.pin_memory", "false",
+            "--data.init_args.batch_size", "4", "--data.init_args.val_batch_size", "4",
+            "--model.init_args.width_mult", "0.35", "--model.init_args.dice_weight", "0.5", *JOINT_POST,
+            "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0"]
+
+
+@pytest.fixture(scope="session")
+def joint_run(shapes_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(folder, last.ckpt) of the joint model fitted 4 steps through the CLI on :func:`shapes_coco`."""
+    from mobilenetv2_dense.tasks.cli import cli_main
+
+    folder = tmp_path_factory.mktemp("joint_run")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: see one_thread (a session fixture runs before it)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(folder)  # the config's relative runs/ land there
+            cli_main(["fit", *joint_options(shapes_coco), "--trainer.max_steps", "4",
+                      "--trainer.limit_val_batches", "0"])
+    finally:
+        torch.set_num_threads(threads)
+    return folder, next(folder.rglob("last.ckpt"))

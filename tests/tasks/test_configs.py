@@ -32,7 +32,8 @@ def write_tiny_coco(root: Path) -> None:
         Image.fromarray(np.full((30, 40, 3), 128, dtype=np.uint8)).save(root / split / "000000000001.jpg")
         dataset = {"images": [{"id": 1, "file_name": "000000000001.jpg", "height": 30, "width": 40}],
                    "annotations": [{"id": 1, "image_id": 1, "category_id": 90, "bbox": [5, 5, 20, 15],
-                                    "area": 300, "iscrowd": 0}],
+                                    "area": 300, "iscrowd": 0,
+                                    "segmentation": [[5.0, 5.0, 25.0, 5.0, 25.0, 20.0, 5.0, 20.0]]}],
                    "categories": categories}
         (root / "annotations").mkdir(exist_ok=True)
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(dataset))
@@ -52,7 +53,8 @@ def write_tiny_imagenet(root: Path) -> None:
 
 
 # Data modules whose dataset is not generated on first use, with the writer of a tiny copy of its layout.
-TINY_LAYOUTS = {"COCODataModule": write_tiny_coco, "ImageFolderDataModule": write_tiny_imagenet}
+TINY_LAYOUTS = {"COCODataModule": write_tiny_coco, "COCOJointDataModule": write_tiny_coco,
+                "ImageFolderDataModule": write_tiny_imagenet}
 
 
 def test_there_are_configs():
@@ -83,7 +85,7 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
     assert any(type(lg).__name__ == "CSVLogger" for lg in cli.trainer.loggers)
     assert cli.datamodule.num_classes == cli.model.num_classes
     if write_tiny is not None:
-        if type(cli.datamodule).__name__ == "COCODataModule":
+        if type(cli.datamodule).__name__ in ("COCODataModule", "COCOJointDataModule"):
             assert cli.datamodule.label_to_cat_id[80] == 90  # gapped ids map to contiguous labels
         cli.datamodule.setup("fit")
         image, _ = cli.datamodule.train_dataloader().dataset[0]  # through the config's transform
