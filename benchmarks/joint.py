@@ -167,11 +167,14 @@ def score(model: nn.Module, datamodule) -> dict[str, float]:
 
 
 def accuracy(args: argparse.Namespace) -> list[dict]:
+    from mobilenetv2_dense.datasets.detection.transforms import DetectionAugment
     from mobilenetv2_dense.tasks.joint.datamodule import ShapesJointDataModule
 
+    # The demos' augmentation (flip only: configs/ssdlite_shapes_demo.yaml explains why) and batch.
+    augment = DetectionAugment(photometric=False, max_zoom=1.0, min_iou_crop=False, hflip=True)
     datamodule = ShapesJointDataModule(args.data_root, num_train=args.num_train, num_val=args.num_val,
                                        image_size=args.image_size, batch_size=16, num_workers=args.num_workers,
-                                       pin_memory=False)
+                                       pin_memory=False, augment=augment)
     datamodule.prepare_data()
     datamodule.setup("fit")
     results = []

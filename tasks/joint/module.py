@@ -130,6 +130,11 @@ class JointTask(DetectionTask):
         if names is not None and len(names) == self.num_seg_classes:
             self.seg_class_names = [str(name) for name in names]
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # the detector's label set
+        if self.seg_class_names is None and self.class_names is not None:  # predicting without the dataset
+            self.seg_class_names = ["background", *self.class_names]
+
     @property
     def deployed_model(self) -> Any:
         model = super().deployed_model  # checks the task and the detector's classes
