@@ -16,7 +16,7 @@ from torch import Tensor
 from mobilenetv2_dense.heads.loss import SSDLoss
 from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.base import BaseTask
-from mobilenetv2_dense.tasks.detection.anchors import ANCHOR_ARGS, fit_task_anchors
+from mobilenetv2_dense.tasks.detection.anchors import fit_task_anchors
 from mobilenetv2_dense.tasks.detection.evaluation import (
     METRIC_NAMES,
     detections_to_array,
@@ -113,7 +113,10 @@ class DetectionTask(BaseTask):
             num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
             frozen_stages=frozen_stages, norm_eval=norm_eval, classification=classification_loss,
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
-            topk_candidates=topk_candidates, **{key: self.hparams[key] for key in ANCHOR_ARGS})
+            topk_candidates=topk_candidates, min_scale=min_scale, max_scale=max_scale, aspect_ratios=aspect_ratios,
+            interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
+            reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer, scales=scales,
+            lowest_layer_boxes=lowest_layer_boxes)  # the arguments, not self.hparams: a subclass saves its own
         if classification_loss == "focal":
             self.model.head.set_class_prior(0.01)
         self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss,
@@ -140,7 +143,7 @@ class DetectionTask(BaseTask):
             self.label_to_cat_id = {int(label): int(cat) for label, cat in cat_ids.items()}
 
     def on_fit_start(self) -> None:
-        if self.hparams.fit_anchors:
+        if self.hparams.get("fit_anchors", False):  # subclasses (JointTask) without the option never fit
             fit_task_anchors(self)
 
     # The label set travels in the checkpoint, so predict needs no dataset to name classes and map ids back.
