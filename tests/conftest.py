@@ -170,9 +170,8 @@ def copy_tree(tmp_path: Path):
 @pytest.fixture(scope="session")
 def tiny_shapes_folder(tmp_path_factory) -> Path:
     """A complete ``ShapesImageFolderDataModule`` tree: 4 classes x 6 images of 32x32 (16 train, 8 val), read-only."""
-    root = write_image_folder(tmp_path_factory.mktemp("folder"), images_per_class=6, image_size=32)
-    (root / ".complete").write_text("ok\n")  # ShapesImageFolderDataModule: already written
-    return root
+    # its marker (.complete) tells ShapesImageFolderDataModule not to write the set again
+    return write_image_folder(tmp_path_factory.mktemp("folder"), images_per_class=6, image_size=32)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 from torchvision.datasets.folder import find_classes
 
 from mobilenetv2_dense.datasets.classification.folder import ImageFolderDataset
-from mobilenetv2_dense.datasets.classification.shapes import write_image_folder
+from mobilenetv2_dense.datasets.classification.shapes import GENERATOR, write_image_folder, written_settings
 from mobilenetv2_dense.datasets.classification.transforms import classification_transforms
 from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES
 from mobilenetv2_dense.tasks.datamodule import BaseDataModule, rank_zero_print
@@ -66,10 +66,12 @@ class ImageFolderDataModule(BaseDataModule):
 
 class ShapesImageFolderDataModule(ImageFolderDataModule):
     """The generated shapes dataset (:func:`mobilenetv2_dense.datasets.classification.shapes.write_image_folder`),
-    written to ``root`` in the ImageNet layout on first use, then read back through :class:`ImageFolderDataModule`
-    exactly as a real dataset is. ``**options``: :class:`ImageFolderDataModule`'s and the loader options."""
+    written to ``root`` in the ImageNet layout on first use (and again over the images of an older generator), then
+    read back through :class:`ImageFolderDataModule` exactly as a real dataset is. A folder written with other
+    settings is used as it is, with a note. ``**options``: :class:`ImageFolderDataModule`'s and the loader
+    options."""
 
-    def __init__(self, root: str = "data/shapes_classification", image_size: int = 96, *, images_per_class: int = 120,
+    def __init__(self, root: str = "data/shapes_classification", image_size: int = 64, *, images_per_class: int = 800,
                  seed: int = 0, crop_scale: tuple[float, float] = (0.5, 1.0), batch_size: int = 32,
                  num_workers: int = 2, **options: Any) -> None:
         super().__init__(root, image_size, crop_scale=crop_scale, batch_size=batch_size, num_workers=num_workers,
@@ -81,10 +83,15 @@ class ShapesImageFolderDataModule(ImageFolderDataModule):
         return sorted(SHAPE_CLASSES)  # the order torchvision's find_classes gives the written folders
 
     def prepare_data(self) -> None:
-        marker = self.root / ".complete"
-        if not marker.exists():
-            rank_zero_print(f"writing the generated shapes dataset to {self.root} ...")
+        written = written_settings(self.root)
+        wanted = {"images_per_class": self.images_per_class, "image_size": self.image_size, "seed": self.seed}
+        if written is None or written.get("generator") != GENERATOR:
+            why = "first use" if written is None else "it held images of an older generator"
+            rank_zero_print(f"writing the generated shapes dataset to {self.root} ({why}) ...")
             write_image_folder(self.root, images_per_class=self.images_per_class, image_size=self.image_size,
                                seed=self.seed)
-            marker.write_text("ok\n")
+        elif any(written.get(key) != value for key, value in wanted.items()):
+            # kept: a folder prepared by hand (as tests do) must not be overwritten by a config's defaults
+            rank_zero_print(f"{self.root} was written with {written} and is used as it is; delete it to write "
+                            f"{wanted} instead")
         super().prepare_data()
