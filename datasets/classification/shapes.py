@@ -11,9 +11,10 @@ The set is built so that only the *shape* tells the classes apart, and so that t
 - the shape lies wholly inside the evaluation centre crop (``transforms.py`` cuts 1/16 of each side), and its
   luminance differs from the background's by at least ``MIN_CONTRAST``, so no image is unreadable.
 
-The detection scenes (:func:`mobilenetv2_dense.datasets.synthetic.render_scene`) make a poor classification set:
-half of their shapes leave the frame and some barely differ from their background, and it is drawn by rejection
-from a scene generator. Both draw the same four outlines (``synthetic._polygon``).
+The detection scenes (:func:`mobilenetv2_dense.datasets.synthetic.render_scene`, this set's source until
+``GENERATOR`` 2) make a poorer classification set: a shape may lie half outside the frame, and its colour is drawn
+with no regard to a background that spans two random colours. Both draw the same four outlines
+(``synthetic._polygon``).
 """
 
 from __future__ import annotations
