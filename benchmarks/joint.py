@@ -2,6 +2,7 @@
 
     python -m benchmarks.joint [--size 320] [--width 1.0] [--runs 20] [--threads 1]     # (a) latency
     python -m benchmarks.joint --accuracy [--epochs 10] [--num_train 1500] [--skip_latency]   # (b) accuracy
+    python -m benchmarks.joint --report a.json b.json     # (b)'s table from runs split over processes (--models)
 
 (a) Latency at batch 1 (random weights, nothing downloads; median of ``--runs`` interleaved calls): the joint model
 (one backbone, both heads; with and without the DeepLabv3+ decoder) against SSDLite followed by DeepLabv3-lite at its
@@ -207,6 +208,15 @@ def _accuracy_rows(results: list[dict]) -> list[tuple]:
     return rows
 
 
+ACCURACY_COLUMNS = ("model", "mAP", "delta", "mIoU", "delta", "train s")
+
+
+def _accuracy_title(settings: dict) -> str:
+    return (f"accuracy on {settings['num_val']} val images of the shapes after {settings['epochs']} epochs of "
+            f"{settings['num_train']} images at {settings['image_size']}, width {settings['width']} (delta: to the "
+            "single-task model, points)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=320, help="latency: input size")
@@ -230,7 +240,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train_threads", type=int, help="accuracy: torch threads (default: torch's); 1 wastes less "
                         "on a machine busy with other processes")
     parser.add_argument("--output", default="runs/joint_benchmark/accuracy.json")
+    parser.add_argument("--report", nargs="+", metavar="JSON",
+                        help="print the accuracy table of earlier --accuracy runs' outputs (e.g. two processes, each "
+                             "with its own --models and --output) and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        runs = [json.loads(Path(path).read_text()) for path in args.report]
+        settings = runs[0]["settings"]
+        print_table(_accuracy_title(settings), _accuracy_rows([r for run in runs for r in run["results"]]),
+                    ACCURACY_COLUMNS)
+        return
     if not args.skip_latency:
         width = args.width or 1.0
         with tempfile.TemporaryDirectory() as folder:
@@ -244,10 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.train_threads:
             torch.set_num_threads(args.train_threads)
         results = accuracy(args)
-        print_table(f"accuracy on {args.num_val} val images of the shapes after {args.epochs} epochs of "
-                    f"{args.num_train} images at {args.image_size}, width {args.width} (delta: to the single-task "
-                    "model, points)", _accuracy_rows(results),
-                    ("model", "mAP", "delta", "mIoU", "delta", "train s"))
+        print_table(_accuracy_title(vars(args)), _accuracy_rows(results), ACCURACY_COLUMNS)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,7 @@ class SSDLite(nn.Module):
         ssd_anchors([(1, 1)] * len(num_anchors), (1, 1), **self.anchor_settings)  # bad settings fail here, not later
         self.head = SSDLiteHead(in_channels=dict(zip(tap_info.names, tap_info.channels())), num_classes=num_classes,
                                 num_anchors=num_anchors, extra_channels=extra_channels, norm_layer=norm_layer)
+        self.tap_reductions = [int(r) for r in tap_info.reduction()]  # strides of the taps, not of every feature
         self.num_classes = num_classes
         self.box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
         self.classification = classification
@@ -130,7 +131,7 @@ class SSDLite(nn.Module):
         """``(H_l, W_l)`` of every map the head predicts on for an ``image_size = (H, W)`` input, from the taps'
         strides (every stride-2 conv, 3x3 with padding 1, gives ``ceil(n / 2)``): no forward pass."""
         height, width = image_size
-        sizes = [(math.ceil(height / r), math.ceil(width / r)) for r in self.backbone.out_feature_info.reduction()]
+        sizes = [(math.ceil(height / r), math.ceil(width / r)) for r in self.tap_reductions]
         for _ in self.head.extra:
             sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
         return sizes

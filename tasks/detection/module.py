@@ -145,7 +145,7 @@ class DetectionTask(BaseTask):
             self.label_to_cat_id = {int(label): int(cat) for label, cat in cat_ids.items()}
 
     def on_fit_start(self) -> None:
-        if self.hparams.get("fit_anchors", False):  # subclasses (JointTask) without the option never fit
+        if self.hparams.get("fit_anchors", False):  # a subclass without the option never fits
             fit_task_anchors(self)
 
     # The label set travels in the checkpoint, so predict needs no dataset to name classes and map ids back.

@@ -23,7 +23,9 @@ from mobilenetv2_dense.tasks.detection.module import DetectionTask, _split_predi
 from mobilenetv2_dense.tasks.distributed import sampler_repeats
 from mobilenetv2_dense.tasks.joint.loss import JointLoss, logits_by_size
 from mobilenetv2_dense.tasks.optim import Optimization
+from mobilenetv2_dense.tasks.plots import evaluation_folder
 from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
+from mobilenetv2_dense.tasks.segmentation.pictures import write_segmentation_pictures
 
 
 class JointTask(DetectionTask):
@@ -51,6 +53,10 @@ class JointTask(DetectionTask):
         dice_weight: add ``dice_weight *`` smp's multiclass Dice to the segmentation cross-entropy (0: off).
         classification_loss, neg_pos_ratio, min_negatives_per_image, score_thresh, nms_thresh, detections_per_img,
             topk_candidates, evaluator: the detector's, see :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`.
+        min_scale, max_scale, aspect_ratios, interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer, scales,
+            lowest_layer_boxes, fit_anchors: the detector's anchors and the step that fits them to the training
+            boxes at the start of ``fit``, as :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`'s (the
+            ``anchors`` command takes a joint config too).
         optimization, channels_last, deployed, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`;
             ``deployed`` takes a file exported from this task with logits (not ``--argmax``), and computes no loss.
     """
@@ -77,6 +83,14 @@ class JointTask(DetectionTask):
         detections_per_img: int = 100,
         topk_candidates: int = 300,
         evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
+        min_scale: float = 0.2,
+        max_scale: float = 0.95,
+        aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 1 / 3),
+        interpolated_scale_aspect_ratio: float = 1.0,
+        reduce_boxes_in_lowest_layer: bool = True,
+        scales: list[float] | None = None,
+        lowest_layer_boxes: list[list[float]] | None = None,  # [scale, aspect_ratio] pairs
+        fit_anchors: bool = False,
         optimization: Optimization | None = None,
         channels_last: bool = False,
         deployed: str | None = None,
@@ -86,21 +100,26 @@ class JointTask(DetectionTask):
         if not 2 <= num_seg_classes <= IGNORE_INDEX:
             raise ValueError(f"JointTask: num_seg_classes must be in 2..255 (background included, 255 is void), "
                              f"got {num_seg_classes}")
-        # The detection task sets up the detector's side (loss, label set, COCO evaluation state); its network is
-        # replaced by the joint one below (the detector built there costs ~0.1 s and is dropped).
+        anchors = dict(min_scale=min_scale, max_scale=max_scale, aspect_ratios=aspect_ratios,
+                       interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
+                       reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer, scales=scales,
+                       lowest_layer_boxes=lowest_layer_boxes)
+        # The detection task sets up the detector's side (loss, label set, COCO evaluation state, fit_anchors); its
+        # network is replaced by the joint one below (the detector built there costs ~0.1 s and is dropped).
         super().__init__(num_classes=num_classes, width_mult=width_mult, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, classification_loss=classification_loss, neg_pos_ratio=neg_pos_ratio,
                          min_negatives_per_image=min_negatives_per_image, score_thresh=score_thresh,
                          nms_thresh=nms_thresh, detections_per_img=detections_per_img,
-                         topk_candidates=topk_candidates, evaluator=evaluator, optimization=optimization,
-                         channels_last=channels_last, deployed=deployed, inference=inference)
+                         topk_candidates=topk_candidates, evaluator=evaluator, **anchors, fit_anchors=fit_anchors,
+                         optimization=optimization, channels_last=channels_last, deployed=deployed,
+                         inference=inference)
         self.save_hyperparameters()  # this signature's arguments (replacing the detection task's)
         self.num_seg_classes = num_seg_classes
         self.model = ssdlite_deeplabv3_mobilenet_v2(
             num_classes=num_classes, num_seg_classes=num_seg_classes, width_mult=width_mult, decoder=decoder,
             backbone_weights=backbone_weights, frozen_stages=frozen_stages, norm_eval=norm_eval,
             classification=classification_loss, score_thresh=score_thresh, nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img, topk_candidates=topk_candidates)
+            detections_per_img=detections_per_img, topk_candidates=topk_candidates, **anchors)
         if classification_loss == "focal":
             self.model.head.set_class_prior(0.01)
         self.joint_loss = JointLoss(self.criterion, detection_weight=detection_weight,
@@ -217,6 +236,12 @@ class JointTask(DetectionTask):
             table = format_iou_table(scores["iou"], self.seg_class_names, miou=scores["miou"],
                                      pixel_accuracy=scores["pixel_accuracy"])
             rank_zero_info(f"\n{prefix} per-class IoU (epoch {self.current_epoch}):\n{table}")
+        # validate / test (not fit's validations): the segmentation pictures beside the detector's (_evaluate's).
+        folder = evaluation_folder(self.trainer) if self.trainer.state.fn != "fit" else None
+        if folder is not None and self.trainer.is_global_zero:
+            names = self.seg_class_names or [f"class {k}" for k in range(self.num_seg_classes)]
+            paths = write_segmentation_pictures(folder, scores, names, prefix="seg_")
+            rank_zero_info("Pictures: " + ", ".join(str(path) for path in paths))
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()

@@ -26,8 +26,9 @@ from torch.utils.data import DistributedSampler
 from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
 from mobilenetv2_dense.tasks.base import BaseTask
 from mobilenetv2_dense.tasks.optim import Optimization
-from mobilenetv2_dense.tasks.plots import evaluation_folder, plot_confusion_matrix, plot_iou_bars
+from mobilenetv2_dense.tasks.plots import evaluation_folder
 from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
+from mobilenetv2_dense.tasks.segmentation.pictures import write_segmentation_pictures
 
 
 class SegmentationTask(BaseTask):
@@ -277,10 +278,7 @@ class SegmentationTask(BaseTask):
         if folder is None:  # no logger: the run writes no files
             return
         names = self.class_names or [f"class {k}" for k in range(self.num_classes)]
-        paths = [plot_iou_bars(scores["iou"], names, folder / "iou_per_class.png",
-                               title=f"IoU per class (mIoU {100 * float(scores['miou']):.2f})"),
-                 plot_confusion_matrix(scores["confmat"], names, folder / "confusion_matrix.png",
-                                       title="confusion matrix (pixels; rows: true class)")]
+        paths = write_segmentation_pictures(folder, scores, names)
         rank_zero_info("Pictures: " + ", ".join(str(path) for path in paths))
 
     def on_validation_epoch_end(self) -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mobilenetv2_dense.heads.anchors import ssd_anchors
+from mobilenetv2_dense.models.joint import ssdlite_deeplabv3_mobilenet_v2
 from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,9 +23,13 @@ def model():
 
 
 @pytest.mark.parametrize("size", [(192, 192), (97, 131), (64, 200)])
-def test_feature_sizes_equal_the_forward_pass(model, size):
+@pytest.mark.parametrize("joint", [False, True], ids=["ssdlite", "joint"])
+def test_feature_sizes_equal_the_forward_pass(model, size, joint):
+    # The joint backbone also returns stage7 (and stage2 with the decoder): only the taps are the head's maps.
+    net = ssdlite_deeplabv3_mobilenet_v2(num_classes=3, num_seg_classes=4, width_mult=0.35,
+                                         decoder=True).eval() if joint else model
     with torch.no_grad():
-        assert model.head(model.backbone(torch.zeros(1, 3, *size)))["feature_sizes"] == model.feature_sizes(size)
+        assert net.head(net.backbone(torch.zeros(1, 3, *size)))["feature_sizes"] == net.feature_sizes(size)
 
 
 def test_fitted_settings_change_the_anchors_not_the_head(model):

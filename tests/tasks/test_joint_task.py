@@ -9,15 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from torch.nn import functional as F
 
+from mobilenetv2_dense.__main__ import main as package_main
+from mobilenetv2_dense.heads.anchor_fit import DEFAULT_SETTINGS
 from mobilenetv2_dense.heads.loss import SSDLoss
 from mobilenetv2_dense.models import ssdlite_deeplabv3_mobilenet_v2
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.tasks.cli import checkpoint_hyperparameters, cli_main
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
+from mobilenetv2_dense.tasks.joint import JointTask
 from mobilenetv2_dense.tasks.joint.loss import JointLoss
 from tests.conftest import joint_options
+from tests.tasks.test_fit_anchors import anchor_values
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +42,7 @@ def test_one_validation_logs_map_and_miou_of_the_same_checkpoint(joint_run, shap
     # By hand from the same weights: the network on the same batches, boxes scaled to original pixels for COCOeval,
     # SSD's loss per batch, logits resized to each original mask, cross-entropy and a confusion matrix in numpy.
     model = ssdlite_deeplabv3_mobilenet_v2(num_classes=4, num_seg_classes=5, width_mult=0.35, weights=checkpoint,
-                                           topk_candidates=45, detections_per_img=15).eval()
+                                           topk_candidates=30, detections_per_img=10).eval()
     confusion = np.zeros((5, 5), dtype=np.int64)
     results, image_ids, ssd_losses, nll, pixels = [], [], [], 0.0, 0
     with torch.no_grad():
@@ -66,6 +71,13 @@ def test_one_validation_logs_map_and_miou_of_the_same_checkpoint(joint_run, shap
     expected = evaluate_coco(data.val_coco, np.concatenate(results), image_ids=image_ids)
     assert metrics["val/map"] == pytest.approx(expected["map"], abs=1e-4)
     assert metrics["val/mar_100"] == pytest.approx(expected["mar_100"], abs=1e-4)
+
+    # Both tasks' pictures, side by side in the run's validate/ folder (the detector's confusion matrix kept).
+    pictures = Path(cli.trainer.log_dir) / "validate"
+    for name in ("pr_curves.png", "confusion_matrix.png", "confusion_matrix.csv", "seg_iou_per_class.png",
+                 "seg_confusion_matrix.png"):
+        assert (pictures / name).stat().st_size > 0, name
+    assert len((pictures / "confusion_matrix.csv").read_text().splitlines()) == 1 + 5  # header + K + background
 
 
 def test_fit_logs_both_losses_and_predict_writes_boxes_and_masks(joint_run, shapes_coco: Path, monkeypatch) -> None:
@@ -115,3 +127,26 @@ def test_joint_loss_weights_and_single_task_outputs() -> None:
     assert set(only_masks) == {"loss", "ce", "segmentation"} and torch.allclose(only_masks["loss"], ce)
     with pytest.raises(ValueError, match="weights must be >= 0"):
         JointLoss(ssd, segmentation_weight=-1.0)
+
+
+def test_joint_anchors_fitted_by_the_command_and_at_fit_start(shapes_coco: Path, tmp_path: Path, monkeypatch,
+                                                              capsys) -> None:
+    """The joint task takes the detector's anchor settings: the ``anchors`` command's YAML builds the joint model
+    with them, and ``fit_anchors`` puts the values fitted at the start of fit into the checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "fitted.yaml"
+    package_main(["anchors", *joint_options(shapes_coco), "--generations", "100", "--output", str(output)])
+    assert "best possible recall" in capsys.readouterr().out
+    values = yaml.safe_load(output.read_text())["model"]["init_args"]
+    cli = cli_main([*joint_options(shapes_coco), "--config", str(output)], run=False)
+    assert isinstance(cli.model, JointTask) and anchor_values(cli.model.model.anchor_settings) == values
+
+    cli = cli_main(["fit", *joint_options(shapes_coco), "--model.init_args.fit_anchors", "true",
+                    "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"])
+    fitted = anchor_values(cli.model.model.anchor_settings)
+    assert fitted != anchor_values(DEFAULT_SETTINGS)  # the demo shapes are not COCO's boxes
+    checkpoint = next(tmp_path.rglob("last.ckpt"))
+    assert anchor_values(checkpoint_hyperparameters(checkpoint)) == fitted
+    cli = cli_main(["validate", *joint_options(shapes_coco), "--ckpt_path", str(checkpoint),
+                    "--trainer.limit_val_batches", "1"])  # the checkpoint's anchors, not the config's defaults
+    assert anchor_values(cli.model.model.anchor_settings) == fitted
