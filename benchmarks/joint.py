@@ -6,7 +6,8 @@
 
 (a) Latency at batch 1 (random weights, nothing downloads; median of ``--runs`` interleaved calls): the joint model
 (one backbone, both heads; with and without the DeepLabv3+ decoder) against SSDLite followed by DeepLabv3-lite at its
-own output stride 16, at the same input size and width, 80 object classes (81 segmentation classes). Eager is the
+own output stride 16, at the same input size and width, ``--num_classes`` object classes (80 as COCO, 81
+segmentation classes; 20 as VOC). Eager is the
 model floor end to end (normalisation, network, the detector's decoding and NMS, the label map); ONNX Runtime runs
 ``export.py``'s graphs (``JointGraph``, ``DetectorGraph``, ``SegmenterGraph``, Conv+BN folded). The ratio is the
 joint model's time over the two single-task models' sum (goal: <= 0.6).
@@ -51,14 +52,15 @@ DETECTION_OUTPUTS = ["boxes", "scores", "labels", "num_detections"]
 
 # ------------------------------------------------------------------------------------------------- (a) latency
 def latency(*, size: int, width: float, runs: int, warmup: int, threads: int, topk: int, detections: int,
-            folder: Path) -> list[tuple]:
+            folder: Path, num_classes: int = 80) -> list[tuple]:
     torch.manual_seed(0)
     post = dict(topk_candidates=topk, detections_per_img=detections)
-    models = {"joint": ssdlite_deeplabv3_mobilenet_v2(num_classes=80, num_seg_classes=81, width_mult=width, **post),
-              "joint + decoder": ssdlite_deeplabv3_mobilenet_v2(num_classes=80, num_seg_classes=81, width_mult=width,
+    k = num_classes
+    models = {"joint": ssdlite_deeplabv3_mobilenet_v2(num_classes=k, num_seg_classes=k + 1, width_mult=width, **post),
+              "joint + decoder": ssdlite_deeplabv3_mobilenet_v2(num_classes=k, num_seg_classes=k + 1, width_mult=width,
                                                                 decoder=True, **post),
-              "SSDLite": ssdlite320_mobilenet_v2(num_classes=80, width_mult=width, **post),
-              "DeepLabv3-lite OS16": deeplabv3_mobilenet_v2(num_classes=81, width_mult=width, head="lite")}
+              "SSDLite": ssdlite320_mobilenet_v2(num_classes=k, width_mult=width, **post),
+              "DeepLabv3-lite OS16": deeplabv3_mobilenet_v2(num_classes=k + 1, width_mult=width, head="lite")}
     models = {name: model.eval() for name, model in models.items()}
     image = torch.rand(1, 3, size, size)
     normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -225,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--num_classes", type=int, default=80, help="latency: object classes (80 COCO, 20 VOC); "
+                        "the segmenters get one more (background)")
     parser.add_argument("--topk_candidates", type=int, default=300, help="latency: the detectors' candidates for NMS")
     parser.add_argument("--detections_per_img", type=int, default=100)
     parser.add_argument("--skip_latency", action="store_true")
@@ -254,8 +258,10 @@ def main(argv: list[str] | None = None) -> None:
         width = args.width or 1.0
         with tempfile.TemporaryDirectory() as folder:
             rows = latency(size=args.size, width=width, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                           topk=args.topk_candidates, detections=args.detections_per_img, folder=Path(folder))
-        print_table(f"batch 1, {args.size}x{args.size}, width {width}, {args.threads} thread(s), median of {args.runs} "
+                           topk=args.topk_candidates, detections=args.detections_per_img, folder=Path(folder),
+                           num_classes=args.num_classes)
+        print_table(f"batch 1, {args.size}x{args.size}, width {width}, {args.num_classes} classes ("
+                    f"{args.num_classes + 1} to segment), {args.threads} thread(s), median of {args.runs} "
                     "interleaved runs (ms); ratio: joint / (SSDLite + DeepLabv3-lite)", rows,
                     ("runtime", "model", "joint", "SSDLite", "DeepLabv3-lite", "the two", "ratio"))
     if args.accuracy:

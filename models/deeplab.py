@@ -33,7 +33,13 @@ from torch.nn import functional as F
 
 from mobilenetv2_dense.backbone import MobileNetV2, mobilenet_v2
 from mobilenetv2_dense.backbone.features import FeatureInfo
-from mobilenetv2_dense.heads.deeplab import ATROUS_RATES_OS16, DeepLabV3Head, DeepLabV3PlusDecoder, atrous_rates_for
+from mobilenetv2_dense.heads.deeplab import (
+    ATROUS_RATES_OS16,
+    DeepLabV3Head,
+    DeepLabV3PlusDecoder,
+    atrous_rates_for,
+    label_map,
+)
 from mobilenetv2_dense.models.weights import load_checkpoint_weights
 
 
@@ -124,7 +130,7 @@ class DeepLabV3(nn.Module):
     @staticmethod
     def postprocess(outputs: dict[str, Tensor]) -> Tensor:
         """:meth:`forward`'s ``{"out": (N, K, H, W)}`` -> ``(N, H, W)`` int64 label maps (the best class per pixel)."""
-        return outputs["out"].argmax(1)
+        return label_map(outputs["out"])
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:

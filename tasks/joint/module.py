@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.nn import functional as F
 
+from mobilenetv2_dense.heads.deeplab import label_map
 from mobilenetv2_dense.models.joint import ssdlite_deeplabv3_mobilenet_v2
 from mobilenetv2_dense.tasks.detection.evaluation import scale_to_original
 from mobilenetv2_dense.tasks.detection.module import DetectionTask, _split_predict_batch
@@ -213,7 +214,7 @@ class JointTask(DetectionTask):
             log_probs = chosen.log_softmax(1)
             self.seg_losses[prefix].update(F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX, reduction="sum"),
                                            (target != IGNORE_INDEX).sum())
-            self.seg_metrics[prefix].update(log_probs.argmax(1), target)
+            self.seg_metrics[prefix].update(label_map(log_probs), target)
 
     def _finish(self, prefix: str) -> None:
         self._evaluate(prefix)  # COCO metrics (the detection task's)
@@ -272,7 +273,7 @@ class JointTask(DetectionTask):
             detections, logits = self.detect(outputs, input_size, orig_sizes), outputs["out"]
         masks: list[Tensor | None] = [None] * len(metas)
         for members, chosen in logits_by_size(logits, [tuple(size.tolist()) for size in orig_sizes]):
-            for i, mask in zip(members, chosen.argmax(1).to(torch.uint8).cpu()):
+            for i, mask in zip(members, label_map(chosen).to(torch.uint8).cpu()):
                 masks[i] = mask
         return [{**{k: v.cpu() for k, v in det.items()}, **meta, "mask": mask}
                 for det, meta, mask in zip(detections, metas, masks)]

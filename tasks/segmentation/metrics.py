@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from mobilenetv2_dense.heads.deeplab import label_map
+
 IGNORE_INDEX = 255
 
 
@@ -25,7 +27,7 @@ def confusion_matrix(preds: Tensor, target: Tensor, num_classes: int, ignore_ind
         target: ``(N, H, W)`` integer labels in ``0..K-1`` or ``ignore_index``.
     """
     if preds.ndim == target.ndim + 1:
-        preds = preds.argmax(1)  # (N, K, H, W) -> (N, H, W)
+        preds = label_map(preds)  # (N, K, H, W) -> (N, H, W)
     if preds.shape != target.shape:
         raise ValueError(f"segmentation metrics: predictions {tuple(preds.shape)} and targets "
                          f"{tuple(target.shape)} differ in shape; pass (N, H, W) indices or (N, K, H, W) scores")

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DistributedSampler
 
+from mobilenetv2_dense.heads.deeplab import label_map
 from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
 from mobilenetv2_dense.tasks.base import BaseTask
 from mobilenetv2_dense.tasks.optim import Optimization
@@ -241,7 +242,7 @@ class SegmentationTask(BaseTask):
             # probabilities. Summed here, divided by the split's labelled pixels at the end.
             loss.update(F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX, reduction="sum"),
                         (target != IGNORE_INDEX).sum())
-            metrics.update(log_probs.argmax(1), target)
+            metrics.update(label_map(log_probs), target)
 
     def on_validation_epoch_start(self) -> None:
         self._seen = {}
@@ -292,6 +293,6 @@ class SegmentationTask(BaseTask):
         predicted at its own size."""
         masks: list[Tensor | None] = [None] * len(batch["sizes"])
         for members, log_probs in self.log_probabilities_by_size(batch["images"], batch["sizes"]):
-            for i, mask in zip(members, log_probs.argmax(1).to(torch.uint8)):  # (n, h, w)
+            for i, mask in zip(members, label_map(log_probs).to(torch.uint8)):  # (n, h, w)
                 masks[i] = mask
         return masks

@@ -7,7 +7,13 @@ import torch
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from mobilenetv2_dense.heads.deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, ImagePooling, atrous_rates_for
+from mobilenetv2_dense.heads.deeplab import (
+    DeepLabV3Head,
+    DeepLabV3PlusDecoder,
+    ImagePooling,
+    atrous_rates_for,
+    label_map,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -137,3 +143,13 @@ def test_decoder_layers() -> None:
     depthwise = [m for m in decoder.refine.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert [(m.in_channels, m.groups, m.kernel_size) for m in depthwise] == [(112, 112, (3, 3)), (64, 64, (3, 3))]
     assert decoder.classifier.in_channels == 64 and decoder.classifier.out_channels == 3
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_label_map_is_argmax_with_its_tie_rule(memory_format):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 21, 37, 53).contiguous(memory_format=memory_format)
+    assert torch.equal(label_map(logits), logits.argmax(1))
+    tied = torch.randint(0, 3, (2, 21, 37, 53)).float().contiguous(memory_format=memory_format)  # many ties
+    assert torch.equal(label_map(tied), tied.argmax(1))
+    assert label_map(torch.zeros(1, 5, 2, 2)).eq(0).all()  # all tied: the first class
