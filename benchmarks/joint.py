@@ -5,20 +5,20 @@
     python -m benchmarks.joint --report a.json b.json     # (b)'s table from runs split over processes (--models)
 
 (a) Latency at batch 1 (random weights, nothing downloads; median of ``--runs`` interleaved calls): the joint model
-(one backbone, both heads; with and without the DeepLabv3+ decoder) against SSDLite followed by DeepLabv3-lite at its
-own output stride 16, at the same input size and width, ``--num_classes`` object classes (80 as COCO, 81
-segmentation classes; 20 as VOC). Eager is the
-model floor end to end (normalisation, network, the detector's decoding and NMS, the label map); ONNX Runtime runs
-``export.py``'s graphs (``JointGraph``, ``DetectorGraph``, ``SegmenterGraph``, Conv+BN folded). The ratio is the
-joint model's time over the two single-task models' sum (goal: <= 0.6).
+(one backbone, both heads; alone and with the DeepLabv3+ decoder on the stride-4, -8 or -16 feature: ``@4``, ``@8``,
+``@16``) against SSDLite followed by DeepLabv3-lite at its own output stride 16, at the same input size and width,
+``--num_classes`` object classes (80 as COCO, 81 segmentation classes; 20 as VOC). Eager is the model floor end to
+end (normalisation, network, the detector's decoding and NMS, the label map); ONNX Runtime runs ``export.py``'s
+graphs (``JointGraph``, ``DetectorGraph``, ``SegmenterGraph``, Conv+BN folded). The ratio is the joint model's time
+over the two single-task models' sum (goal: <= 0.6).
 
-(b) Accuracy (``--accuracy``): SSDLite, DeepLabv3-lite (OS16), the joint model and the joint model with the decoder
-are trained from scratch on the generated shapes of the demos (``ShapesJointDataModule``: the very files of
-``make demo``, COCO layout with RLE outlines), with one recipe for all: the same loader (images, order,
-augmentation, input size), the same objective (``tasks/joint/loss.py``'s ``JointLoss``, each model on the terms its
-outputs allow: SSD's loss, cross-entropy + 0.5 Dice, or both), AdamW with cosine decay as the demo configs, the same
-epochs. Each is scored on the 200 val images as the joint task scores them: COCO mAP of the boxes in original pixels,
-mIoU of the label maps at the original size. The goal: the joint model within 1 point of each single-task model.
+(b) Accuracy (``--accuracy``): SSDLite, DeepLabv3-lite (OS16) and the joint models of (a) are trained from scratch
+on the generated shapes of the demos (``ShapesJointDataModule``: the very files of ``make demo``, COCO layout with
+RLE outlines), with one recipe for all: the same loader (images, order, augmentation, input size), the same
+objective (``tasks/joint/loss.py``'s ``JointLoss``, each model on the terms its outputs allow: SSD's loss,
+cross-entropy + 0.5 Dice, or both), AdamW with cosine decay as the demo configs, the same epochs. Each is scored on
+the 200 val images as the joint task scores them: COCO mAP of the boxes in original pixels, mIoU of the label maps
+at the original size. The goal: the joint model within 1 point of each single-task model.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from mobilenetv2_dense.models import (
 )
 
 DETECTION_OUTPUTS = ["boxes", "scores", "labels", "num_detections"]
+# The DeepLabv3+ decoder's feature by stride: DeepLabv3+'s stride-4 stage2, stage3, the detector's stride-16 tap.
+DECODER_FEATURES = {4: "stage2", 8: "stage3", 16: "stage6_expansion"}
 
 
 # ------------------------------------------------------------------------------------------------- (a) latency
@@ -57,8 +59,9 @@ def latency(*, size: int, width: float, runs: int, warmup: int, threads: int, to
     post = dict(topk_candidates=topk, detections_per_img=detections)
     k = num_classes
     models = {"joint": ssdlite_deeplabv3_mobilenet_v2(num_classes=k, num_seg_classes=k + 1, width_mult=width, **post),
-              "joint + decoder": ssdlite_deeplabv3_mobilenet_v2(num_classes=k, num_seg_classes=k + 1, width_mult=width,
-                                                                decoder=True, **post),
+              **{f"joint + decoder@{stride}": ssdlite_deeplabv3_mobilenet_v2(
+                  num_classes=k, num_seg_classes=k + 1, width_mult=width, decoder=True, decoder_feature=feature, **post)
+                 for stride, feature in DECODER_FEATURES.items()},
               "SSDLite": ssdlite320_mobilenet_v2(num_classes=k, width_mult=width, **post),
               "DeepLabv3-lite OS16": deeplabv3_mobilenet_v2(num_classes=k + 1, width_mult=width, head="lite")}
     models = {name: model.eval() for name, model in models.items()}
@@ -88,7 +91,7 @@ def latency(*, size: int, width: float, runs: int, warmup: int, threads: int, to
     rows = []
     for runtime in ("eager", "onnx"):
         apart = timings[f"SSDLite {runtime}"] + timings[f"DeepLabv3-lite OS16 {runtime}"]
-        for joint in ("joint", "joint + decoder"):
+        for joint in ("joint", *(f"joint + decoder@{stride}" for stride in DECODER_FEATURES)):
             ours = timings[f"{joint} {runtime}"]
             rows.append((runtime, joint, f"{ours * 1e3:.1f}", f"{timings[f'SSDLite {runtime}'] * 1e3:.1f}",
                          f"{timings[f'DeepLabv3-lite OS16 {runtime}'] * 1e3:.1f}", f"{apart * 1e3:.1f}",
@@ -103,8 +106,9 @@ def _builders(width: float) -> dict[str, Callable[[], nn.Module]]:
         "SSDLite": lambda: ssdlite320_mobilenet_v2(num_classes=4, width_mult=width),
         "DeepLabv3-lite OS16": lambda: deeplabv3_mobilenet_v2(num_classes=5, width_mult=width, head="lite"),
         "joint": lambda: ssdlite_deeplabv3_mobilenet_v2(num_classes=4, num_seg_classes=5, width_mult=width),
-        "joint + decoder": lambda: ssdlite_deeplabv3_mobilenet_v2(num_classes=4, num_seg_classes=5, width_mult=width,
-                                                                  decoder=True),
+        **{f"joint + decoder@{stride}": (lambda feature=feature: ssdlite_deeplabv3_mobilenet_v2(
+            num_classes=4, num_seg_classes=5, width_mult=width, decoder=True, decoder_feature=feature))
+           for stride, feature in DECODER_FEATURES.items()},
     }
 
 

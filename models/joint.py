@@ -45,6 +45,11 @@ SEGMENTATION_FEATURE = "stage7"  # the paper's "MNet V2*" tap: the 320-channel o
 LOW_LEVEL_FEATURE = "stage2"  # stride 4, for the DeepLabv3+ decoder
 
 
+def joint_features(taps: Sequence[str], decoder: bool, decoder_feature: str) -> list[str]:
+    """The backbone features the joint model reads: the detector's taps, ``stage7``, the decoder's (once each)."""
+    return list(dict.fromkeys([*taps, SEGMENTATION_FEATURE, *([decoder_feature] if decoder else [])]))
+
+
 class SSDLiteDeepLabV3(SSDLite):
     """SSDLite with a DeepLabv3-lite head on the same backbone: one backbone forward feeds both.
 
@@ -60,16 +65,19 @@ class SSDLiteDeepLabV3(SSDLite):
         num_classes: K object classes of the detector (labels 1..K, 0 is background).
         num_seg_classes: K_seg segmentation classes, background included (label 255 is void).
         taps: the detector's taps, in network order (paper: layer-15 expansion, the 1280 layer).
-        decoder: add the DeepLabv3+ decoder on ``stage2`` (stride 4) after the lite head.
+        decoder: add the DeepLabv3+ decoder on ``decoder_feature`` after the lite head.
+        decoder_feature: the finer backbone feature the decoder refines with: ``stage2`` (stride 4, DeepLabv3+'s
+            choice), ``stage3`` (stride 8) or the detector's own stride-16 tap ``stage6_expansion`` (shared, so the
+            decoder costs only its convs at 1/16 of the input).
         **detector_settings: :class:`SSDLite`'s (``extra_channels``, anchors, ``classification``, post-processing).
     """
 
     def __init__(self, backbone: MobileNetV2, *, num_classes: int, num_seg_classes: int, taps: Sequence[str] = TAPS,
-                 decoder: bool = False, **detector_settings) -> None:
+                 decoder: bool = False, decoder_feature: str = LOW_LEVEL_FEATURE, **detector_settings) -> None:
         if num_seg_classes < 2:
             raise ValueError(f"models/joint.py: num_seg_classes counts the background too (21 for VOC, 81 for COCO's "
                              f"80 categories); got {num_seg_classes}")
-        wanted = [*taps, SEGMENTATION_FEATURE, *([LOW_LEVEL_FEATURE] if decoder else [])]
+        wanted = joint_features(taps, decoder, decoder_feature)
         missing = [name for name in wanted if name not in backbone.out_features]
         if missing or backbone.output_stride != 32:
             raise ValueError(f"models/joint.py: the backbone returns {backbone.out_features} at output stride "
@@ -77,7 +85,10 @@ class SSDLiteDeepLabV3(SSDLite):
                              f"at stride 32) with out_features={wanted}")
         super().__init__(backbone, num_classes=num_classes, taps=taps, **detector_settings)
         self.num_seg_classes = num_seg_classes
-        self.low_level_feature = LOW_LEVEL_FEATURE if decoder else None
+        self.low_level_feature = decoder_feature if decoder else None
+        if decoder and backbone.out_feature_info.get(decoder_feature)["reduction"] >= 32:
+            raise ValueError(f"models/joint.py: decoder_feature {decoder_feature!r} is at stride 32, as coarse as "
+                             f"{SEGMENTATION_FEATURE}; pass a finer one: stage2 (4), stage3 (8), stage6_expansion (16)")
         # The lite head has no atrous branches, so output stride 32 needs no rates.
         self.segmentation_head, self.segmentation_decoder = deeplab_head(
             backbone.out_feature_info, num_seg_classes, in_feature=SEGMENTATION_FEATURE,
@@ -115,6 +126,7 @@ def ssdlite_deeplabv3_mobilenet_v2(
     num_seg_classes: int,
     width_mult: float = 1.0,
     decoder: bool = False,
+    decoder_feature: str = LOW_LEVEL_FEATURE,
     weights: str | Path | None = None,
     backbone_weights: str | Path | None = None,
     frozen_stages: int = -1,
@@ -128,7 +140,9 @@ def ssdlite_deeplabv3_mobilenet_v2(
         num_classes: K object classes (80 for COCO, 20 for VOC).
         num_seg_classes: K_seg segmentation classes, background included (81 for COCO, 21 for VOC).
         width_mult: MobileNetV2 width multiplier alpha.
-        decoder: add the DeepLabv3+ decoder on the stride-4 feature.
+        decoder: add the DeepLabv3+ decoder.
+        decoder_feature: what the decoder refines with (see :class:`SSDLiteDeepLabV3`): ``stage2`` (stride 4),
+            ``stage3`` (8), ``stage6_expansion`` (16, the detector's tap).
         weights: a checkpoint of this project (a ``JointTask``'s Lightning ``.ckpt`` or a state_dict file) holding
             every weight; ``backbone_weights`` is then not read.
         backbone_weights: torchvision ``mobilenet_v2`` state_dict file or weights name (see ``mobilenet_v2``).
@@ -144,13 +158,13 @@ def ssdlite_deeplabv3_mobilenet_v2(
     if len(set(taps)) != len(taps):
         raise ValueError(f"models/joint.py: taps {tuple(taps)} name the same feature twice; "
                          "pass two different features, e.g. ('stage6_expansion', 'conv_head')")
-    out_features = [*taps, SEGMENTATION_FEATURE, *([LOW_LEVEL_FEATURE] if decoder else [])]
+    out_features = joint_features(taps, decoder, decoder_feature)
     # The detector's batch norm (TF SSDLite's eps and momentum) in the backbone, as ssdlite320_mobilenet_v2 builds it.
     backbone = mobilenet_v2(width_mult=width_mult, out_features=out_features,
                             weights=None if weights is not None else backbone_weights,
                             frozen_stages=frozen_stages, norm_eval=norm_eval, norm_layer=SSDLiteNorm)
     model = SSDLiteDeepLabV3(backbone, num_classes=num_classes, num_seg_classes=num_seg_classes, taps=taps,
-                             decoder=decoder, **kwargs)
+                             decoder=decoder, decoder_feature=decoder_feature, **kwargs)
     if weights is not None:
         load_checkpoint_weights(model, weights)
     return model

@@ -48,7 +48,9 @@ class JointTask(DetectionTask):
             joint data module defines (the background, then the detector's classes), checked against
             ``data.num_seg_classes`` at set-up.
         width_mult: MobileNetV2 width multiplier.
-        decoder: add the DeepLabv3+ decoder on the stride-4 feature (the head alone sits at output stride 32).
+        decoder: add the DeepLabv3+ decoder on a finer feature (the head alone sits at output stride 32).
+        decoder_feature: the backbone feature the decoder refines with: ``stage2`` (stride 4), ``stage3`` (8) or the
+            detector's tap ``stage6_expansion`` (16; the cheapest, see README "Joint detection + segmentation").
         backbone_weights, frozen_stages, norm_eval: as :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`.
         detection_weight, segmentation_weight: the two losses' weights in ``train/loss``.
         dice_weight: add ``dice_weight *`` smp's multiclass Dice to the segmentation cross-entropy (0: off).
@@ -70,6 +72,7 @@ class JointTask(DetectionTask):
         num_seg_classes: int | None = None,
         width_mult: float = 1.0,
         decoder: bool = False,
+        decoder_feature: str = "stage2",
         backbone_weights: str | None = None,
         frozen_stages: int = -1,
         norm_eval: bool = False,
@@ -118,7 +121,8 @@ class JointTask(DetectionTask):
         self.num_seg_classes = num_seg_classes
         self.model = ssdlite_deeplabv3_mobilenet_v2(
             num_classes=num_classes, num_seg_classes=num_seg_classes, width_mult=width_mult, decoder=decoder,
-            backbone_weights=backbone_weights, frozen_stages=frozen_stages, norm_eval=norm_eval,
+            decoder_feature=decoder_feature, backbone_weights=backbone_weights, frozen_stages=frozen_stages,
+            norm_eval=norm_eval,
             classification=classification_loss, score_thresh=score_thresh, nms_thresh=nms_thresh,
             detections_per_img=detections_per_img, topk_candidates=topk_candidates, **anchors)
         if classification_loss == "focal":

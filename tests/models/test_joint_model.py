@@ -40,11 +40,13 @@ def images() -> torch.Tensor:
     return torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("decoder", [False, True])
-def test_heads_match_the_single_models_on_the_same_backbone_weights(decoder: bool, images: torch.Tensor) -> None:
+@pytest.mark.parametrize("decoder", [None, "stage2", "stage3", "stage6_expansion"])
+def test_heads_match_the_single_models_on_the_same_backbone_weights(decoder: str | None,
+                                                                     images: torch.Tensor) -> None:
     torch.manual_seed(0)
     joint = _calibrated(ssdlite_deeplabv3_mobilenet_v2(num_classes=3, num_seg_classes=4, width_mult=0.35,
-                                                       decoder=decoder), images)
+                                                       decoder=decoder is not None,
+                                                       decoder_feature=decoder or "stage2"), images)
     state = joint.state_dict()
     with torch.no_grad():
         out = joint(images)
@@ -57,8 +59,9 @@ def test_heads_match_the_single_models_on_the_same_backbone_weights(decoder: boo
     for key in ("bbox_regression", "cls_logits", "anchors"):
         torch.testing.assert_close(out[key], expected[key], rtol=0, atol=0, msg=key)
 
-    # The segmenter: DeepLabv3's lite head (+ decoder) on stage7 (+ stage2) of the same backbone, upsampled.
-    names = ["stage2", "stage7"] if decoder else ["stage7"]
+    # The segmenter: DeepLabv3's lite head (+ decoder) on stage7 (+ the decoder's feature) of the same backbone,
+    # upsampled; stage6_expansion is the detector's own tap, read once.
+    names = sorted({"stage7", decoder or "stage7"}, key=lambda name: name != decoder)
     backbone = mobilenet_v2(width_mult=0.35, out_features=names, norm_layer=SSDLiteNorm).eval()
     backbone.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")
                               and k[len("backbone."):] in backbone.state_dict()})
@@ -68,10 +71,10 @@ def test_heads_match_the_single_models_on_the_same_backbone_weights(decoder: boo
         features = backbone(images)
         logits = head(features["stage7"])
         if decoder:
-            refine = DeepLabV3PlusDecoder(backbone.feature_info.channels("stage2"), num_classes=4).eval()
+            refine = DeepLabV3PlusDecoder(backbone.feature_info.channels(decoder), num_classes=4).eval()
             refine.load_state_dict({k.partition(".")[2]: v for k, v in state.items()
                                     if k.startswith("segmentation_decoder.")})
-            logits = refine(logits, features["stage2"])
+            logits = refine(logits, features[decoder])
         expected_out = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
     assert out["out"].shape == (2, 4, 96, 128)
     torch.testing.assert_close(out["out"], expected_out, rtol=0, atol=0)
@@ -105,6 +108,10 @@ def test_costs_of_the_module_table() -> None:
     decoder = ssdlite_deeplabv3_mobilenet_v2(num_classes=80, num_seg_classes=81, decoder=True)
     assert (count_parameters(lite), count_madds(lite, (320, 320))) == (4_654_278, 812_284_864)
     assert (count_parameters(decoder), count_madds(decoder, (320, 320))) == (4_806_070, 1_900_054_464)
+    shared = ssdlite_deeplabv3_mobilenet_v2(num_classes=80, num_seg_classes=81, decoder=True,
+                                            decoder_feature="stage6_expansion")  # the detector's stride-16 tap
+    assert count_madds(shared, (320, 320)) < 0.5 * 1_812_000_000  # under half the two networks apart
+    assert shared.backbone.out_features.count("stage6_expansion") == 1
     # The detector inside costs exactly SSDLite's (tests/models/test_detection_model.py: 4,337,013 parameters).
     detector_part = sum(count_parameters(m) for m in (lite.backbone, lite.head))
     assert detector_part == 4_337_013
@@ -114,6 +121,9 @@ def test_errors_name_the_fix() -> None:
     backbone = mobilenet_v2(width_mult=0.35, out_features=["stage6_expansion", "conv_head"])
     with pytest.raises(ValueError, match=r"out_features=\['stage6_expansion', 'conv_head', 'stage7'\]"):
         SSDLiteDeepLabV3(backbone, num_classes=2, num_seg_classes=3)
+    with pytest.raises(ValueError, match="decoder_feature 'stage6' is at stride 32"):
+        ssdlite_deeplabv3_mobilenet_v2(num_classes=2, num_seg_classes=3, width_mult=0.35, decoder=True,
+                                       decoder_feature="stage6")
     with pytest.raises(ValueError, match="num_seg_classes counts the background"):
         ssdlite_deeplabv3_mobilenet_v2(num_classes=2, num_seg_classes=1, width_mult=0.35)
 
