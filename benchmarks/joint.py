@@ -112,7 +112,8 @@ def _builders(width: float) -> dict[str, Callable[[], nn.Module]]:
     }
 
 
-def train(model: nn.Module, datamodule, *, epochs: int, seed: int, log: Callable[[str], None]) -> float:
+def train(model: nn.Module, datamodule, *, epochs: int, seed: int, log: Callable[[str], None],
+          segmentation_weight: float = 1.0) -> float:
     """Train ``model`` with the demo recipe on ``datamodule``'s loader; returns the seconds it took."""
     from mobilenetv2_dense.heads.loss import SSDLoss
     from mobilenetv2_dense.tasks.joint.loss import JointLoss
@@ -123,7 +124,9 @@ def train(model: nn.Module, datamodule, *, epochs: int, seed: int, log: Callable
     config = Optimization(optimizer="adamw", lr=0.003, weight_decay=1e-4, schedule="cosine", warmup_epochs=0.5)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, total_steps=epochs * len(loader), steps_per_epoch=len(loader))
-    criterion = JointLoss(SSDLoss(min_negatives_per_image=3), dice_weight=0.5)
+    # A single-task model has one term, which the weight scales and AdamW's normalisation undoes; for the joint
+    # models it sets the balance of the two tasks' gradients in the shared backbone.
+    criterion = JointLoss(SSDLoss(min_negatives_per_image=3), segmentation_weight=segmentation_weight, dice_weight=0.5)
     model.to(memory_format=torch.channels_last).train()
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -193,8 +196,10 @@ def accuracy(args: argparse.Namespace) -> list[dict]:
         torch.manual_seed(args.seed)
         model = build()
         print(f"{name}: training {args.epochs} epochs on {args.num_train} images at {args.image_size}", flush=True)
-        seconds = train(model, datamodule, epochs=args.epochs, seed=args.seed, log=lambda line: print(line, flush=True))
-        results.append({"model": name, "seconds": round(seconds), **score(model, datamodule)})
+        seconds = train(model, datamodule, epochs=args.epochs, seed=args.seed, log=lambda line: print(line, flush=True),
+                        segmentation_weight=args.segmentation_weight)
+        label = name if args.segmentation_weight == 1 else f"{name}, seg. weight {args.segmentation_weight:g}"
+        results.append({"model": label, "seconds": round(seconds), **score(model, datamodule)})
         print(json.dumps(results[-1]), flush=True)
         output.write_text(json.dumps({"settings": vars(args), "results": results}, indent=2))
     return results
@@ -244,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_root", default="data/shapes_coco", help="the detection demo's generated set")
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--segmentation_weight", type=float, default=1.0,
+                        help="accuracy: JointLoss' weight of the segmentation loss (the detection loss has 1)")
     parser.add_argument("--models", nargs="+", help="accuracy: only these of the four (names as printed)")
     parser.add_argument("--train_threads", type=int, help="accuracy: torch threads (default: torch's); 1 wastes less "
                         "on a machine busy with other processes")
