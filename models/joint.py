@@ -6,7 +6,7 @@ the layer-15 expansion (stride 16) and the 1280 layer (stride 32) exactly as :cl
 SSDLite`, the DeepLabv3 lite head (1x1 + image pooling) on the 320-channel ``stage7`` it passes on the way. The
 detector needs the 1280 layer at stride 32, so ``stage7`` is at output stride 32 here, not dilated to 16 as in the
 single-task :func:`~mobilenetv2_dense.models.deeplabv3_mobilenet_v2`; ``decoder=True`` adds the DeepLabv3+ decoder
-on the stride-4 ``stage2`` to win back the resolution.
+on a finer feature (``decoder_feature``; the detector's stride-16 tap is the cheap choice) to win back resolution.
 
 Parameters and MAdds at 320x320, width 1 (``mobilenetv2_dense.backbone.complexity``; checked in
 ``tests/models/test_joint_model.py``); COCO: 80 object classes, 81 segmentation classes (background included);
@@ -19,12 +19,14 @@ SSDLite (``ssdlite320_mobilenet_v2``)             4.337M, 0.789B     3.356M, 0.6
 DeepLabv3-lite OS16 (``deeplabv3_mobilenet_v2``)  2.129M, 1.023B     2.114M, 1.017B
 the two apart                                     6.466M, 1.812B     5.469M, 1.713B
 joint, lite head (this module)                    4.654M, 0.812B     3.658M, 0.717B
-joint, lite head + DeepLabv3+ decoder             4.806M, 1.900B     3.809M, 1.708B
+joint + decoder on stage6_expansion (stride 16)   4.833M, 0.889B     3.836M, 0.789B
+joint + decoder on stage3 (stride 8)              4.806M, 1.083B     3.810M, 0.965B
+joint + decoder on stage2 (stride 4)              4.806M, 1.900B     3.809M, 1.708B
 ================================================  =================  =================
 
 The joint model is the detector plus a lite head on a 10x10 map (+0.32M parameters, +0.02B MAdds): 0.45x the
-MAdds of the two networks apart. The decoder's two separable 3x3 convs at stride 4 (80x80 positions, 304 and 256
-channels) cost 1.09B, as much as a second backbone: it buys resolution, not speed.
+MAdds of the two networks apart. The decoder's two separable 3x3 convs (304 and 256 channels) cost 0.08B on the
+detector's stride-16 tap (20x20 positions), and 1.09B at stride 4 (80x80), as much as a second backbone.
 """
 
 from __future__ import annotations
