@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -24,9 +23,8 @@ from mobilenetv2_dense.tasks.detection.module import DetectionTask, _split_predi
 from mobilenetv2_dense.tasks.distributed import sampler_repeats
 from mobilenetv2_dense.tasks.joint.loss import JointLoss, logits_by_size
 from mobilenetv2_dense.tasks.optim import Optimization
-from mobilenetv2_dense.tasks.plots import evaluation_folder
-from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
-from mobilenetv2_dense.tasks.segmentation.pictures import write_segmentation_pictures
+from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
+from mobilenetv2_dense.tasks.segmentation.pictures import report_segmentation_scores
 
 
 class JointTask(DetectionTask):
@@ -234,19 +232,8 @@ class JointTask(DetectionTask):
                      weights.detection_weight * detection + weights.segmentation_weight * segmentation)
         for metric in (metrics, seg_loss, det_loss):
             metric.reset()
-        self.last_scores[prefix] = scores
-        self.log(f"{prefix}/miou", scores["miou"], prog_bar=True)
-        self.log(f"{prefix}/pixel_accuracy", scores["pixel_accuracy"])
-        if not self.trainer.sanity_checking:
-            table = format_iou_table(scores["iou"], self.seg_class_names, miou=scores["miou"],
-                                     pixel_accuracy=scores["pixel_accuracy"])
-            rank_zero_info(f"\n{prefix} per-class IoU (epoch {self.current_epoch}):\n{table}")
-        # validate / test (not fit's validations): the segmentation pictures beside the detector's (_evaluate's).
-        folder = evaluation_folder(self.trainer) if self.trainer.state.fn != "fit" else None
-        if folder is not None and self.trainer.is_global_zero:
-            names = self.seg_class_names or [f"class {k}" for k in range(self.num_seg_classes)]
-            paths = write_segmentation_pictures(folder, scores, names, prefix="seg_")
-            rank_zero_info("Pictures: " + ", ".join(str(path) for path in paths))
+        # The pictures get a seg_ prefix beside the detector's (_evaluate's confusion matrix).
+        report_segmentation_scores(self, prefix, scores, self.seg_class_names, self.num_seg_classes, pictures="seg_")
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()

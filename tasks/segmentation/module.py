@@ -17,19 +17,17 @@ from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import Tensor
 from torch.nn import functional as F
-from torch.utils.data import DistributedSampler
 
 from mobilenetv2_dense.heads.deeplab import label_map
 from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
 from mobilenetv2_dense.tasks.base import BaseTask
+from mobilenetv2_dense.tasks.distributed import sampler_repeats
 from mobilenetv2_dense.tasks.optim import Optimization
-from mobilenetv2_dense.tasks.plots import evaluation_folder
-from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
-from mobilenetv2_dense.tasks.segmentation.pictures import write_segmentation_pictures
+from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
+from mobilenetv2_dense.tasks.segmentation.pictures import report_segmentation_scores
 
 
 class SegmentationTask(BaseTask):
@@ -224,12 +222,7 @@ class SegmentationTask(BaseTask):
         self._seen[dataloader_idx] = start + count
         loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
         loader = loaders[dataloader_idx] if isinstance(loaders, (list, tuple)) else loaders
-        sampler = getattr(loader, "sampler", None)
-        if not isinstance(sampler, DistributedSampler):
-            sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
-        if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
-            return [False] * count
-        return [sampler.rank + sampler.num_replicas * (start + i) >= len(sampler.dataset) for i in range(count)]
+        return sampler_repeats(loader, start, count)
 
     def _evaluate(self, batch: tuple[Tensor, ...], stage: str, metrics: SegmentationMetrics, loss: PixelMean,
                   dataloader_idx: int) -> None:
@@ -261,26 +254,8 @@ class SegmentationTask(BaseTask):
         self.log(f"{stage}/loss", loss.compute())
         metrics.reset()
         loss.reset()
-        self.last_scores[stage] = scores
-        self.log(f"{stage}/miou", scores["miou"], prog_bar=True)
-        self.log(f"{stage}/pixel_accuracy", scores["pixel_accuracy"])
-        if not self.trainer.sanity_checking:
-            table = format_iou_table(scores["iou"], self.class_names, miou=scores["miou"],
-                                     pixel_accuracy=scores["pixel_accuracy"])
-            rank_zero_info(f"\n{stage} per-class IoU (epoch {self.current_epoch}):\n{table}")
-        if self.trainer.state.fn != "fit" and self.trainer.is_global_zero:  # validate / test, not fit's validations
-            self._write_pictures(scores)
+        report_segmentation_scores(self, stage, scores, self.class_names, self.num_classes)
         return scores
-
-    def _write_pictures(self, scores: dict[str, Tensor]) -> None:
-        """``iou_per_class.png`` and ``confusion_matrix.png`` (row-normalised) in ``<log dir>/<validate|test>``
-        (:func:`mobilenetv2_dense.tasks.plots.evaluation_folder`)."""
-        folder = evaluation_folder(self.trainer)
-        if folder is None:  # no logger: the run writes no files
-            return
-        names = self.class_names or [f"class {k}" for k in range(self.num_classes)]
-        paths = write_segmentation_pictures(folder, scores, names)
-        rank_zero_info("Pictures: " + ", ".join(str(path) for path in paths))
 
     def on_validation_epoch_end(self) -> None:
         self._finish("val", self.val_metrics, self.val_loss)
