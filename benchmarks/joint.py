@@ -199,33 +199,54 @@ def accuracy(args: argparse.Namespace) -> list[dict]:
         seconds = train(model, datamodule, epochs=args.epochs, seed=args.seed, log=lambda line: print(line, flush=True),
                         segmentation_weight=args.segmentation_weight)
         label = name if args.segmentation_weight == 1 else f"{name}, seg. weight {args.segmentation_weight:g}"
-        results.append({"model": label, "seconds": round(seconds), **score(model, datamodule)})
+        results.append({"model": label, "seed": args.seed, "seconds": round(seconds), **score(model, datamodule)})
         print(json.dumps(results[-1]), flush=True)
         output.write_text(json.dumps({"settings": vars(args), "results": results}, indent=2))
     return results
 
 
-def _accuracy_rows(results: list[dict]) -> list[tuple]:
-    by_name = {r["model"]: r for r in results}
-    single_map = by_name.get("SSDLite", {}).get("map")
-    single_miou = by_name.get("DeepLabv3-lite OS16", {}).get("miou")
-    rows = []
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _seed_means(results: list[dict]) -> list[dict]:
+    """Per model with runs at several ``--seed`` s: one row of their means (seconds too), seeds listed."""
+    groups: dict[str, list[dict]] = {}
     for r in results:
+        groups.setdefault(r["model"], []).append(r)
+    return [{"model": f"{name}, mean", "seed": "+".join(str(r.get("seed", 0)) for r in runs),
+             "seconds": round(_mean([r["seconds"] for r in runs])),
+             **{key: _mean([r.get(key) for r in runs]) for key in ("map", "miou")}}
+            for name, runs in groups.items() if len(runs) > 1]
+
+
+def _accuracy_rows(results: list[dict]) -> list[tuple]:
+    """One row per run (a model's seeds together, in the order the models first appear), then the mean of each
+    model run at several seeds. Deltas are to the single-task model's mean over its seeds."""
+    first = {}
+    for r in results:
+        first.setdefault(r["model"], len(first))
+    results = sorted(results, key=lambda r: (first[r["model"]], r.get("seed", 0)))
+    single_map = _mean([r.get("map") for r in results if r["model"] == "SSDLite"])
+    single_miou = _mean([r.get("miou") for r in results if r["model"] == "DeepLabv3-lite OS16"])
+    rows = []
+    for r in [*results, *_seed_means(results)]:
         m, i = r.get("map"), r.get("miou")
-        rows.append((r["model"], "-" if m is None else f"{m:.3f}",
+        rows.append((r["model"], str(r.get("seed", 0)), "-" if m is None else f"{m:.3f}",
                      "-" if m is None or single_map is None else f"{100 * (m - single_map):+.1f}",
                      "-" if i is None else f"{i:.2f}",
                      "-" if i is None or single_miou is None else f"{i - single_miou:+.2f}", f"{r['seconds']}"))
     return rows
 
 
-ACCURACY_COLUMNS = ("model", "mAP", "delta", "mIoU", "delta", "train s")
+ACCURACY_COLUMNS = ("model", "seed", "mAP", "delta", "mIoU", "delta", "train s")
 
 
 def _accuracy_title(settings: dict) -> str:
     return (f"accuracy on {settings['num_val']} val images of the shapes after {settings['epochs']} epochs of "
             f"{settings['num_train']} images at {settings['image_size']}, width {settings['width']} (delta: to the "
-            "single-task model, points)")
+            "single-task model's mean over its seeds, points)")
 
 
 def main(argv: list[str] | None = None) -> None:

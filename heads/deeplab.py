@@ -150,6 +150,20 @@ class DeepLabV3PlusDecoder(nn.Module):
         return self.classifier(self.refine(y))
 
 
+def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(N, K, h, w)`` -> ``(N, K, H, W)`` bilinear (``align_corners=False``, as DeepLab), channels-last in memory.
+
+    Upsampling K score maps to the full image is the largest single cost of CPU inference at COCO's 81 classes, and
+    PyTorch's channels-last kernel does it ~4x faster than the NCHW one (81x20x20 -> 320x320: ~3 against ~15 ms on
+    one thread; the values agree to float rounding, ~5e-7). The result is the same tensor in another memory layout
+    (:func:`label_map` over it is faster too). Traced and exported graphs keep the plain layout: the layout is a
+    property of PyTorch's kernels, not of the ONNX / ExecuTorch graph.
+    """
+    if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
 def label_map(logits: Tensor) -> Tensor:
     """``(N, K, H, W)`` scores -> ``(N, H, W)`` int64 best class per pixel, the first one on ties (as ``argmax``).
 

@@ -29,7 +29,6 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from mobilenetv2_dense.backbone import MobileNetV2, mobilenet_v2
 from mobilenetv2_dense.backbone.features import FeatureInfo
@@ -39,6 +38,7 @@ from mobilenetv2_dense.heads.deeplab import (
     DeepLabV3PlusDecoder,
     atrous_rates_for,
     label_map,
+    upsample_logits,
 )
 from mobilenetv2_dense.models.weights import load_checkpoint_weights
 
@@ -63,7 +63,7 @@ def deeplab_logits(head: DeepLabV3Head, decoder: DeepLabV3PlusDecoder | None, fe
     logits = head(features[in_feature])  # (N, K, H/OS, W/OS), or (N, 256, ...) for the decoder
     if decoder is not None:
         logits = decoder(logits, features[low_level_feature])  # (N, K, H/4, W/4)
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return upsample_logits(logits, tuple(size))
 
 
 class DeepLabV3(nn.Module):

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mobilenetv2_dense.heads.box_coder import BoxCoder
+from mobilenetv2_dense.heads.deeplab import upsample_logits
 from mobilenetv2_dense.heads.loss import SSDLoss
 from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX
 
@@ -87,5 +88,5 @@ def logits_by_size(logits: Tensor, sizes: Sequence[tuple[int, int]]) -> Iterator
     for size, members in groups.items():
         chosen = (logits if len(members) == len(logits) else logits[members]).float()
         if tuple(chosen.shape[-2:]) != size:
-            chosen = F.interpolate(chosen, size=size, mode="bilinear", align_corners=False)
+            chosen = upsample_logits(chosen, size)
         yield members, chosen

@@ -21,7 +21,7 @@ from segmentation_models_pytorch.losses import DiceLoss
 from torch import Tensor
 from torch.nn import functional as F
 
-from mobilenetv2_dense.heads.deeplab import label_map
+from mobilenetv2_dense.heads.deeplab import label_map, upsample_logits
 from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
 from mobilenetv2_dense.tasks.base import BaseTask
 from mobilenetv2_dense.tasks.distributed import sampler_repeats
@@ -149,7 +149,7 @@ class SegmentationTask(BaseTask):
                 if flip:
                     logits = logits.flip(-1)
                 if logits.shape[-2:] != size:
-                    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+                    logits = upsample_logits(logits, size)
                 log_probs = logits.float().log_softmax(1)
                 # log(sum of probabilities), accumulated in log space so no (views x N x K x H x W) stack is held
                 total = log_probs if total is None else torch.logaddexp(total, log_probs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from mobilenetv2_dense.heads.deeplab import (
@@ -13,6 +14,7 @@ from mobilenetv2_dense.heads.deeplab import (
     ImagePooling,
     atrous_rates_for,
     label_map,
+    upsample_logits,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -153,3 +155,20 @@ def test_label_map_is_argmax_with_its_tie_rule(memory_format):
     tied = torch.randint(0, 3, (2, 21, 37, 53)).float().contiguous(memory_format=memory_format)  # many ties
     assert torch.equal(label_map(tied), tied.argmax(1))
     assert label_map(torch.zeros(1, 5, 2, 2)).eq(0).all()  # all tied: the first class
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_upsample_logits_is_bilinear_resizing_in_channels_last_memory(memory_format):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 81, 11, 7).contiguous(memory_format=memory_format)
+    up = upsample_logits(logits, (176, 99))
+    reference = F.interpolate(logits.contiguous(), size=(176, 99), mode="bilinear", align_corners=False)
+    assert up.shape == reference.shape == (2, 81, 176, 99)
+    assert up.is_contiguous(memory_format=torch.channels_last)
+    # The NHWC kernel sums in another order: float rounding, nothing more.
+    torch.testing.assert_close(up, reference, rtol=0, atol=2e-6)
+    assert (label_map(up) != label_map(reference)).sum() <= 2  # a near-tie pixel may flip, no more
+    # Gradients flow as through F.interpolate (training uses the same function).
+    logits.requires_grad_(True)
+    upsample_logits(logits, (22, 14)).sum().backward()
+    torch.testing.assert_close(logits.grad, torch.full_like(logits, 4.0))

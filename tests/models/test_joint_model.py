@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from mobilenetv2_dense.backbone import mobilenet_v2
 from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
-from mobilenetv2_dense.heads.deeplab import DeepLabV3Head, DeepLabV3PlusDecoder
+from mobilenetv2_dense.heads.deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, upsample_logits
 from mobilenetv2_dense.heads.ssdlite import SSDLiteNorm
 from mobilenetv2_dense.models import (
     SSDLite,
@@ -75,7 +75,7 @@ def test_heads_match_the_single_models_on_the_same_backbone_weights(decoder: str
             refine.load_state_dict({k.partition(".")[2]: v for k, v in state.items()
                                     if k.startswith("segmentation_decoder.")})
             logits = refine(logits, features[decoder])
-        expected_out = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        expected_out = upsample_logits(logits, images.shape[-2:])  # as models/deeplab.py: F.interpolate, NHWC
     assert out["out"].shape == (2, 4, 96, 128)
     torch.testing.assert_close(out["out"], expected_out, rtol=0, atol=0)
     assert out["out"].std() > 0.01  # the comparison above is between informative outputs
