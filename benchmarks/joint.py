@@ -2,7 +2,8 @@
 
     python -m benchmarks.joint [--size 320] [--width 1.0] [--runs 20] [--threads 1]     # (a) latency
     python -m benchmarks.joint --accuracy [--epochs 10] [--num_train 1500] [--skip_latency]   # (b) accuracy
-    python -m benchmarks.joint --report a.json b.json     # (b)'s table from runs split over processes (--models)
+    python -m benchmarks.joint --report a.json b.json     # (b)'s table from runs split over processes (--models,
+                                                          # --seed, --epochs), with means over seeds
 
 (a) Latency at batch 1 (random weights, nothing downloads; median of ``--runs`` interleaved calls): the joint model
 (one backbone, both heads; alone and with the DeepLabv3+ decoder on the stride-4, -8 or -16 feature: ``@4``, ``@8``,
@@ -18,7 +19,8 @@ RLE outlines), with one recipe for all: the same loader (images, order, augmenta
 objective (``tasks/joint/loss.py``'s ``JointLoss``, each model on the terms its outputs allow: SSD's loss,
 cross-entropy + 0.5 Dice, or both), AdamW with cosine decay as the demo configs, the same epochs. Each is scored on
 the 200 val images as the joint task scores them: COCO mAP of the boxes in original pixels, mIoU of the label maps
-at the original size. The goal: the joint model within 1 point of each single-task model.
+at the original size. The goal: the joint model within 1 point of each single-task model. ``--seed`` changes the
+initialisation and the data order; ``--report`` pairs each run with the single-task model at its seed.
 """
 
 from __future__ import annotations
@@ -199,7 +201,8 @@ def accuracy(args: argparse.Namespace) -> list[dict]:
         seconds = train(model, datamodule, epochs=args.epochs, seed=args.seed, log=lambda line: print(line, flush=True),
                         segmentation_weight=args.segmentation_weight)
         label = name if args.segmentation_weight == 1 else f"{name}, seg. weight {args.segmentation_weight:g}"
-        results.append({"model": label, "seed": args.seed, "seconds": round(seconds), **score(model, datamodule)})
+        results.append({"model": label, "seed": args.seed, "epochs": args.epochs, "seconds": round(seconds),
+                        **score(model, datamodule)})
         print(json.dumps(results[-1]), flush=True)
         output.write_text(json.dumps({"settings": vars(args), "results": results}, indent=2))
     return results
@@ -211,42 +214,51 @@ def _mean(values: list) -> float | None:
 
 
 def _seed_means(results: list[dict]) -> list[dict]:
-    """Per model with runs at several ``--seed`` s: one row of their means (seconds too), seeds listed."""
-    groups: dict[str, list[dict]] = {}
+    """Per model and epochs with runs at several ``--seed`` s: one row of their means (seconds too), seeds listed."""
+    groups: dict[tuple[str, int], list[dict]] = {}
     for r in results:
-        groups.setdefault(r["model"], []).append(r)
-    return [{"model": f"{name}, mean", "seed": "+".join(str(r.get("seed", 0)) for r in runs),
+        groups.setdefault((r["model"], r["epochs"]), []).append(r)
+    return [{"model": f"{name}, mean", "epochs": epochs, "seed": "+".join(str(r["seed"]) for r in runs),
              "seconds": round(_mean([r["seconds"] for r in runs])),
              **{key: _mean([r.get(key) for r in runs]) for key in ("map", "miou")}}
-            for name, runs in groups.items() if len(runs) > 1]
+            for (name, epochs), runs in groups.items() if len(runs) > 1]
 
 
 def _accuracy_rows(results: list[dict]) -> list[tuple]:
-    """One row per run (a model's seeds together, in the order the models first appear), then the mean of each
-    model run at several seeds. Deltas are to the single-task model's mean over its seeds."""
+    """One row per run (a model's epochs and seeds together, in the order the models first appear), then the mean
+    of each model run at several seeds. Deltas are to the single-task model at the run's seed when there is one
+    (paired: same initialisation seed and data order), else to its mean over seeds; a mean row's to the mean."""
     first = {}
     for r in results:
         first.setdefault(r["model"], len(first))
-    results = sorted(results, key=lambda r: (first[r["model"]], r.get("seed", 0)))
-    single_map = _mean([r.get("map") for r in results if r["model"] == "SSDLite"])
-    single_miou = _mean([r.get("miou") for r in results if r["model"] == "DeepLabv3-lite OS16"])
+    results = sorted(results, key=lambda r: (first[r["model"]], r["epochs"], r["seed"]))
+    baselines = {}  # metric -> {seed: value, "mean": value}, from the single-task model's runs at one epoch count
+    for name, key in (("SSDLite", "map"), ("DeepLabv3-lite OS16", "miou")):
+        runs = [r for r in results if r["model"] == name]
+        runs = [r for r in runs if r["epochs"] == runs[0]["epochs"]] if runs else []
+        baselines[key] = {r["seed"]: r[key] for r in runs} | ({"mean": _mean([r[key] for r in runs])} if runs else {})
+
+    def delta(r: dict, key: str, scale: float) -> str:
+        value, reference = r.get(key), baselines[key]
+        base = reference.get("mean") if isinstance(r["seed"], str) else reference.get(r["seed"], reference.get("mean"))
+        return "-" if value is None or base is None else f"{scale * (value - base):+.{1 if key == 'map' else 2}f}"
+
     rows = []
     for r in [*results, *_seed_means(results)]:
         m, i = r.get("map"), r.get("miou")
-        rows.append((r["model"], str(r.get("seed", 0)), "-" if m is None else f"{m:.3f}",
-                     "-" if m is None or single_map is None else f"{100 * (m - single_map):+.1f}",
-                     "-" if i is None else f"{i:.2f}",
-                     "-" if i is None or single_miou is None else f"{i - single_miou:+.2f}", f"{r['seconds']}"))
+        rows.append((r["model"], str(r["epochs"]), str(r["seed"]), "-" if m is None else f"{m:.3f}",
+                     delta(r, "map", 100), "-" if i is None else f"{i:.2f}", delta(r, "miou", 1),
+                     f"{r['seconds']}"))
     return rows
 
 
-ACCURACY_COLUMNS = ("model", "seed", "mAP", "delta", "mIoU", "delta", "train s")
+ACCURACY_COLUMNS = ("model", "epochs", "seed", "mAP", "delta", "mIoU", "delta", "train s")
 
 
 def _accuracy_title(settings: dict) -> str:
-    return (f"accuracy on {settings['num_val']} val images of the shapes after {settings['epochs']} epochs of "
+    return (f"accuracy on {settings['num_val']} val images of the shapes after the epochs shown of "
             f"{settings['num_train']} images at {settings['image_size']}, width {settings['width']} (delta: to the "
-            "single-task model's mean over its seeds, points)")
+            "single-task model at the same seed, or its mean over seeds; points)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -282,9 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.report:
         runs = [json.loads(Path(path).read_text()) for path in args.report]
-        settings = runs[0]["settings"]
-        print_table(_accuracy_title(settings), _accuracy_rows([r for run in runs for r in run["results"]]),
-                    ACCURACY_COLUMNS)
+        results = [{"seed": run["settings"]["seed"], "epochs": run["settings"]["epochs"], **r}  # older files
+                   for run in runs for r in run["results"]]
+        print_table(_accuracy_title(runs[0]["settings"]), _accuracy_rows(results), ACCURACY_COLUMNS)
         return
     if not args.skip_latency:
         width = args.width or 1.0
