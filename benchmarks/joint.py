@@ -101,6 +101,28 @@ def latency(*, size: int, width: float, runs: int, warmup: int, threads: int, to
     return rows
 
 
+def full_size_ops(*, size: int, num_classes: int, runs: int, warmup: int, threads: int) -> list[tuple]:
+    """The work both sides of (a) do at full size, K_seg maps from stride 16: bilinear upsampling as exported
+    (NCHW) and as the eager models run it (``upsample_logits``, channels-last), then the label map."""
+    from torch.nn import functional as F
+
+    from mobilenetv2_dense.heads.deeplab import label_map, upsample_logits
+
+    torch.set_num_threads(threads)
+    low = torch.randn(1, num_classes + 1, size // 16, size // 16)
+    nchw = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    nhwc = upsample_logits(low, (size, size))
+    timings = median_latency({
+        "upsample NCHW (F.interpolate)": lambda: F.interpolate(low, size=(size, size), mode="bilinear",
+                                                               align_corners=False),
+        "upsample channels-last (upsample_logits)": lambda: upsample_logits(low, (size, size)),
+        "label map on NCHW": lambda: label_map(nchw),
+        "label map on channels-last": lambda: label_map(nhwc),
+        "argmax(1) on NCHW": lambda: nchw.argmax(1),
+    }, runs=runs, warmup=warmup)
+    return [(name, f"{seconds * 1e3:.1f}") for name, seconds in timings.items()]
+
+
 # ------------------------------------------------------------------------------------------------ (b) accuracy
 def _builders(width: float) -> dict[str, Callable[[], nn.Module]]:
     """The four models of the accuracy comparison on the shapes (4 object classes, 5 segmentation classes)."""
@@ -274,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--topk_candidates", type=int, default=300, help="latency: the detectors' candidates for NMS")
     parser.add_argument("--detections_per_img", type=int, default=100)
     parser.add_argument("--skip_latency", action="store_true")
+    parser.add_argument("--ops", action="store_true", help="also time the full-size upsampling and label map alone")
     parser.add_argument("--accuracy", action="store_true", help="train the four models on the shapes and score them")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--num_train", type=int, default=1500)
@@ -308,6 +331,11 @@ def main(argv: list[str] | None = None) -> None:
                     f"{args.num_classes + 1} to segment), {args.threads} thread(s), median of {args.runs} "
                     "interleaved runs (ms); ratio: joint / (SSDLite + DeepLabv3-lite)", rows,
                     ("runtime", "model", "joint", "SSDLite", "DeepLabv3-lite", "the two", "ratio"))
+    if args.ops:
+        print_table(f"full-size work at {args.size}x{args.size}, {args.num_classes + 1} maps from stride 16, "
+                    f"{args.threads} thread(s), median of {args.runs} runs (ms)",
+                    full_size_ops(size=args.size, num_classes=args.num_classes, runs=args.runs, warmup=args.warmup,
+                                  threads=args.threads), ("operation", "ms"))
     if args.accuracy:
         args.width = args.width or 0.5
         if args.train_threads:
