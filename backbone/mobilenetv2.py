@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -133,6 +134,10 @@ class MobileNetV2(nn.Module):
         num_classes: build the classifier (dropout + linear after global average pooling).
         frozen_stages: -1 freezes nothing, 0 the stem, k the stem and stages 1..k (parameters and BN stats).
         norm_eval: keep every BatchNorm in eval mode while training (frozen running statistics).
+        init: how the conv weights start (biases at zero, norms at 1 / 0, the classifier at N(0, 0.01)):
+            ``"kaiming"``, torchvision's classification init (He normal, fan out); ``"normal"``, N(0, 0.03), the
+            detectors' from-scratch init (TF's SSDLite configs, torchvision's ``ssdlite320`` without backbone
+            weights). Loaded ``weights`` replace either.
     """
 
     def __init__(
@@ -146,8 +151,11 @@ class MobileNetV2(nn.Module):
         frozen_stages: int = -1,
         norm_eval: bool = False,
         norm_layer: Callable[..., nn.Module] | None = None,
+        init: Literal["kaiming", "normal"] = "kaiming",
     ) -> None:
         super().__init__()
+        if init not in ("kaiming", "normal"):
+            raise ValueError(f"MobileNetV2: init must be 'kaiming' or 'normal', got {init!r}")
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(
                 f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}; "
@@ -205,7 +213,7 @@ class MobileNetV2(nn.Module):
         if "logits" in built:
             self.classifier = nn.Sequential(nn.Dropout(p=dropout),
                                             nn.Linear(self.feature_info.channels("conv_head"), num_classes))
-        self._init_weights()
+        self._init_weights(init)
         self._freeze()
 
     @staticmethod
@@ -238,10 +246,16 @@ class MobileNetV2(nn.Module):
         features (``out_feature_info.channels(i) == feature_info.channels()[i]``)."""
         return self.feature_info.select(self.out_features)
 
-    def _init_weights(self) -> None:
-        # torchvision's initialisation, so a model trained here and one trained there start alike.
+    def _init_weights(self, init: str) -> None:
+        # torchvision's initialisations, so a model trained here and one trained there start alike.
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and init == "normal":
+                # Under BN each conv is scale-free, so the size of its weights against the optimiser's steps
+                # sets how fast it learns: one std for every conv, not He's 0.015 .. 0.29 by fan-out.
+                nn.init.normal_(m.weight, 0.0, 0.03)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)

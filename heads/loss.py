@@ -67,6 +67,8 @@ class SSDLoss(nn.Module):
             raise ValueError(f"heads/loss.py: classification must be 'softmax' or 'focal', got {classification!r}")
         if neg_pos_ratio < 0:
             raise ValueError(f"heads/loss.py: neg_pos_ratio must be >= 0, got {neg_pos_ratio} (SSD uses 3)")
+        if not 0 < iou_threshold <= 1:
+            raise ValueError(f"SSDLoss: iou_threshold must be in (0, 1], got {iou_threshold} (SSD uses 0.5)")
         if min_negatives_per_image < 0:
             raise ValueError(f"heads/loss.py: min_negatives_per_image must be >= 0, got {min_negatives_per_image} "
                              "(TF's SSD configs use 3)")

@@ -201,6 +201,7 @@ def ssdlite320_mobilenet_v2(
     frozen_stages: int = -1,
     norm_eval: bool = False,
     taps: Sequence[str] = TAPS,
+    backbone_init: Literal["normal", "kaiming"] = "normal",
     **kwargs,
 ) -> SSDLite:
     """MobileNetV2 + SSDLite, the detector of the MobileNetV2 paper (320x320 inputs, Tables 5 and 6).
@@ -217,6 +218,9 @@ def ssdlite320_mobilenet_v2(
             ImageNet weights); their affine parameters still train.
         taps: the backbone features the head sits on, in network order (paper: layer-15 expansion, stride 16; the
             1280 layer).
+        backbone_init: the backbone's random init when no weights are given: ``"normal"``, N(0, 0.03) (TF's SSDLite
+            configs, torchvision's ``ssdlite320`` from scratch) or ``"kaiming"`` (see
+            :class:`mobilenetv2_dense.backbone.MobileNetV2`'s ``init``).
         **kwargs: :class:`SSDLite`'s settings (``extra_channels``, anchors, ``classification``, post-processing).
 
     Example::
@@ -231,7 +235,8 @@ def ssdlite320_mobilenet_v2(
     # momentum are not in a state_dict, so ImageNet weights still load.
     backbone = mobilenet_v2(width_mult=width_mult, out_features=list(taps),
                             weights=None if weights is not None else backbone_weights,
-                            frozen_stages=frozen_stages, norm_eval=norm_eval, norm_layer=SSDLiteNorm)
+                            frozen_stages=frozen_stages, norm_eval=norm_eval, norm_layer=SSDLiteNorm,
+                            init=backbone_init)
     model = SSDLite(backbone, num_classes=num_classes, **kwargs)
     if weights is not None:
         load_checkpoint_weights(model, weights)

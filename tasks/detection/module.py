@@ -46,6 +46,9 @@ class DetectionTask(BaseTask):
             implicit, so the classifier has K + 1 outputs; the CLI links it from ``data.num_classes``.
         width_mult: MobileNetV2 width multiplier.
         backbone_weights: a local MobileNetV2 state_dict to start from (``None``: random init).
+        backbone_init: the backbone's random init without ``backbone_weights``: ``"normal"``, N(0, 0.03) as TF's
+            SSDLite configs and torchvision's ``ssdlite320`` train from scratch, or ``"kaiming"``, torchvision's
+            classification init (see ``benchmarks/train_vs_peers.py`` for what each learns).
         frozen_stages: freeze the stem and the first ``frozen_stages`` stages (``-1``: train everything).
         norm_eval: freeze the running statistics of every backbone BatchNorm (for batches too small to estimate
             them, starting from ``backbone_weights``); held during ``fit`` however training starts.
@@ -57,6 +60,10 @@ class DetectionTask(BaseTask):
             it has. 3, as TF's ``ssdlite_mobilenet_v2_coco`` hard example miner: without it an image with no
             trainable box (about 1k COCO train images, plus crowd-only ones) mines 3 x 0 negatives and its loss
             is exactly 0, so the network never sees background-only scenes.
+        iou_thresh: IoU at which an anchor becomes a positive for its best ground-truth box (torchvision ``SSD``'s
+            ``iou_thresh``). 0.4 by default: SSDLite's lowest map has 3 boxes per cell, and at the paper's 0.5 many
+            objects match no anchor but their forced best one; trained from scratch that way ours learned far slower
+            than torchvision's SSDLite (``benchmarks/train_vs_peers.py``). 0.5 is the paper's setting.
         score_thresh, nms_thresh, detections_per_img: post-processing (per-class NMS), see
             :meth:`mobilenetv2_dense.models.SSDLite.postprocess`.
         topk_candidates: (anchor, class) pairs per image kept for decoding and NMS. 300 = 3 x detections_per_img:
@@ -83,11 +90,13 @@ class DetectionTask(BaseTask):
         num_classes: int,
         width_mult: float = 1.0,
         backbone_weights: str | None = None,
+        backbone_init: Literal["normal", "kaiming"] = "normal",
         frozen_stages: int = -1,
         norm_eval: bool = False,
         classification_loss: Literal["softmax", "focal"] = "softmax",
         neg_pos_ratio: float = 3.0,
         min_negatives_per_image: int = 3,
+        iou_thresh: float = 0.4,
         score_thresh: float = 0.01,
         nms_thresh: float = 0.45,
         detections_per_img: int = 100,
@@ -113,7 +122,8 @@ class DetectionTask(BaseTask):
         self.evaluator = evaluator
         self.model = ssdlite320_mobilenet_v2(
             num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
-            frozen_stages=frozen_stages, norm_eval=norm_eval, classification=classification_loss,
+            backbone_init=backbone_init, frozen_stages=frozen_stages, norm_eval=norm_eval,
+            classification=classification_loss,
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
             topk_candidates=topk_candidates, min_scale=min_scale, max_scale=max_scale, aspect_ratios=aspect_ratios,
             interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
@@ -122,7 +132,7 @@ class DetectionTask(BaseTask):
         if classification_loss == "focal":
             self.model.head.set_class_prior(0.01)
         self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss,
-                                 min_negatives_per_image=min_negatives_per_image)
+                                 min_negatives_per_image=min_negatives_per_image, iou_threshold=iou_thresh)
         # Names of labels 1..K and label -> category id: from the data module at set-up, else from the checkpoint.
         self.class_names: list[str] | None = None
         self.label_to_cat_id: dict[int, int] | None = None

@@ -111,6 +111,8 @@ class JointTask(DetectionTask):
         super().__init__(num_classes=num_classes, width_mult=width_mult, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, classification_loss=classification_loss, neg_pos_ratio=neg_pos_ratio,
                          min_negatives_per_image=min_negatives_per_image, score_thresh=score_thresh,
+                         # the paper's matching, which benchmarks/joint.py measured the joint model with
+                         iou_thresh=0.5,
                          nms_thresh=nms_thresh, detections_per_img=detections_per_img,
                          topk_candidates=topk_candidates, evaluator=evaluator, **anchors, fit_anchors=fit_anchors,
                          optimization=optimization, channels_last=channels_last, deployed=deployed,

@@ -78,3 +78,21 @@ def test_frozen_statistics_hold_without_a_train_call(kwargs):
     assert all(torch.equal(a, b) for a, b in zip(before, stats()))
     if "frozen_stages" in kwargs:  # the rest keeps learning its statistics
         assert model.stages[2][0].expand[1].running_mean.abs().sum() > 0  # starts at zeros
+
+
+def test_init_options_set_the_conv_weight_scale():
+    """``init="normal"`` is the detectors' N(0, 0.03) (TF SSDLite, torchvision ssdlite320 from scratch); the default
+    stays torchvision's classification init (He normal, fan out: std sqrt(2 / (C_out * 9)) for a 3x3 depthwise)."""
+    torch.manual_seed(0)
+    normal = mobilenet_v2(init="normal", out_features=["stage7"])
+    kaiming = mobilenet_v2(out_features=["stage7"])
+    convs = [m for m in normal.modules() if isinstance(m, nn.Conv2d)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert abs(weights.std().item() - 0.03) < 1e-3 and abs(weights.mean().item()) < 1e-3
+    depthwise = kaiming.stages[1][0].depthwise[0].weight  # (96, 1, 3, 3)
+    assert abs(depthwise.std().item() - (2 / (depthwise.shape[0] * 9)) ** 0.5) < 0.005
+    for model in (normal, kaiming):
+        norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in norms)
+    with pytest.raises(ValueError, match="init must be 'kaiming' or 'normal'"):
+        mobilenet_v2(init="xavier")

@@ -123,3 +123,39 @@ def test_image_without_boxes_teaches_background_through_its_hardest_negatives():
 def test_rejects_unknown_classification():
     with pytest.raises(ValueError, match="'softmax' or 'focal'"):
         SSDLoss(classification="sigmoid")
+
+
+@pytest.mark.parametrize("iou_threshold", [0.4, 0.5])
+def test_iou_threshold_matches_torchvision_ssd_iou_thresh(iou_threshold):
+    """``iou_threshold`` (``DetectionTask``'s ``iou_thresh``) gives torchvision ``SSD(iou_thresh=...)``'s loss:
+    its ``SSDMatcher`` at that IoU, forced best matches included."""
+    from torchvision.models.detection._utils import SSDMatcher
+    from torchvision.ops import box_iou
+
+    g = torch.Generator().manual_seed(2)
+    anchors = grid_anchors(cells=12, size=8.0)
+    xy = torch.rand(6, 2, generator=g) * 60
+    gt = torch.cat([xy, xy + torch.rand(6, 2, generator=g) * 20 + 6], dim=1)
+    targets = [{"boxes": gt[:4], "labels": torch.tensor([1, 2, 3, 1])},
+               {"boxes": gt[4:], "labels": torch.tensor([2, 2])}]
+    outputs = {"bbox_regression": torch.randn(2, 144, 4, generator=g),
+               "cls_logits": torch.randn(2, 144, 4, generator=g), "anchors": anchors}
+    ours = SSDLoss(iou_threshold=iou_threshold)(outputs, targets, BoxCoder())
+    matcher = SSDMatcher(iou_threshold)
+    matched = [matcher(box_iou(t["boxes"], anchors)) for t in targets]
+    reference = SimpleNamespace(box_coder=TorchvisionBoxCoder(weights=(10.0, 10.0, 5.0, 5.0)), neg_to_pos_ratio=3)
+    theirs = SSD.compute_loss(reference, targets, outputs, [anchors] * 2, matched)
+    torch.testing.assert_close(ours["bbox_regression"], theirs["bbox_regression"])
+    torch.testing.assert_close(ours["classification"], theirs["classification"])
+    assert torch.equal(match_anchors([t["boxes"] for t in targets], anchors, iou_threshold), torch.stack(matched))
+
+
+def test_lower_iou_threshold_makes_more_positives_and_bad_values_fail():
+    anchors = grid_anchors()
+    # box 0 straddles two cells at IoU 100 / 220 each (only its forced best match at 0.5); box 1 is a cell
+    boxes = [torch.tensor([[0.0, 0.0, 10.0, 22.0], [40.0, 40.0, 50.0, 50.0]])]
+    positives = {t: int((match_anchors(boxes, anchors, t) >= 0).sum()) for t in (0.4, 0.5)}
+    assert positives == {0.4: 3, 0.5: 2}
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="iou_threshold must be in"):
+            SSDLoss(iou_threshold=bad)
