@@ -236,14 +236,17 @@ class _Features(nn.Module):
         return {str(i): m for i, m in enumerate(maps)}
 
 
+PEERS = ("torchvision", "torchvision+mnv2")
+
+
 def build(name: str, train: COCODetection, width_mult: float, image_size: int, channels_last: bool) -> Detector:
+    if name not in PEERS and name not in VARIANTS:
+        raise SystemExit(f"train_vs_peers: unknown model {name!r}; choose from {', '.join([*PEERS, *VARIANTS])}")
     num_classes = len(train.class_names)
     if name == "torchvision":
         return Torchvision(num_classes, image_size)
     if name == "torchvision+mnv2":
         return TorchvisionOnMobileNetV2(num_classes, image_size, width_mult)
-    if name not in VARIANTS:
-        raise SystemExit(f"train_vs_peers: unknown model {name!r}; choose torchvision or one of {sorted(VARIANTS)}")
     detector = Ours(num_classes, width_mult, VARIANTS[name], channels_last)
     if VARIANTS[name].get("fit_anchors"):  # as DetectionTask(fit_anchors=True) does at the start of fit
         size = (image_size, image_size)
@@ -317,7 +320,7 @@ def report(results: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
-    parser.add_argument("--models", nargs="+", default=["ours", "torchvision"])
+    parser.add_argument("--models", nargs="+", default=["ours", "torchvision"], choices=[*PEERS, *VARIANTS])
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--eval_every", type=int, default=3)
     parser.add_argument("--width_mult", type=float, default=1.0)

@@ -48,7 +48,8 @@ class DetectionTask(BaseTask):
         backbone_weights: a local MobileNetV2 state_dict to start from (``None``: random init).
         backbone_init: the backbone's random init without ``backbone_weights``: ``"normal"``, N(0, 0.03) as TF's
             SSDLite configs and torchvision's ``ssdlite320`` train from scratch, or ``"kaiming"``, torchvision's
-            classification init (see ``benchmarks/train_vs_peers.py`` for what each learns).
+            classification init (see ``benchmarks/train_vs_peers.py`` for what each learns). ``normal`` relies on
+            batch norm normalising each layer: ``norm_eval`` on random weights wants ``kaiming``.
         frozen_stages: freeze the stem and the first ``frozen_stages`` stages (``-1``: train everything).
         norm_eval: freeze the running statistics of every backbone BatchNorm (for batches too small to estimate
             them, starting from ``backbone_weights``); held during ``fit`` however training starts.
