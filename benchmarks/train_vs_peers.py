@@ -18,9 +18,10 @@ The sets (written under ``data/train_vs_peers/`` on first use, in the real COCO 
 - ``clutter``: up to 12 objects of 4-22 % of the side on the same backgrounds, 400 / 80: small objects and crowded
   scenes, where the lowest feature map and its default boxes matter most.
 
-``--models`` takes ``torchvision`` and ``ours`` plus the ablation variants of :data:`VARIANTS`: each changes one
-part of ours to what torchvision does (``ours+...``) or back to the paper's / TF's setting (``paper``), so the
-table shows which part moves the result.
+``--models`` takes ``torchvision``, ``torchvision+mnv2`` (torchvision's SSD on our MobileNetV2: the backbone swapped
+alone) and our variants in :data:`VARIANTS`: ``ours`` (the defaults), ``paper`` (the paper's anchors and matching on
+a He-initialised backbone: this project's defaults before this benchmark) and ablation steps from ``paper`` towards torchvision's parts. The
+results and what they show are in ``docs/benchmarks/train_vs_peers.md``.
 """
 
 from __future__ import annotations
@@ -66,12 +67,12 @@ SETS = {
 SCORE_THRESH, NMS_THRESH, DETECTIONS, TOPK = 0.01, 0.45, 100, 300
 
 # Our SSDLite's variants: model kwargs, loss kwargs, input normalisation and anchor fitting, changed one part at a
-# time from the paper's / TF's setting ("paper", this project's defaults before this benchmark) towards torchvision's.
+# time from "paper" (this project's defaults before this benchmark) towards torchvision's.
 KAIMING = dict(backbone_init="kaiming")
 VARIANTS: dict[str, dict] = {
     # the defaults: N(0, 0.03) backbone init, anchors fitted to the data, anchors matched at IoU >= 0.4
     "ours": dict(fit_anchors=True, loss=dict(iou_threshold=0.4)),
-    # TF's SSDLite: He-initialised backbone (torchvision's classification init), TF's anchors
+    # TF's anchors matched at IoU 0.5 on a He-initialised backbone (torchvision's classification init)
     "paper": dict(model=KAIMING),
     "paper+normal_init": dict(),
     "paper+tv_anchors": dict(model=dict(**KAIMING, reduce_boxes_in_lowest_layer=False)),
