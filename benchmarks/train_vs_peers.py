@@ -20,8 +20,8 @@ The sets (written under ``data/train_vs_peers/`` on first use, in the real COCO 
 
 ``--models`` takes ``torchvision``, ``torchvision+mnv2`` (torchvision's SSD on our MobileNetV2: the backbone swapped
 alone) and our variants in :data:`VARIANTS`: ``ours`` (the defaults), ``paper`` (the paper's anchors and matching on
-a He-initialised backbone: this project's defaults before this benchmark) and ablation steps from ``paper`` towards torchvision's parts. The
-results and what they show are in ``docs/benchmarks/train_vs_peers.md``.
+a He-initialised backbone: this project's defaults before this benchmark) and ablation steps from ``paper``
+towards torchvision's parts. The results and what they show are in ``docs/benchmarks/train_vs_peers.md``.
 """
 
 from __future__ import annotations
