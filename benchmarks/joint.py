@@ -125,9 +125,10 @@ def full_size_ops(*, size: int, num_classes: int, runs: int, warmup: int, thread
 
 # ------------------------------------------------------------------------------------------------ (b) accuracy
 def _builders(width: float) -> dict[str, Callable[[], nn.Module]]:
-    """The four models of the accuracy comparison on the shapes (4 object classes, 5 segmentation classes)."""
+    """The four models of the accuracy comparison on the shapes (4 object classes, 5 segmentation classes). Every
+    backbone starts from He's init, the joint model's, so that the comparison is of the sharing alone."""
     return {
-        "SSDLite": lambda: ssdlite320_mobilenet_v2(num_classes=4, width_mult=width),
+        "SSDLite": lambda: ssdlite320_mobilenet_v2(num_classes=4, width_mult=width, backbone_init="kaiming"),
         "DeepLabv3-lite OS16": lambda: deeplabv3_mobilenet_v2(num_classes=5, width_mult=width, head="lite"),
         "joint": lambda: ssdlite_deeplabv3_mobilenet_v2(num_classes=4, num_seg_classes=5, width_mult=width),
         **{f"joint + decoder@{stride}": (lambda feature=feature: ssdlite_deeplabv3_mobilenet_v2(
