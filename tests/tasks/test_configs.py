@@ -117,3 +117,25 @@ def test_detection_and_segmentation_configs_show_norm_eval():
     stems = {c.stem for c in NORM_EVAL_CONFIGS}
     assert {"ssdlite_mobilenetv2_coco", "ssdlite_mobilenetv2_voc", "deeplabv3_mobilenetv2_voc",
             "deeplabv3lite_mobilenetv2_voc"} <= stems
+
+
+FROM_SCRATCH_CONFIGS = [c for c in CONFIGS if c.stem in
+                        ("ssdlite_shapes_demo", "ssdlite_mobilenetv2_coco", "ssdlite_mobilenetv2_voc")]
+
+
+@pytest.mark.parametrize("config", FROM_SCRATCH_CONFIGS, ids=[c.stem for c in FROM_SCRATCH_CONFIGS])
+def test_detection_configs_train_from_scratch_with_the_measured_defaults(config, tmp_path, monkeypatch):
+    """backbone_init normal, fit_anchors and matching at IoU 0.4 (docs/benchmarks/train_vs_peers.md) reach the task
+    from each detection config, and the command line sets the paper's values back."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--config", str(config), "--model.init_args.num_classes", "3", "--model.init_args.width_mult", "0.35"]
+    cli = cli_main(common, run=False)
+    assert cli.model.hparams.fit_anchors and cli.model.criterion.iou_threshold == 0.4
+    assert cli.model.hparams.backbone_init == "normal"
+    convs = [m.weight for m in cli.model.model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert abs(torch.cat([w.flatten() for w in convs]).std().item() - 0.03) < 2e-3
+    paper = cli_main([*common, "--model.init_args.fit_anchors", "false", "--model.init_args.iou_thresh", "0.5",
+                      "--model.init_args.backbone_init", "kaiming"], run=False)
+    assert not paper.model.hparams.fit_anchors and paper.model.criterion.iou_threshold == 0.5
+    stem_conv = paper.model.model.backbone.stem[0].weight  # He normal, fan out: std sqrt(2 / (C_out * 9))
+    assert abs(stem_conv.std().item() - (2 / (stem_conv.shape[0] * 9)) ** 0.5) < 0.03
