@@ -301,7 +301,8 @@ def train(name: str, root: Path, recipe: Recipe, *, width_mult: float, seed: int
 
 
 def report(results: list[dict]) -> None:
-    """One table per set: mAP / AP50 per evaluated epoch, a column per model, and each model's training time."""
+    """One table per set: mAP / AP50 per evaluated epoch with the training seconds so far (for comparisons at equal
+    wall time), a column per model."""
     for set_name in dict.fromkeys(r["set"] for r in results):
         runs = [r for r in results if r["set"] == set_name]
         names = [f"{r['model']} (seed {r['seed']})" for r in runs]
@@ -311,10 +312,9 @@ def report(results: list[dict]) -> None:
             cells = []
             for r in runs:
                 row = next((e for e in r["epochs"] if e["epoch"] == epoch), None)
-                cells.append(f"{row['map']:.3f} / {row['map_50']:.3f}" if row else "")
+                cells.append(f"{row['map']:.3f} / {row['map_50']:.3f} ({row['train_s']:.0f} s)" if row else "")
             rows.append((epoch, *cells))
-        rows.append(("train s", *[f"{r['train_s']:.0f}" for r in runs]))
-        print_table(f"{set_name}: mAP / AP50 (pycocotools), width {runs[0]['width_mult']}, "
+        print_table(f"{set_name}: mAP / AP50 (pycocotools) and training seconds so far, width {runs[0]['width_mult']}, "
                     f"{runs[0]['recipe']}", rows, ("epoch", *names))
 
 
