@@ -28,6 +28,8 @@ changes:
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import os
 import random
 import signal
@@ -140,3 +142,19 @@ class ResumableTraining(Callback):
             rank_zero_info(f"SIGTERM: saved {path} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
                            f"resume with: fit --config <the same config> --ckpt_path {path}")
         exception.code = EXIT_SIGTERM
+        atexit.register(_kill_loader_workers)  # runs before multiprocessing's own exit handler (atexit is LIFO)
+
+
+def _kill_loader_workers() -> None:
+    """At exit after a SIGTERM: SIGKILL the DataLoader workers still alive.
+
+    Workers ignore SIGTERM (``datasets/seeding.py`` ``seed_worker``: the main process must finish its step and save
+    first). Normally the loader's iterator stops them; when an iterator outlives the run (its frames held by the
+    exception's traceback), multiprocessing's exit handler sends its daemonic children SIGTERM, which they ignore,
+    and then waits for them: the run hung there instead of exiting with 143. SIGCHLD goes back to its default first,
+    so PyTorch's worker watchdog (its SIGCHLD handler) does not raise during the exit.
+    """
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()

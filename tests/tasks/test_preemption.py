@@ -168,3 +168,42 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_last_ckpt(tiny_shapes
     last = [p for p in checkpoints(tmp_path) if p.name == "last.ckpt"]
     assert len(last) == 1
     assert torch.load(last[0], weights_only=False)["global_step"] == 2  # whole: the one of step 2
+
+
+LEFTOVER_ITERATOR = """
+import atexit, sys
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from mobilenetv2_dense.datasets.seeding import seed_worker
+from mobilenetv2_dense.tasks import checkpointing
+
+loader = DataLoader(TensorDataset(torch.arange(64.0)), batch_size=4, num_workers=1, worker_init_fn=seed_worker)
+iterator = iter(loader)  # alive at exit, as an iterator held by the SIGTERM exception's traceback can be
+next(iterator)
+if sys.argv[1] == "after_sigterm":
+    atexit.register(checkpointing._kill_loader_workers)  # what ResumableTraining.on_exception registers
+raise SystemExit(143)
+"""
+
+
+@pytest.mark.parametrize("after_sigterm", [True, False], ids=["exits", "hangs_without_it"])
+def test_exit_after_sigterm_does_not_wait_for_loader_workers_forever(after_sigterm: bool) -> None:
+    """Loader workers ignore SIGTERM (the main process saves first), so multiprocessing's exit handler, which
+    terminates its daemonic children and then joins them, waited forever for a worker whose iterator was still
+    alive (the run then hung after saving instead of exiting 143). The handler registered on SIGTERM kills them."""
+    args = [sys.executable, "-c", LEFTOVER_ITERATOR, "after_sigterm" if after_sigterm else "plain"]
+    child = subprocess.Popen(args, env=child_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    try:
+        code = child.wait(timeout=60 if after_sigterm else 10)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    errors = child.stderr.read().decode()
+    if after_sigterm:
+        assert code == 143 and "Traceback" not in errors, errors[-2000:]
+    else:
+        assert code is None, "the hang this guards against no longer happens; the test's premise changed"
