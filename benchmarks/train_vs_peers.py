@@ -122,7 +122,7 @@ def loaders(root: Path, recipe: Recipe, workers: int, seed: int
     train = COCODetection(root / "train2017", root / "annotations" / "instances_train2017.json", transform=train_tf)
     val = COCODetection(root / "val2017", root / "annotations" / "instances_val2017.json", transform=eval_tf)
     generator = torch.Generator().manual_seed(seed)
-    # one worker would repeat its augmentation stream across epochs only if reseeded; torch seeds it per epoch
+    # persistent workers: each worker's flip stream is seeded once, from torch's worker seed (see _seed_worker)
     train_loader = DataLoader(train, batch_size=recipe.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                               collate_fn=detection_collate, generator=generator, persistent_workers=workers > 0,
                               worker_init_fn=_seed_worker)
@@ -131,6 +131,7 @@ def loaders(root: Path, recipe: Recipe, workers: int, seed: int
 
 
 def _seed_worker(worker_id: int) -> None:
+    # What datasets/seeding.py's seed_worker does, without its rank mixing; the docs page's digits were made with it.
     info = torch.utils.data.get_worker_info()
     info.dataset.transform.set_random_seed(info.seed % 2**31)
 
