@@ -39,6 +39,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/basedpyright --pythonpath $(PY)   # imports only: pyproject.toml [tool.basedpyright]
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

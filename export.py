@@ -1,7 +1,7 @@
 """Export a trained model to ONNX or ExecuTorch, with its normalisation and post-processing in the graph.
 
 The same command as ``mobilenetv2-dense export`` (the installed console script), kept at the repository root for
-running from a checkout; the command itself is ``mobilenetv2_dense.deploy.export``.
+running from a checkout; the command itself is ``mobilenetv2_dense.commands.export``.
 
     python export.py --config configs/ssdlite_shapes_demo.yaml --ckpt_path runs/.../best.ckpt --format onnx \\
         --output runs/export/ssdlite_shapes.onnx
@@ -11,7 +11,7 @@ Beside the model it writes ``<output>.json``: the input and output contract, cla
 versions, and the parity figures against the eager model on the config's validation set (README "Export").
 """
 
-from mobilenetv2_dense.deploy.export import main
+from mobilenetv2_dense.commands.export import main
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """Train, validate, test or predict any task of this project from a LightningCLI YAML config.
 
 The same command as the installed ``mobilenetv2-dense`` (and ``python -m mobilenetv2_dense``), kept at the
-repository root for running from a checkout; the CLI itself is ``mobilenetv2_dense.tasks.cli.cli_main``.
+repository root for running from a checkout; the CLI itself is ``mobilenetv2_dense.commands.cli.cli_main``.
 
     python train_task.py fit --config configs/ssdlite_mobilenetv2_coco.yaml
     python train_task.py predict --config configs/ssdlite_shapes_demo.yaml --ckpt_path runs/.../last.ckpt
@@ -9,11 +9,11 @@ repository root for running from a checkout; the CLI itself is ``mobilenetv2_den
 Every config names its LightningModule (``model.class_path``) and LightningDataModule (``data.class_path``);
 constructor signatures are the schema (``python train_task.py fit --config X --print_config`` shows it all).
 With ``--ckpt_path`` the model's arguments come from the checkpoint where the config file and the checkpoint
-disagree, and from the command line over both (``tasks/cli.py``): ``validate --ckpt_path best.ckpt
+disagree, and from the command line over both (``commands/cli.py``): ``validate --ckpt_path best.ckpt
 --model.init_args.eval_output_stride 8`` evaluates the trained architecture at output stride 8.
 """
 
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.commands.cli import cli_main
 
 __all__ = ["cli_main"]
 

@@ -1,8 +1,12 @@
 """MobileNetV2 feature extractors with a timm-compatible feature contract."""
 
-from mobilenetv2_dense.backbone.features import FeatureInfo
-from mobilenetv2_dense.backbone.mobilenetv2 import InvertedResidual, MobileNetV2, make_divisible, mobilenet_v2
-from mobilenetv2_dense.backbone.weights import convert_torchvision_state_dict, load_weights
+if __name__ != "mobilenetv2_dense.backbone":  # `import backbone` from a checkout would load a second copy
+    raise ImportError(f"import mobilenetv2_dense.backbone, not {__name__}: this folder is the "
+                      "mobilenetv2_dense.backbone package (pip install -e . maps it; see pyproject.toml)")
+
+from .features import FeatureInfo
+from .mobilenetv2 import InvertedResidual, MobileNetV2, make_divisible, mobilenet_v2
+from .weights import convert_torchvision_state_dict, load_weights
 
 __all__ = [
     "FeatureInfo",

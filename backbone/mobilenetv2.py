@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from mobilenetv2_dense.backbone.features import FeatureInfo
+from .features import FeatureInfo
 
 # Paper Table 2: expansion t, output channels c, repeats n, stride s of the first repeat.
 INVERTED_RESIDUAL_SETTING: list[tuple[int, int, int, int]] = [
@@ -306,7 +306,7 @@ class MobileNetV2(nn.Module):
 
     def load_weights(self, weights: str | Path) -> None:
         """Load a torchvision ``mobilenet_v2`` state_dict file, or a torchvision weights name (downloads)."""
-        from mobilenetv2_dense.backbone.weights import load_weights
+        from .weights import load_weights
 
         load_weights(self, weights)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from mobilenetv2_dense.backbone.mobilenetv2 import INVERTED_RESIDUAL_SETTING, STEM_CHANNELS, MobileNetV2, make_divisible
+from .mobilenetv2 import INVERTED_RESIDUAL_SETTING, STEM_CHANNELS, MobileNetV2, make_divisible
 
 TORCHVISION_WEIGHT_NAMES = ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT")
 

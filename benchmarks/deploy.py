@@ -143,7 +143,7 @@ def _sidecar(path: Path, task: str, outputs: list[str]) -> None:
 
 def accuracy(formats: list[str], parity_images: int) -> list[tuple]:
     """Export the demo checkpoints in each format (float and int8) and read the parity figures."""
-    from mobilenetv2_dense.deploy.export import export
+    from mobilenetv2_dense.commands.export import export
     from mobilenetv2_dense.deploy.runtime import read_sidecar
 
     rows = []

@@ -14,7 +14,7 @@ import mobilenetv2_dense.backbone.weights
 from benchmarks.common import print_table
 from mobilenetv2_dense.backbone import mobilenet_v2
 from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.commands.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

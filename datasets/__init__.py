@@ -10,3 +10,7 @@
 
 The Lightning data modules that read these live beside the tasks (``mobilenetv2_dense.tasks.*.datamodule``).
 """
+
+if __name__ != "mobilenetv2_dense.datasets":  # `import datasets` from a checkout would load a second copy
+    raise ImportError(f"import mobilenetv2_dense.datasets, not {__name__}: this folder is the "
+                      "mobilenetv2_dense.datasets package (pip install -e . maps it; see pyproject.toml)")

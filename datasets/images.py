@@ -11,7 +11,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps
 
-from mobilenetv2_dense.datasets.checks import DatasetWarning
+from .checks import DatasetWarning
 
 # A JPEG ends with the EOI marker and a PNG with its IEND chunk; checking the tail finds truncated
 # files without decoding every image of a 118k-image dataset at set-up.

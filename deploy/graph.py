@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mobilenetv2_dense.models.deeplab import DeepLabV3
-from mobilenetv2_dense.models.joint import SSDLiteDeepLabV3
-from mobilenetv2_dense.models.ssdlite import SSDLite
+from ..models.deeplab import DeepLabV3
+from ..models.joint import SSDLiteDeepLabV3
+from ..models.ssdlite import SSDLite
 
 
 class Normalize(nn.Module):

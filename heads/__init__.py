@@ -1,13 +1,17 @@
 """Plain-PyTorch heads and their pieces: built from channel counts and feature names, never from a backbone."""
 
-from mobilenetv2_dense.heads.anchor_fit import best_possible_recall, fit_anchor_settings
-from mobilenetv2_dense.heads.anchors import box_specs, num_anchors_per_location, ssd_anchors
-from mobilenetv2_dense.heads.box_coder import BoxCoder
-from mobilenetv2_dense.heads.deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, ImagePooling, atrous_rates_for
-from mobilenetv2_dense.heads.loss import SSDLoss
-from mobilenetv2_dense.heads.matcher import match_anchors
-from mobilenetv2_dense.heads.postprocess import postprocess_detections
-from mobilenetv2_dense.heads.ssdlite import SSDLiteHead
+if __name__ != "mobilenetv2_dense.heads":  # `import heads` from a checkout would load a second copy
+    raise ImportError(f"import mobilenetv2_dense.heads, not {__name__}: this folder is the "
+                      "mobilenetv2_dense.heads package (pip install -e . maps it; see pyproject.toml)")
+
+from .anchor_fit import best_possible_recall, fit_anchor_settings
+from .anchors import box_specs, num_anchors_per_location, ssd_anchors
+from .box_coder import BoxCoder
+from .deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, ImagePooling, atrous_rates_for
+from .loss import SSDLoss
+from .matcher import match_anchors
+from .postprocess import postprocess_detections
+from .ssdlite import SSDLiteHead
 
 __all__ = [
     "BoxCoder",

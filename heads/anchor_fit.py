@@ -34,8 +34,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from mobilenetv2_dense.heads.anchors import DEFAULT_ASPECT_RATIOS, box_specs
-from mobilenetv2_dense.heads.matcher import match_iou, pad_boxes
+from .anchors import DEFAULT_ASPECT_RATIOS, box_specs
+from .matcher import match_iou, pad_boxes
 
 # TF's ssd_anchor_generator defaults, the keyword arguments of box_specs and ssd_anchors (and SSDLite.anchor_settings).
 DEFAULT_SETTINGS: dict[str, Any] = {"min_scale": 0.2, "max_scale": 0.95, "aspect_ratios": DEFAULT_ASPECT_RATIOS,

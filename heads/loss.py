@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from mobilenetv2_dense.heads.box_coder import BoxCoder
-from mobilenetv2_dense.heads.matcher import match_anchors, pad_boxes
+from .box_coder import BoxCoder
+from .matcher import match_anchors, pad_boxes
 
 
 def gather_targets(targets: list[dict], matches: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from mobilenetv2_dense.heads.box_coder import BoxCoder
+from .box_coder import BoxCoder
 
 
 @torch.no_grad()

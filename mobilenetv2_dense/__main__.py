@@ -1,9 +1,9 @@
 """``mobilenetv2-dense`` / ``python -m mobilenetv2_dense``: the LightningCLI of ``train_task.py`` (``fit``,
 ``validate``, ``test``, ``predict``), plus three commands of their own:
 
-- ``export``: a checkpoint to ONNX or ExecuTorch (``deploy/export.py``, also ``python export.py``);
-- ``plot RUN_DIR``: the training curves of a run folder (``tasks/curves.py``);
-- ``anchors``: fits a detection config's anchors to its training boxes (``tasks/detection/anchors.py``).
+- ``export``: a checkpoint to ONNX or ExecuTorch (``commands/export.py``, also ``python export.py``);
+- ``plot RUN_DIR``: the training curves of a run folder (``commands/plot.py``);
+- ``anchors``: fits a detection config's anchors to its training boxes (``commands/anchors.py``).
 """
 
 import importlib
@@ -11,9 +11,9 @@ import sys
 
 # subcommand -> the module whose ``main(args)`` runs it (imported only when used: each pulls its own libraries)
 COMMANDS = {
-    "export": "mobilenetv2_dense.deploy.export",
-    "plot": "mobilenetv2_dense.tasks.curves",
-    "anchors": "mobilenetv2_dense.tasks.detection.anchors",
+    "export": "mobilenetv2_dense.commands.export",
+    "plot": "mobilenetv2_dense.commands.plot",
+    "anchors": "mobilenetv2_dense.commands.anchors",
 }
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] and args[0] in COMMANDS:
         importlib.import_module(COMMANDS[args[0]]).main(args[1:])
     else:
-        from mobilenetv2_dense.tasks.cli import cli_main
+        from mobilenetv2_dense.commands.cli import cli_main
 
         cli_main(argv)  # None: LightningCLI reads sys.argv itself
 

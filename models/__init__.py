@@ -18,11 +18,15 @@ Every builder's ``weights=`` loads a checkpoint of this project (a task's Lightn
 file) with :func:`load_checkpoint_weights`.
 """
 
-from mobilenetv2_dense.models.classifier import mobilenet_v2_classifier
-from mobilenetv2_dense.models.deeplab import DeepLabV3, deeplabv3_mobilenet_v2
-from mobilenetv2_dense.models.joint import SSDLiteDeepLabV3, ssdlite_deeplabv3_mobilenet_v2
-from mobilenetv2_dense.models.ssdlite import SSDLite, ssdlite320_mobilenet_v2
-from mobilenetv2_dense.models.weights import checkpoint_state_dict, load_checkpoint_weights
+if __name__ != "mobilenetv2_dense.models":  # `import models` from a checkout would load a second copy
+    raise ImportError(f"import mobilenetv2_dense.models, not {__name__}: this folder is the "
+                      "mobilenetv2_dense.models package (pip install -e . maps it; see pyproject.toml)")
+
+from .classifier import mobilenet_v2_classifier
+from .deeplab import DeepLabV3, deeplabv3_mobilenet_v2
+from .joint import SSDLiteDeepLabV3, ssdlite_deeplabv3_mobilenet_v2
+from .ssdlite import SSDLite, ssdlite320_mobilenet_v2
+from .weights import checkpoint_state_dict, load_checkpoint_weights
 
 __all__ = [
     "DeepLabV3",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mobilenetv2_dense.backbone import MobileNetV2, mobilenet_v2
-from mobilenetv2_dense.models.weights import load_checkpoint_weights
+from ..backbone import MobileNetV2, mobilenet_v2
+from .weights import load_checkpoint_weights
 
 
 def mobilenet_v2_classifier(

@@ -30,9 +30,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mobilenetv2_dense.backbone import MobileNetV2, mobilenet_v2
-from mobilenetv2_dense.backbone.features import FeatureInfo
-from mobilenetv2_dense.heads.deeplab import (
+from ..backbone import MobileNetV2, mobilenet_v2
+from ..backbone.features import FeatureInfo
+from ..heads.deeplab import (
     ATROUS_RATES_OS16,
     DeepLabV3Head,
     DeepLabV3PlusDecoder,
@@ -40,7 +40,7 @@ from mobilenetv2_dense.heads.deeplab import (
     label_map,
     upsample_logits,
 )
-from mobilenetv2_dense.models.weights import load_checkpoint_weights
+from .weights import load_checkpoint_weights
 
 
 def deeplab_head(info: FeatureInfo, num_classes: int, *, in_feature: str, low_level_feature: str | None,
@@ -149,6 +149,7 @@ def deeplabv3_mobilenet_v2(
     backbone_weights: str | Path | None = None,
     frozen_stages: int = -1,
     norm_eval: bool = False,
+    backbone_init: Literal["kaiming", "normal"] = "kaiming",
 ) -> DeepLabV3:
     """MobileNetV2 (dilated) + DeepLabv3, the segmentation network of the MobileNetV2 paper (Sec. 6.3, Table 7).
 
@@ -167,6 +168,9 @@ def deeplabv3_mobilenet_v2(
         frozen_stages: freeze the stem and the first k stages (-1: nothing).
         norm_eval: keep every backbone BatchNorm's running statistics frozen while training (batches under
             TF DeepLab's 12 images are too small to estimate them); their affine parameters still train.
+        backbone_init: the backbone's random init when no weights are given (see
+            :class:`mobilenetv2_dense.backbone.MobileNetV2`'s ``init``): ``"kaiming"`` (He, fan out) or
+            ``"normal"`` (N(0, 0.03), the detectors' from-scratch default).
 
     Example::
 
@@ -180,7 +184,7 @@ def deeplabv3_mobilenet_v2(
     backbone = mobilenet_v2(width_mult=width_mult, output_stride=output_stride,
                             out_features=["stage2", "stage7"] if decoder else ["stage7"],
                             weights=None if weights is not None else backbone_weights,
-                            frozen_stages=frozen_stages, norm_eval=norm_eval)
+                            frozen_stages=frozen_stages, norm_eval=norm_eval, init=backbone_init)
     model = DeepLabV3(backbone, num_classes=num_classes, head=head, decoder=decoder)
     if weights is not None:
         load_checkpoint_weights(model, weights)

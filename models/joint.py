@@ -37,11 +37,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mobilenetv2_dense.backbone import MobileNetV2, mobilenet_v2
-from mobilenetv2_dense.heads.ssdlite import SSDLiteNorm
-from mobilenetv2_dense.models.deeplab import DeepLabV3, deeplab_head, deeplab_logits
-from mobilenetv2_dense.models.ssdlite import TAPS, SSDLite, check_images
-from mobilenetv2_dense.models.weights import load_checkpoint_weights
+from ..backbone import MobileNetV2, mobilenet_v2
+from ..heads.ssdlite import SSDLiteNorm
+from .deeplab import DeepLabV3, deeplab_head, deeplab_logits
+from .ssdlite import TAPS, SSDLite, check_images
+from .weights import load_checkpoint_weights
 
 SEGMENTATION_FEATURE = "stage7"  # the paper's "MNet V2*" tap: the 320-channel output of the last bottleneck
 LOW_LEVEL_FEATURE = "stage2"  # stride 4, for the DeepLabv3+ decoder

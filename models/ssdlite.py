@@ -28,12 +28,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from mobilenetv2_dense.backbone import MobileNetV2, mobilenet_v2
-from mobilenetv2_dense.heads.anchors import num_anchors_per_location, ssd_anchors
-from mobilenetv2_dense.heads.box_coder import BoxCoder
-from mobilenetv2_dense.heads.postprocess import postprocess_detections
-from mobilenetv2_dense.heads.ssdlite import SSDLiteHead, SSDLiteNorm
-from mobilenetv2_dense.models.weights import load_checkpoint_weights
+from ..backbone import MobileNetV2, mobilenet_v2
+from ..heads.anchors import num_anchors_per_location, ssd_anchors
+from ..heads.box_coder import BoxCoder
+from ..heads.postprocess import postprocess_detections
+from ..heads.ssdlite import SSDLiteHead, SSDLiteNorm
+from .weights import load_checkpoint_weights
 
 # The paper's taps: the layer-15 expansion (stride 16) and the 1280 layer (stride 32).
 TAPS = ("stage6_expansion", "conv_head")

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.datasets.images import read_rgb
-from mobilenetv2_dense.tasks.cli import cli_main
 from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
 from mobilenetv2_dense.tasks.detection.visualize import DetectionPredictionWriter, draw_detections, save_image
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.datasets.images import read_rgb
 from mobilenetv2_dense.datasets.segmentation.voc import find_voc2012, read_list, read_mask
-from mobilenetv2_dense.tasks.cli import cli_main
 from mobilenetv2_dense.tasks.segmentation.metrics import format_iou_table
 from mobilenetv2_dense.tasks.segmentation.visualize import SegmentationPredictionWriter, overlay_mask
 

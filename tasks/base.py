@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from mobilenetv2_dense.tasks.optim import Optimization, build_optimizer, build_scheduler
+from .optim import Optimization, build_optimizer, build_scheduler
 
 
 class BaseTask(L.LightningModule):
@@ -58,7 +58,7 @@ class BaseTask(L.LightningModule):
         if self.inference == "eager" or self.training or self._trainer is None or self.trainer.state.fn == "fit":
             return self.model(images)
         if self._inference_network is None:
-            from mobilenetv2_dense.deploy.fuse import compile_for_inference, fold_conv_bn
+            from ..deploy.fuse import compile_for_inference, fold_conv_bn
 
             self._inference_network = (fold_conv_bn(self.model) if self.inference == "fused" else
                                        compile_for_inference(self.model, example=images))
@@ -82,7 +82,7 @@ class BaseTask(L.LightningModule):
         """The :class:`mobilenetv2_dense.deploy.runtime.DeployedModel` of ``deployed`` (loaded once), checked
         against this task's kind and class count."""
         if self._deployed_model is None:
-            from mobilenetv2_dense.deploy.runtime import DeployedModel  # onnxruntime / executorch only when used
+            from ..deploy.runtime import DeployedModel  # onnxruntime / executorch only when used
 
             model = DeployedModel(self.deployed)
             if model.task != self.task_name or len(model.meta["classes"]) != self.num_classes:
@@ -95,12 +95,12 @@ class BaseTask(L.LightningModule):
 
     def deployed_inputs(self, images: Tensor) -> Tensor:
         """A normalised batch back to the ``[0, 1]`` RGB an exported graph takes (it normalises inside)."""
-        from mobilenetv2_dense.deploy.graph import denormalize
+        from ..deploy.graph import denormalize
 
         return denormalize(images, self.trainer.datamodule.mean, self.trainer.datamodule.std)
 
     def _check_data_classes(self, stage: str) -> None:
-        """``num_classes`` (the number of classes the data's annotations define, see ``tasks/cli.py``) must
+        """``num_classes`` (the number of classes the data's annotations define, see ``commands/cli.py``) must
         equal the data module's. The CLI links it from the data; this catches values given by hand."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         try:

@@ -1,4 +1,5 @@
-"""Training curves from a run's logs: the ``TrainingCurves`` callback (every CLI run has it) and the ``plot`` command.
+"""Training curves from a run's logs: the ``TrainingCurves`` callback (every CLI run has it) and the readers the
+``plot`` command (:mod:`mobilenetv2_dense.commands.plot`) uses.
 
 After ``fit``, rank zero writes ``training_curves.png`` into the logger's folder (``CSVLogger`` /
 ``TensorBoardLogger``: ``save_dir/name/version_N``) and prints its path. The picture is drawn from the files the
@@ -14,7 +15,6 @@ newest one with training scalars (``train/*``), found as ``metrics.csv`` (``CSVL
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from mobilenetv2_dense.tasks.plots import Series, plot_training_curves
+from .plots import Series, plot_training_curves
 
 CURVES_FILE = "training_curves.png"
 _EVENTS = "events.out.tfevents.*"
@@ -122,7 +122,7 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
 class TrainingCurves(L.Callback):
     """Writes ``training_curves.png`` (:func:`plot_run`) into the logger's log dir when ``fit`` ends, on rank zero.
 
-    ``tasks/cli.py`` adds it to every run the CLI starts, as a trainer default, so it runs beside the callbacks a
+    ``commands/cli.py`` adds it to every run the CLI starts, as a trainer default, so it runs beside the callbacks a
     config lists. Runs without a ``CSVLogger`` or ``TensorBoardLogger`` get a line saying why there is no picture.
     """
 
@@ -150,22 +150,3 @@ class TrainingCurves(L.Callback):
                            f"plot {logger.log_dir}")
             return
         rank_zero_info(f"Training curves: {path}")
-
-
-def main(argv: list[str] | None = None) -> Path:
-    """``python -m mobilenetv2_dense plot RUN_DIR [--output F]``."""
-    parser = argparse.ArgumentParser(prog="mobilenetv2-dense plot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", help="a run folder (e.g. runs/shapes_detection), one version_N folder, or a "
-                                        "metrics.csv / TensorBoard event file")
-    parser.add_argument("--output", default=None, help="the PNG to write (default: training_curves.png beside the "
-                                                       "log)")
-    args = parser.parse_args(argv)
-    log = find_log(args.run_dir)
-    path = plot_run(log, args.output)
-    print(f"{log} -> {path}")
-    return path
-
-
-if __name__ == "__main__":
-    main()
-

@@ -21,8 +21,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
-from mobilenetv2_dense.datasets.seeding import seeded_loader
+from ..datasets.images import IMAGENET_MEAN, IMAGENET_STD
+from ..datasets.seeding import seeded_loader
 
 # Set-up messages on stdout, once under DDP (every rank runs ``setup``).
 rank_zero_print = rank_zero_only(print)

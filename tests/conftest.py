@@ -204,7 +204,7 @@ def joint_options(root: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def joint_run(shapes_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(folder, last.ckpt) of the joint model fitted 4 steps through the CLI on :func:`shapes_coco`."""
-    from mobilenetv2_dense.tasks.cli import cli_main
+    from mobilenetv2_dense.commands.cli import cli_main
 
     folder = tmp_path_factory.mktemp("joint_run")
     threads = torch.get_num_threads()

@@ -3,6 +3,8 @@
 Run in subprocesses from unrelated temporary folders, as a user's project would import the library.
 """
 
+import ast
+import importlib.util
 import json
 import os
 import shutil
@@ -33,7 +35,7 @@ def test_a_project_with_its_own_backbone_and_tasks_imports_ours_without_collisio
     out = run_python(
         "import json, backbone, heads, tasks, torch\n"
         "from mobilenetv2_dense.backbone import mobilenet_v2\n"
-        "import mobilenetv2_dense.heads, mobilenetv2_dense.tasks.cli\n"
+        "import mobilenetv2_dense.heads, mobilenetv2_dense.commands.cli\n"
         "model = mobilenet_v2(out_features=['stage3', 'stage7'])\n"
         "features = model(torch.zeros(1, 3, 64, 64))\n"
         "print(json.dumps({'theirs': [backbone.OWNER, heads.OWNER, tasks.OWNER],\n"
@@ -99,3 +101,106 @@ def test_wheel_install_has_one_top_level_name_and_every_module_imports(tmp_path)
     files = json.loads(out)
     assert len(files) == len(modules) > 40
     assert all(Path(f).resolve().is_relative_to(site.resolve()) for f in files)
+
+
+LIBRARY_FOLDERS = ("backbone", "heads", "models", "datasets", "tasks", "deploy", "commands")
+
+
+def test_every_library_folder_is_mapped_in_pyproject():
+    """A sub-package missing from ``[tool.setuptools] packages`` would be absent from wheels and editable installs."""
+    import tomllib
+
+    settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {".".join((PACKAGE, *p.parent.relative_to(REPO).parts))
+               for top in LIBRARY_FOLDERS for p in (REPO / top).rglob("__init__.py")}
+    assert len(folders) >= len(LIBRARY_FOLDERS)
+    assert folders - set(settings["packages"]) == set(), "add these to pyproject.toml's packages"
+    assert {f"{PACKAGE}.{top}": top for top in LIBRARY_FOLDERS}.items() <= settings["package-dir"].items()
+
+
+@pytest.mark.parametrize("folder", LIBRARY_FOLDERS)
+def test_a_folder_imported_as_a_top_level_name_names_the_package(folder):
+    """From the repository root ``import backbone`` would load a second copy of every class; it fails instead."""
+    result = subprocess.run([sys.executable, "-c", f"import {folder}"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert f"import {PACKAGE}.{folder}, not {folder}" in result.stderr
+
+
+def _library_imports():
+    """``(file, node)`` for every import statement in the library folders."""
+    for top in LIBRARY_FOLDERS:
+        for file in sorted((REPO / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(file.read_text(), str(file))):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    yield file, node
+
+
+def _resolves(file: Path, node: ast.ImportFrom) -> bool:
+    """Whether a relative import names a module file or package folder of this tree."""
+    base = file.parent
+    for _ in range(node.level - 1):
+        base = base.parent
+    target = base.joinpath(*node.module.split(".")) if node.module else base
+    return target.with_suffix(".py").is_file() or (target / "__init__.py").is_file()
+
+
+def test_library_imports_itself_relatively_and_every_relative_import_resolves_in_the_tree():
+    """Inside the package, imports are relative (as torchvision's and timm's): each one names a file or folder of
+    this tree, so a reader, an editor and a static checker follow it from the files alone."""
+    absolute, unresolved, relative = [], [], 0
+    for file, node in _library_imports():
+        where = f"{file.relative_to(REPO)}:{node.lineno}"
+        if isinstance(node, ast.ImportFrom) and node.level:
+            relative += 1
+            if not _resolves(file, node):
+                unresolved.append(f"{where} from {'.' * node.level}{node.module or ''}")
+            continue
+        modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+        # `import mobilenetv2_dense` (the version, in the export sidecar) is the package itself, not a folder
+        if any(m.startswith(PACKAGE + ".") for m in modules):
+            absolute.append(where)
+    assert relative > 100
+    assert absolute == [], "import these relatively"
+    assert unresolved == []
+
+
+def test_static_checker_resolves_every_library_import():
+    """``make lint``'s basedpyright pass (pyproject.toml ``[tool.basedpyright]``): every import of the library, ours
+    and third-party, resolves without running the code."""
+    checker = Path(sys.executable).parent / "basedpyright"
+    assert checker.is_file(), f"{checker} missing: install requirements.txt (make install)"
+    result = subprocess.run([str(checker), "--pythonpath", sys.executable], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "0 errors" in result.stdout
+
+
+def _import_graph():
+    spec = importlib.util.spec_from_file_location("import_graph", REPO / "scripts" / "import_graph.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_imports_run_down_the_floors():
+    """backbone -> heads -> models -> deploy -> tasks -> commands, datasets beside models: no arrow runs back up."""
+    graph = _import_graph()
+    edges = graph.folder_imports()
+    assert {("models", "backbone"), ("models", "heads"), ("tasks", "datasets"), ("commands", "tasks")} <= set(edges)
+    assert graph.upward(edges) == []
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "import_graph.py"), "--check"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("flowchart BT") and "tasks -->" in result.stdout
+
+
+def test_import_graph_flags_an_import_that_runs_up(tmp_path):
+    graph = _import_graph()
+    for folder in graph.FLOORS:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text("")
+    (tmp_path / "heads" / "loss.py").write_text("from ..models.ssdlite import SSDLite\nfrom ..backbone import x\n")
+    edges = graph.folder_imports(tmp_path)
+    assert edges == {("heads", "models"): 1, ("heads", "backbone"): 1}
+    assert graph.upward(edges) == [("heads", "models")]

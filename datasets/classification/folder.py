@@ -8,8 +8,8 @@ import albumentations as A
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
-from mobilenetv2_dense.datasets.checks import DatasetReport
-from mobilenetv2_dense.datasets.images import image_problem, load_or_replace, read_rgb
+from ..checks import DatasetReport
+from ..images import image_problem, load_or_replace, read_rgb
 
 
 class ImageFolderDataset(Dataset):

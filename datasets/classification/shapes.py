@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES, _polygon
+from ..synthetic import SHAPE_CLASSES, _polygon
 
 GENERATOR = "shapes_classification/2"  # changes whenever the same settings would draw other images
 MARKER = ".complete"  # written last, as JSON: the generator and its settings; its absence means half-written

@@ -5,7 +5,7 @@ from __future__ import annotations
 import albumentations as A
 from albumentations.pytorch import ToTensorV2
 
-from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
+from ..images import IMAGENET_MEAN, IMAGENET_STD
 
 
 def classification_transforms(image_size: int, *, train: bool, crop_scale: tuple[float, float] = (0.08, 1.0),

@@ -1,16 +1,16 @@
 """Detection data: COCO-format and PASCAL VOC datasets over one checked index, the batch contract
 (``detection_collate``), SSD's box-safe augmentation, and the generated shapes written as COCO."""
 
-from mobilenetv2_dense.datasets.detection.coco import COCODetection, load_coco
-from mobilenetv2_dense.datasets.detection.dataset import (
+from .coco import COCODetection, load_coco
+from .dataset import (
     DetectionDataset,
     DetectionIndex,
     ImageFolderDetection,
     build_index,
     detection_collate,
 )
-from mobilenetv2_dense.datasets.detection.shapes import write_shapes_coco
-from mobilenetv2_dense.datasets.detection.transforms import (
+from .shapes import write_shapes_coco
+from .transforms import (
     DetectionAugment,
     DetectionTransform,
     MinIoURandomCrop,
@@ -18,7 +18,7 @@ from mobilenetv2_dense.datasets.detection.transforms import (
     eval_transform,
     train_transform,
 )
-from mobilenetv2_dense.datasets.detection.voc import VOC_CLASSES, VOCAnnotation, VOCDetection, parse_voc_xml
+from .voc import VOC_CLASSES, VOCAnnotation, VOCDetection, parse_voc_xml
 
 __all__ = [
     "COCODetection",

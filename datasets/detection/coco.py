@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from mobilenetv2_dense.datasets.checks import DatasetError, DatasetReport
-from mobilenetv2_dense.datasets.detection.dataset import DetectionDataset, Transform, build_index
+from ..checks import DatasetError, DatasetReport
+from .dataset import DetectionDataset, Transform, build_index
 
 
 def load_coco(annotations: str | Path) -> COCO:

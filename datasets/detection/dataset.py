@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mobilenetv2_dense.datasets.checks import DatasetError, DatasetReport
-from mobilenetv2_dense.datasets.images import image_problem, image_size, load_or_replace, read_rgb
+from ..checks import DatasetError, DatasetReport
+from ..images import image_problem, image_size, load_or_replace, read_rgb
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[Tensor, Tensor, Tensor]]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

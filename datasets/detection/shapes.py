@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES, render_scene
+from ..synthetic import SHAPE_CLASSES, render_scene
 
 SHAPE_CATEGORY_IDS = (1, 3, 7, 9)  # COCO-style ids with gaps, one per SHAPE_CLASSES entry
 STARTED = ".shapes_coco_writing"  # written first: a tree without it (or MARKER) is someone else's data

@@ -23,7 +23,7 @@ from albumentations.core.bbox_utils import denormalize_bboxes, normalize_bboxes
 from albumentations.core.transforms_interface import DualTransform
 from torch import Tensor
 
-from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
+from ..images import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass

@@ -13,9 +13,9 @@ from typing import NamedTuple
 import numpy as np
 from pycocotools.coco import COCO
 
-from mobilenetv2_dense.datasets.checks import DatasetReport
-from mobilenetv2_dense.datasets.detection.dataset import DetectionDataset, Transform, build_index
-from mobilenetv2_dense.datasets.voc import VOC_CLASSES
+from ..checks import DatasetReport
+from ..voc import VOC_CLASSES
+from .dataset import DetectionDataset, Transform, build_index
 
 _CORNERS = ("xmin", "ymin", "xmax", "ymax")
 

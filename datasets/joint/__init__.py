@@ -7,11 +7,11 @@
 - ``dataset``: the item contract (the detection target plus ``mask``).
 """
 
-from mobilenetv2_dense.datasets.joint.coco import COCOJoint
-from mobilenetv2_dense.datasets.joint.dataset import JointDataset
-from mobilenetv2_dense.datasets.joint.masks import outline_problem, outline_rle, semantic_mask
-from mobilenetv2_dense.datasets.joint.transforms import JointTransform, joint_eval_transform, joint_train_transform
-from mobilenetv2_dense.datasets.joint.voc import VOCJoint, paired_names
+from .coco import COCOJoint
+from .dataset import JointDataset
+from .masks import outline_problem, outline_rle, semantic_mask
+from .transforms import JointTransform, joint_eval_transform, joint_train_transform
+from .voc import VOCJoint, paired_names
 
 __all__ = [
     "COCOJoint",

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenetv2_dense.datasets.checks import DatasetReport
-from mobilenetv2_dense.datasets.detection.coco import COCODetection
-from mobilenetv2_dense.datasets.detection.dataset import Transform
-from mobilenetv2_dense.datasets.joint.dataset import JointDataset
-from mobilenetv2_dense.datasets.joint.masks import outline_problem, semantic_mask
+from ..checks import DatasetReport
+from ..detection.coco import COCODetection
+from ..detection.dataset import Transform
+from .dataset import JointDataset
+from .masks import outline_problem, semantic_mask
 
 
 class COCOJoint(JointDataset, COCODetection):

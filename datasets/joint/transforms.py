@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mobilenetv2_dense.datasets.detection.transforms import DetectionAugment, DetectionTransform, ssd_augmentation
-from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
+from ..detection.transforms import DetectionAugment, DetectionTransform, ssd_augmentation
+from ..images import IMAGENET_MEAN, IMAGENET_STD
 
 
 class JointTransform(DetectionTransform):

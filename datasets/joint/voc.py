@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenetv2_dense.datasets.checks import DatasetReport
-from mobilenetv2_dense.datasets.detection.dataset import Transform
-from mobilenetv2_dense.datasets.detection.voc import VOCDetection
-from mobilenetv2_dense.datasets.joint.dataset import JointDataset
-from mobilenetv2_dense.datasets.segmentation.voc import VOC_SEGMENTATION_CLASSES, Sample, check_samples, read_mask
+from ..checks import DatasetReport
+from ..detection.dataset import Transform
+from ..detection.voc import VOCDetection
+from ..segmentation.voc import VOC_SEGMENTATION_CLASSES, Sample, check_samples, read_mask
+from .dataset import JointDataset
 
 
 def paired_names(root: str | Path, split: str) -> tuple[list[str], dict[str, int]]:
@@ -64,7 +64,7 @@ class VOCJoint(JointDataset, VOCDetection):
     def semantic_mask(self, j: int, size: tuple[int, int]) -> np.ndarray:
         mask, _ = read_mask(self.mask_files[j])  # palette, grayscale or VOC-coloured RGB, EXIF applied
         if mask.shape != tuple(size):  # checked at set-up; a file replaced since would end up here
-            from mobilenetv2_dense.datasets.images import ImageReadError
+            from ..images import ImageReadError
 
             raise ImageReadError(f"mask {self.mask_files[j]!r} is {mask.shape[0]}x{mask.shape[1]}, its image "
                                  f"{self.index.files[j]!r} {size[0]}x{size[1]} (H x W)")

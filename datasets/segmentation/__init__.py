@@ -1,15 +1,15 @@
 """Segmentation data: PASCAL VOC 2012 (+ SBD trainaug) on disk, the checked dataset and the batch contract
 (``segmentation_collate``), DeepLab's augmentation, and the generated shapes written in the VOC layout."""
 
-from mobilenetv2_dense.datasets.segmentation.dataset import (
+from .dataset import (
     ImageFolderPredictDataset,
     SegmentationDataset,
     predict_collate,
     segmentation_collate,
 )
-from mobilenetv2_dense.datasets.segmentation.shapes import SHAPES_CLASSES, write_shapes_voc
-from mobilenetv2_dense.datasets.segmentation.transforms import eval_transforms, train_transforms
-from mobilenetv2_dense.datasets.segmentation.voc import (
+from .shapes import SHAPES_CLASSES, write_shapes_voc
+from .transforms import eval_transforms, train_transforms
+from .voc import (
     IGNORE_INDEX,
     VOC_PALETTE,
     VOC_SEGMENTATION_CLASSES,

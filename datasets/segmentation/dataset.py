@@ -17,9 +17,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from mobilenetv2_dense.datasets.checks import DatasetReport
-from mobilenetv2_dense.datasets.images import image_problem, load_or_replace, read_rgb
-from mobilenetv2_dense.datasets.segmentation.voc import IGNORE_INDEX, Sample, check_samples, read_mask
+from ..checks import DatasetReport
+from ..images import image_problem, load_or_replace, read_rgb
+from .voc import IGNORE_INDEX, Sample, check_samples, read_mask
 
 _FIX = "Remove or replace these files, or pass strict=False to skip them."
 

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from mobilenetv2_dense.datasets.segmentation.voc import IGNORE_INDEX, save_palette_png
-from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES, render_scene
+from ..synthetic import SHAPE_CLASSES, render_scene
+from .voc import IGNORE_INDEX, save_palette_png
 
 SHAPES_CLASSES = ("background", *SHAPE_CLASSES)
 

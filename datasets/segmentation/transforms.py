@@ -11,8 +11,8 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
-from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
-from mobilenetv2_dense.datasets.segmentation.voc import IGNORE_INDEX
+from ..images import IMAGENET_MEAN, IMAGENET_STD
+from .voc import IGNORE_INDEX
 
 
 def train_transforms(*, crop_size: int = 512, scale_range: tuple[float, float] = (0.5, 2.0),

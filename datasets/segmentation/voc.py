@@ -22,9 +22,9 @@ import numpy as np
 import scipy.io
 from PIL import Image, ImageOps
 
-from mobilenetv2_dense.datasets.checks import DatasetReport
-from mobilenetv2_dense.datasets.images import ImageReadError, exif_orientation, image_problem, image_size
-from mobilenetv2_dense.datasets.voc import VOC_CLASSES
+from ..checks import DatasetReport
+from ..images import ImageReadError, exif_orientation, image_problem, image_size
+from ..voc import VOC_CLASSES
 
 VOC_SEGMENTATION_CLASSES = ("background", *VOC_CLASSES)  # mask index 0..20; 255 is void
 IGNORE_INDEX = 255

@@ -11,11 +11,11 @@ from typing import Any
 
 from torchvision.datasets.folder import find_classes
 
-from mobilenetv2_dense.datasets.classification.folder import ImageFolderDataset
-from mobilenetv2_dense.datasets.classification.shapes import GENERATOR, write_image_folder, written_settings
-from mobilenetv2_dense.datasets.classification.transforms import classification_transforms
-from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES
-from mobilenetv2_dense.tasks.datamodule import BaseDataModule, rank_zero_print
+from ...datasets.classification.folder import ImageFolderDataset
+from ...datasets.classification.shapes import GENERATOR, write_image_folder, written_settings
+from ...datasets.classification.transforms import classification_transforms
+from ...datasets.synthetic import SHAPE_CLASSES
+from ..datamodule import BaseDataModule, rank_zero_print
 
 
 class ImageFolderDataModule(BaseDataModule):

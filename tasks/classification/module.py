@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from mobilenetv2_dense.models.classifier import mobilenet_v2_classifier
-from mobilenetv2_dense.tasks.base import BaseTask
-from mobilenetv2_dense.tasks.optim import Optimization
+from ...models.classifier import mobilenet_v2_classifier
+from ..base import BaseTask
+from ..optim import Optimization
 
 
 class ClassificationTask(BaseTask):

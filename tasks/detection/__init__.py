@@ -1,13 +1,13 @@
 """SSDLite detection: the Lightning task and the data modules for COCO, VOC and the generated shapes (the network
 is in ``mobilenetv2_dense.models``, the datasets and transforms in ``mobilenetv2_dense.datasets.detection``)."""
 
-from mobilenetv2_dense.tasks.detection.datamodule import (
+from .datamodule import (
     COCODataModule,
     DetectionDataModule,
     ShapesCOCODataModule,
     VOCDetectionDataModule,
 )
-from mobilenetv2_dense.tasks.detection.module import DetectionTask
+from .module import DetectionTask
 
 __all__ = [
     "COCODataModule",

@@ -19,13 +19,13 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
-from mobilenetv2_dense.datasets.checks import DatasetError
-from mobilenetv2_dense.datasets.detection.coco import COCODetection
-from mobilenetv2_dense.datasets.detection.dataset import ImageFolderDetection, Transform, detection_collate
-from mobilenetv2_dense.datasets.detection.shapes import MARKER, shape_categories, write_shapes_coco
-from mobilenetv2_dense.datasets.detection.transforms import DetectionAugment, eval_transform, train_transform
-from mobilenetv2_dense.datasets.detection.voc import VOC_CLASSES, VOCDetection
-from mobilenetv2_dense.tasks.datamodule import BaseDataModule
+from ...datasets.checks import DatasetError
+from ...datasets.detection.coco import COCODetection
+from ...datasets.detection.dataset import ImageFolderDetection, Transform, detection_collate
+from ...datasets.detection.shapes import MARKER, shape_categories, write_shapes_coco
+from ...datasets.detection.transforms import DetectionAugment, eval_transform, train_transform
+from ...datasets.detection.voc import VOC_CLASSES, VOCDetection
+from ..datamodule import BaseDataModule
 
 
 class DetectionDataModule(BaseDataModule):

@@ -13,20 +13,20 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from mobilenetv2_dense.heads.loss import SSDLoss
-from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
-from mobilenetv2_dense.tasks.base import BaseTask
-from mobilenetv2_dense.tasks.detection.anchors import fit_task_anchors
-from mobilenetv2_dense.tasks.detection.evaluation import (
+from ...heads.loss import SSDLoss
+from ...models.ssdlite import ssdlite320_mobilenet_v2
+from ..base import BaseTask
+from ..distributed import gather_per_image
+from ..optim import Optimization
+from ..plots import evaluation_folder
+from .anchors import fit_task_anchors
+from .evaluation import (
     METRIC_NAMES,
     detections_to_array,
     evaluate_coco,
     scale_to_original,
 )
-from mobilenetv2_dense.tasks.detection.pictures import write_detection_pictures
-from mobilenetv2_dense.tasks.distributed import gather_per_image
-from mobilenetv2_dense.tasks.optim import Optimization
-from mobilenetv2_dense.tasks.plots import evaluation_folder
+from .pictures import write_detection_pictures
 
 LOGGED_METRICS = (*METRIC_NAMES, "mar_100")
 

@@ -110,7 +110,7 @@ def detection_confusion_matrix(coco_gt: Any, results: np.ndarray, category_ids: 
         category_ids: the COCO category id of class index 0..K-1 (row / column k); others are left out.
         image_ids: the images evaluated (``None``: every image of ``coco_gt``).
     """
-    from mobilenetv2_dense.tasks.detection.evaluation import _gt_dataset
+    from .evaluation import _gt_dataset
 
     dataset = _gt_dataset(coco_gt)
     index_of = np.full(max([*category_ids, 0]) + 1, -1, dtype=np.int64)
@@ -180,8 +180,8 @@ def write_detection_pictures(folder: str | Path, evaluator: Any, coco_gt: Any, r
 
     ``evaluator`` is the accumulated COCOeval of :func:`evaluate_coco` (``return_eval=True``), or ``None``.
     """
-    from mobilenetv2_dense.tasks.detection.evaluation import _gt_dataset
-    from mobilenetv2_dense.tasks.plots import plot_confusion_matrix, plot_pr_curves
+    from ..plots import plot_confusion_matrix, plot_pr_curves
+    from .evaluation import _gt_dataset
 
     folder = Path(folder)
     if label_to_cat_id:

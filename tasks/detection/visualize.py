@@ -15,9 +15,9 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
-from mobilenetv2_dense.datasets.images import read_rgb
-from mobilenetv2_dense.tasks.detection.evaluation import array_to_results, detections_to_array
-from mobilenetv2_dense.tasks.distributed import gather_per_image
+from ...datasets.images import read_rgb
+from ..distributed import gather_per_image
+from .evaluation import array_to_results, detections_to_array
 
 # Distinct, saturated colours; class k uses _PALETTE[(k - 1) % len].
 _PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",

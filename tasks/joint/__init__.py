@@ -2,14 +2,14 @@
 COCO, VOC and the generated shapes, and the prediction writer (the network is in ``mobilenetv2_dense.models.joint``,
 the datasets in ``mobilenetv2_dense.datasets.joint``)."""
 
-from mobilenetv2_dense.tasks.joint.datamodule import (
+from .datamodule import (
     COCOJointDataModule,
     JointData,
     ShapesJointDataModule,
     VOCJointDataModule,
 )
-from mobilenetv2_dense.tasks.joint.module import JointTask
-from mobilenetv2_dense.tasks.joint.visualize import JointPredictionWriter
+from .module import JointTask
+from .visualize import JointPredictionWriter
 
 __all__ = [
     "COCOJointDataModule",

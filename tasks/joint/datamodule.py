@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from mobilenetv2_dense.datasets.detection.dataset import Transform
-from mobilenetv2_dense.datasets.joint.coco import COCOJoint
-from mobilenetv2_dense.datasets.joint.transforms import joint_eval_transform, joint_train_transform
-from mobilenetv2_dense.datasets.joint.voc import VOCJoint
-from mobilenetv2_dense.datasets.segmentation.voc import VOC_PALETTE
-from mobilenetv2_dense.tasks.detection.datamodule import (
+from ...datasets.detection.dataset import Transform
+from ...datasets.joint.coco import COCOJoint
+from ...datasets.joint.transforms import joint_eval_transform, joint_train_transform
+from ...datasets.joint.voc import VOCJoint
+from ...datasets.segmentation.voc import VOC_PALETTE
+from ..detection.datamodule import (
     COCODataModule,
     ShapesCOCODataModule,
     VOCDetectionDataModule,

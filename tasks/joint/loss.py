@@ -15,10 +15,10 @@ from segmentation_models_pytorch.losses import DiceLoss
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mobilenetv2_dense.heads.box_coder import BoxCoder
-from mobilenetv2_dense.heads.deeplab import upsample_logits
-from mobilenetv2_dense.heads.loss import SSDLoss
-from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX
+from ...heads.box_coder import BoxCoder
+from ...heads.deeplab import upsample_logits
+from ...heads.loss import SSDLoss
+from ..segmentation.metrics import IGNORE_INDEX
 
 
 class JointLoss(nn.Module):

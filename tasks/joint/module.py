@@ -16,15 +16,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from mobilenetv2_dense.heads.deeplab import label_map
-from mobilenetv2_dense.models.joint import ssdlite_deeplabv3_mobilenet_v2
-from mobilenetv2_dense.tasks.detection.evaluation import scale_to_original
-from mobilenetv2_dense.tasks.detection.module import DetectionTask, _split_predict_batch
-from mobilenetv2_dense.tasks.distributed import sampler_repeats
-from mobilenetv2_dense.tasks.joint.loss import JointLoss, logits_by_size
-from mobilenetv2_dense.tasks.optim import Optimization
-from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
-from mobilenetv2_dense.tasks.segmentation.pictures import report_segmentation_scores
+from ...heads.deeplab import label_map
+from ...models.joint import ssdlite_deeplabv3_mobilenet_v2
+from ..detection.evaluation import scale_to_original
+from ..detection.module import DetectionTask, _split_predict_batch
+from ..distributed import sampler_repeats
+from ..optim import Optimization
+from ..segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
+from ..segmentation.pictures import report_segmentation_scores
+from .loss import JointLoss, logits_by_size
 
 
 class JointTask(DetectionTask):

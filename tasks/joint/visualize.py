@@ -9,9 +9,9 @@ import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 
-from mobilenetv2_dense.datasets.images import read_rgb
-from mobilenetv2_dense.tasks.detection.visualize import DetectionPredictionWriter, draw_detections
-from mobilenetv2_dense.tasks.segmentation.visualize import overlay_mask, save_index_png
+from ...datasets.images import read_rgb
+from ..detection.visualize import DetectionPredictionWriter, draw_detections
+from ..segmentation.visualize import overlay_mask, save_index_png
 
 
 class JointPredictionWriter(DetectionPredictionWriter):

@@ -2,9 +2,9 @@
 Lightning task and the data modules (the network is in ``mobilenetv2_dense.models``, the datasets and transforms in
 ``mobilenetv2_dense.datasets.segmentation``). smp encoders are registered by calling ``register_smp_encoder()``."""
 
-from mobilenetv2_dense.tasks.segmentation.datamodule import ShapesVOCDataModule, VOCSegmentationDataModule
-from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
-from mobilenetv2_dense.tasks.segmentation.smp_encoder import register_smp_encoder
+from .datamodule import ShapesVOCDataModule, VOCSegmentationDataModule
+from .module import SegmentationTask
+from .smp_encoder import register_smp_encoder
 
 __all__ = [
     "SegmentationTask",

@@ -13,15 +13,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mobilenetv2_dense.datasets.segmentation.dataset import (
+from ...datasets.segmentation.dataset import (
     ImageFolderPredictDataset,
     SegmentationDataset,
     predict_collate,
     segmentation_collate,
 )
-from mobilenetv2_dense.datasets.segmentation.shapes import SHAPES_CLASSES, write_shapes_voc
-from mobilenetv2_dense.datasets.segmentation.transforms import eval_transforms, train_transforms
-from mobilenetv2_dense.datasets.segmentation.voc import (
+from ...datasets.segmentation.shapes import SHAPES_CLASSES, write_shapes_voc
+from ...datasets.segmentation.transforms import eval_transforms, train_transforms
+from ...datasets.segmentation.voc import (
     VOC_PALETTE,
     VOC_SEGMENTATION_CLASSES,
     Sample,
@@ -32,7 +32,7 @@ from mobilenetv2_dense.datasets.segmentation.voc import (
     trainaug_samples,
     voc_samples,
 )
-from mobilenetv2_dense.tasks.datamodule import BaseDataModule, rank_zero_print
+from ..datamodule import BaseDataModule, rank_zero_print
 
 _MARKER, _WRITING = ".shapes_voc_complete", ".shapes_voc_writing"
 

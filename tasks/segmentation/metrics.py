@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from mobilenetv2_dense.heads.deeplab import label_map
+from ...heads.deeplab import label_map
 
 IGNORE_INDEX = 255
 

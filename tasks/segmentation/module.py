@@ -21,13 +21,13 @@ from segmentation_models_pytorch.losses import DiceLoss
 from torch import Tensor
 from torch.nn import functional as F
 
-from mobilenetv2_dense.heads.deeplab import label_map, upsample_logits
-from mobilenetv2_dense.models.deeplab import deeplabv3_mobilenet_v2
-from mobilenetv2_dense.tasks.base import BaseTask
-from mobilenetv2_dense.tasks.distributed import sampler_repeats
-from mobilenetv2_dense.tasks.optim import Optimization
-from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
-from mobilenetv2_dense.tasks.segmentation.pictures import report_segmentation_scores
+from ...heads.deeplab import label_map, upsample_logits
+from ...models.deeplab import deeplabv3_mobilenet_v2
+from ..base import BaseTask
+from ..distributed import sampler_repeats
+from ..optim import Optimization
+from .metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
+from .pictures import report_segmentation_scores
 
 
 class SegmentationTask(BaseTask):

@@ -9,8 +9,8 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from mobilenetv2_dense.tasks.plots import evaluation_folder, plot_confusion_matrix, plot_iou_bars
-from mobilenetv2_dense.tasks.segmentation.metrics import format_iou_table
+from ..plots import evaluation_folder, plot_confusion_matrix, plot_iou_bars
+from .metrics import format_iou_table
 
 
 def write_segmentation_pictures(folder: Path, scores: Mapping[str, Tensor], class_names: Sequence[str], *,

@@ -17,8 +17,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 
-from mobilenetv2_dense.datasets.images import read_rgb
-from mobilenetv2_dense.datasets.segmentation.voc import IGNORE_INDEX, VOC_PALETTE, save_palette_png
+from ...datasets.images import read_rgb
+from ...datasets.segmentation.voc import IGNORE_INDEX, VOC_PALETTE, save_palette_png
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5,

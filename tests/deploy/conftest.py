@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mobilenetv2_dense.deploy.export import export
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.commands.cli import cli_main
+from mobilenetv2_dense.commands.export import export
 from tests.deploy.runs import CLS_CONFIG, CLS_DATA, DET_CONFIG, DET_POST, QUIET, SEG_CONFIG, SEG_DATA, det_data
 
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenetv2_dense.deploy.export import export
+from mobilenetv2_dense.commands.cli import cli_main
+from mobilenetv2_dense.commands.export import export
 from mobilenetv2_dense.deploy.runtime import DeployedModel, read_sidecar
-from mobilenetv2_dense.tasks.cli import cli_main
 from tests.deploy.runs import CLS_CONFIG, CLS_DATA, DET_CONFIG, DET_POST, QUIET, ROOT, SEG_CONFIG, SEG_DATA, det_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")

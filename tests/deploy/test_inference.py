@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import mobilenetv2_dense.deploy.fuse as fuse
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.tasks.segmentation import SegmentationTask
 from tests.deploy.runs import DET_CONFIG, DET_POST, QUIET, SEG_CONFIG, SEG_DATA, det_data
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from mobilenetv2_dense.deploy.export import export
+from mobilenetv2_dense.commands.export import export
 from mobilenetv2_dense.deploy.runtime import DeployedModel, read_sidecar
 from tests.deploy.runs import CLS_CONFIG, CLS_DATA, SEG_CONFIG, SEG_DATA
 

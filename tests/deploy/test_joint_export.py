@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilenetv2_dense.deploy.export import export
+from mobilenetv2_dense.commands.cli import cli_main
+from mobilenetv2_dense.commands.export import export
 from mobilenetv2_dense.deploy.runtime import DeployedModel, read_sidecar
-from mobilenetv2_dense.tasks.cli import cli_main
 from mobilenetv2_dense.tasks.detection import DetectionTask
 from tests.conftest import JOINT_CONFIG, JOINT_POST, joint_options
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.datasets.checks import DatasetError, DatasetWarning
 from mobilenetv2_dense.datasets.classification import ImageFolderDataset, classification_transforms
 from mobilenetv2_dense.datasets.classification.shapes import write_image_folder
 from mobilenetv2_dense.tasks.classification import ClassificationTask
-from mobilenetv2_dense.tasks.cli import cli_main
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "mobilenetv2_shapes_classification.yaml")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.commands.cli import cli_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SEG_DEMO = str(CONFIGS / "deeplabv3lite_shapes_demo.yaml")
@@ -217,7 +217,7 @@ def test_segmentation_predict_needs_only_the_checkpoint(tmp_path: Path, monkeypa
 
 
 def test_config_files_are_told_apart_from_typed_options() -> None:
-    from mobilenetv2_dense.tasks.cli import split_config_files
+    from mobilenetv2_dense.commands.cli import split_config_files
 
     args = ["--config", "a.yaml", "--model.init_args.eval_flip", "true", "-c", "b.yaml", "--config=c.yaml",
             "--ckpt_path", "x.ckpt"]

@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.commands.cli import cli_main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 # COCO 2017's 80 category ids: 1..90 without the 10 ids the paper's list left unused.
@@ -68,7 +68,7 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # runs/ and data/ paths stay in the tmp dir
     # ImageNet weights named in a config are an optional download: record the request instead of fetching.
     monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "load_weights", lambda model, weights: None)
-    # The model's num_classes comes from the data (tasks/cli.py): the tiny copy is written before instantiation.
+    # The model's num_classes comes from the data (commands/cli.py): the tiny copy is written before instantiation.
     data = yaml.safe_load(config.read_text())["data"]
     write_tiny = TINY_LAYOUTS.get(data["class_path"].rsplit(".", 1)[-1])
     if write_tiny is not None:

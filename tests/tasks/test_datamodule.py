@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.tasks.datamodule import BaseDataModule
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))

@@ -237,7 +237,7 @@ TINY = ["--data.num_train", "8", "--data.num_val", "4", "--data.scene_size", "96
 @pytest.mark.parametrize("config", DETECTION_CONFIGS, ids=[c.stem for c in DETECTION_CONFIGS])
 def test_config_instantiates_without_data(config: Path, tmp_path: Path, monkeypatch) -> None:
     """COCO and VOC are not on this machine: building the config must not touch the data paths."""
-    from mobilenetv2_dense.tasks.cli import cli_main
+    from mobilenetv2_dense.commands.cli import cli_main
 
     monkeypatch.chdir(tmp_path)
     # no dataset here: the class count is given, not read from the data
@@ -250,7 +250,7 @@ def test_config_instantiates_without_data(config: Path, tmp_path: Path, monkeypa
 
 
 def test_fit_fast_dev_run_and_predict_through_cli(tmp_path: Path, monkeypatch) -> None:
-    from mobilenetv2_dense.tasks.cli import cli_main
+    from mobilenetv2_dense.commands.cli import cli_main
 
     monkeypatch.chdir(tmp_path)
     config = str(ROOT / "configs" / "ssdlite_shapes_demo.yaml")

@@ -13,8 +13,8 @@ import yaml
 
 import mobilenetv2_dense.tasks.detection.anchors as anchors_module
 from mobilenetv2_dense.__main__ import main as package_main
+from mobilenetv2_dense.commands.cli import checkpoint_hyperparameters, cli_main
 from mobilenetv2_dense.heads.anchor_fit import DEFAULT_SETTINGS
-from mobilenetv2_dense.tasks.cli import checkpoint_hyperparameters, cli_main
 from mobilenetv2_dense.tasks.detection import COCODataModule, VOCDetectionDataModule
 from mobilenetv2_dense.tasks.detection.anchors import ANCHOR_ARGS, plain
 from tests.deploy.runs import CONFIGS, QUIET
@@ -63,7 +63,7 @@ def test_fit_anchors_reach_the_checkpoint_and_validate_and_export_build_them(thi
     assert anchor_values(cli.model.model.anchor_settings) == fitted
     assert cli.model.model.head.num_anchors == [3, 6, 6, 6, 6, 6]
 
-    from mobilenetv2_dense.deploy.export import build_task
+    from mobilenetv2_dense.commands.export import build_task
 
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)

@@ -14,10 +14,10 @@ from PIL import Image
 from torch.nn import functional as F
 
 from mobilenetv2_dense.__main__ import main as package_main
+from mobilenetv2_dense.commands.cli import checkpoint_hyperparameters, cli_main
 from mobilenetv2_dense.heads.anchor_fit import DEFAULT_SETTINGS
 from mobilenetv2_dense.heads.loss import SSDLoss
 from mobilenetv2_dense.models import ssdlite_deeplabv3_mobilenet_v2
-from mobilenetv2_dense.tasks.cli import checkpoint_hyperparameters, cli_main
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
 from mobilenetv2_dense.tasks.joint import JointTask
 from mobilenetv2_dense.tasks.joint.loss import JointLoss

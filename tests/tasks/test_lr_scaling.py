@@ -74,7 +74,7 @@ def test_lr_scales_with_the_number_of_ddp_processes(tmp_path: Path) -> None:
 
 def test_cli_run_scales_the_configs_lr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the entry point: the demo config's lr with a reference batch, on 1 device of batch 2."""
-    from mobilenetv2_dense.tasks.cli import cli_main
+    from mobilenetv2_dense.commands.cli import cli_main
 
     monkeypatch.chdir(tmp_path)
     cli = cli_main(["fit", "--config", str(CONFIGS / "deeplabv3lite_shapes_demo.yaml"),

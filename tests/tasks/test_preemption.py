@@ -17,7 +17,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.commands.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "mobilenetv2_shapes_classification.yaml")
@@ -149,7 +149,7 @@ def open_killing(file, mode="r", *args, **kwargs):
 
 
 builtins.open = open_killing
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.commands.cli import cli_main
 
 cli_main(sys.argv[1:])
 """

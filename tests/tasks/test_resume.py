@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilenetv2_dense.tasks.cli import cli_main
+from mobilenetv2_dense.commands.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "mobilenetv2_shapes_classification.yaml")

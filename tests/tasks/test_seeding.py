@@ -10,8 +10,8 @@ import lightning as L
 import pytest
 import torch
 
+from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.datasets.classification.shapes import write_image_folder
-from mobilenetv2_dense.tasks.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSIFICATION = str(ROOT / "configs" / "mobilenetv2_shapes_classification.yaml")

@@ -233,7 +233,7 @@ def test_index_png_round_trips_with_voc_palette(tmp_path):
 ])
 def test_configs_instantiate_without_data_or_downloads(name, head, weights, monkeypatch, tmp_path):
     import mobilenetv2_dense.backbone.weights
-    from mobilenetv2_dense.tasks.cli import cli_main
+    from mobilenetv2_dense.commands.cli import cli_main
 
     requested = []  # the ImageNet weights are an optional download: record the request instead of fetching
     monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "load_weights", lambda model, w: requested.append(w))
@@ -258,7 +258,7 @@ SHRINK = ["--data.num_train", "6", "--data.num_val", "3", "--data.image_size", "
 
 
 def test_demo_config_fast_dev_run_fit(monkeypatch, tmp_path):
-    from mobilenetv2_dense.tasks.cli import cli_main
+    from mobilenetv2_dense.commands.cli import cli_main
 
     monkeypatch.chdir(tmp_path)  # the config's relative data/ and runs/ folders land in tmp_path
     cli = cli_main(["fit", "--config", str(CONFIGS / "deeplabv3lite_shapes_demo.yaml"), *SHRINK,

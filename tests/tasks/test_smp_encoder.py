@@ -48,7 +48,7 @@ def test_importing_the_package_registers_nothing() -> None:
     code = (
         "import segmentation_models_pytorch as smp\n"
         "import mobilenetv2_dense.tasks.segmentation, mobilenetv2_dense.tasks.segmentation.smp_encoder as enc\n"
-        "import mobilenetv2_dense.tasks.detection, mobilenetv2_dense.tasks.cli\n"
+        "import mobilenetv2_dense.tasks.detection, mobilenetv2_dense.commands.cli\n"
         "names = set(enc.SMP_ENCODER_WIDTHS)\n"
         "assert not names & set(smp.encoders.encoders), sorted(names & set(smp.encoders.encoders))\n"
         "enc.register_smp_encoder()\n"

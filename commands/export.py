@@ -9,7 +9,7 @@ the trained architecture as ``validate`` would, and any ``--data.init_args.*`` /
 may follow); the network is Conv+BN folded, wrapped with its normalisation and post-processing
 (:mod:`mobilenetv2_dense.deploy.graph`) and exported (:mod:`mobilenetv2_dense.deploy.formats`). When the data
 module's validation set is on disk, the exported file is run by its runtime on it and compared with the eager
-model (:mod:`mobilenetv2_dense.deploy.parity`); the figures go into the sidecar ``<output>.json``.
+model (:mod:`mobilenetv2_dense.commands.parity`); the figures go into the sidecar ``<output>.json``.
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ import torch
 from torch import nn
 
 import mobilenetv2_dense
-from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
-from mobilenetv2_dense.deploy.formats import ONNX_OPSET, SUFFIX, dynamic_shapes, export_graph
-from mobilenetv2_dense.deploy.fuse import count_batchnorms, fold_conv_bn
-from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, JointGraph, SegmenterGraph
-from mobilenetv2_dense.deploy.runtime import DeployedModel, sidecar_path, write_sidecar
-from mobilenetv2_dense.models.weights import load_checkpoint_weights
-from mobilenetv2_dense.tasks.classification import ClassificationTask
-from mobilenetv2_dense.tasks.cli import checkpoint_hyperparameters, cli_main
-from mobilenetv2_dense.tasks.detection import DetectionTask
-from mobilenetv2_dense.tasks.joint import JointTask
-from mobilenetv2_dense.tasks.segmentation import SegmentationTask
-from mobilenetv2_dense.tasks.upgrade import new_class_path
+
+from ..datasets.images import IMAGENET_MEAN, IMAGENET_STD
+from ..deploy.formats import ONNX_OPSET, SUFFIX, dynamic_shapes, export_graph
+from ..deploy.fuse import count_batchnorms, fold_conv_bn
+from ..deploy.graph import ClassifierGraph, DetectorGraph, JointGraph, SegmenterGraph
+from ..deploy.runtime import DeployedModel, sidecar_path, write_sidecar
+from ..models.weights import load_checkpoint_weights
+from ..tasks.classification import ClassificationTask
+from ..tasks.detection import DetectionTask
+from ..tasks.joint import JointTask
+from ..tasks.segmentation import SegmentationTask
+from .cli import checkpoint_hyperparameters, cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -73,7 +73,6 @@ def build_task(config: str, ckpt_path: str | None, overrides: list[str]) -> tupl
             raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
         hparams = checkpoint_hyperparameters(ckpt_path)
         class_path = hparams.pop("_class_path", None)
-        class_path = new_class_path(class_path) if class_path else None  # a checkpoint from before the package
         spec = {"class_path": class_path, "init_args": hparams} if class_path else hparams
         args += ["--model", json.dumps(spec, default=str)]
     args += [*overrides, "--model.init_args.backbone_weights", "null"]  # the checkpoint (or nothing) gives weights
@@ -175,7 +174,7 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
 
 def calibration_batches(datamodule: Any, count: int) -> list[torch.Tensor]:
     """``count`` training images as ``[0, 1]`` batches (the exported graph's input), for int8 calibration."""
-    from mobilenetv2_dense.deploy.parity import unnormalize
+    from .parity import unnormalize
 
     datamodule.setup("fit")
     batches, seen = [], 0
@@ -221,7 +220,7 @@ def export(argv: list[str] | None = None) -> Path:
     float_layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in graph.modules())  # what int8 should take
     min_size = contract.get("min_size", 32)
     if args.int8 and args.format == "executorch":
-        from mobilenetv2_dense.deploy.quantize import count_int8_weights, quantize_pt2e
+        from ..deploy.quantize import count_int8_weights, quantize_pt2e
 
         graph = quantize_pt2e(graph, example, batches,
                               dynamic_shapes=dynamic_shapes(contract["dynamic_size"], min_size=min_size))
@@ -232,7 +231,7 @@ def export(argv: list[str] | None = None) -> Path:
                                  output_names=[o["name"] for o in contract["outputs"]],
                                  dynamic_size=contract["dynamic_size"], min_size=min_size)
     if onnx_int8:
-        from mobilenetv2_dense.deploy.quantize import (
+        from ..deploy.quantize import (
             QUANTISED_OPS,
             QUANTISED_OPS_DENSE,
             count_onnx_int8_layers,
@@ -257,7 +256,7 @@ def export(argv: list[str] | None = None) -> Path:
             "export_seconds": round(seconds, 1), "parity": None}
     write_sidecar(path, meta)
     if args.parity_images > 0:
-        from mobilenetv2_dense.deploy.parity import parity
+        from .parity import parity
 
         figures = parity(task, DeployedModel(path), datamodule, max_images=args.parity_images, argmax=args.argmax)
         meta["parity"] = figures

@@ -17,15 +17,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from mobilenetv2_dense.deploy.graph import denormalize
-from mobilenetv2_dense.deploy.runtime import DeployedModel
-from mobilenetv2_dense.tasks.classification import ClassificationTask
-from mobilenetv2_dense.tasks.detection import DetectionTask
-from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
-from mobilenetv2_dense.tasks.joint import JointTask
-from mobilenetv2_dense.tasks.joint.loss import logits_by_size
-from mobilenetv2_dense.tasks.segmentation import SegmentationTask
-from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, confusion_matrix, scores_from_confusion
+from ..deploy.graph import denormalize
+from ..deploy.runtime import DeployedModel
+from ..tasks.classification import ClassificationTask
+from ..tasks.detection import DetectionTask
+from ..tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
+from ..tasks.joint import JointTask
+from ..tasks.joint.loss import logits_by_size
+from ..tasks.segmentation import SegmentationTask
+from ..tasks.segmentation.metrics import IGNORE_INDEX, confusion_matrix, scores_from_confusion
 
 
 def unnormalize(images: Tensor, datamodule: Any) -> Tensor:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,16 +28,11 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from mobilenetv2_dense.backbone.weights import WeightsDownloadError
-from mobilenetv2_dense.tasks.checkpointing import ResumableTraining
-from mobilenetv2_dense.tasks.curves import TrainingCurves
-from mobilenetv2_dense.tasks.upgrade import new_class_path
+from ..backbone.weights import WeightsDownloadError
+from ..tasks.checkpointing import ResumableTraining
+from ..tasks.curves import TrainingCurves
 
 _CONFIG_OPTIONS = ("-c", "--config")
-
-
-class LegacyCheckpointError(RuntimeError):
-    """A checkpoint of the layout before the ``mobilenetv2_dense`` package (see ``tasks/upgrade.py``)."""
 
 
 def split_config_files(args: list[str]) -> tuple[list[str], list[str]]:
@@ -73,16 +66,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def checkpoint_hyperparameters(ckpt_path: str | Path) -> dict[str, Any]:
     """The model's hyper-parameters saved in a Lightning checkpoint, without Lightning's private keys."""
-    try:
-        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as error:
-        legacy = re.search(r"(?<![\w.])((?:tasks|heads|backbone)\.[\w.]+)", str(error))
-        if legacy is None:
-            raise
-        raise LegacyCheckpointError(
-            f"{ckpt_path} was written before this project became the mobilenetv2_dense package (it names "
-            f"{legacy.group(1)}); upgrade it once with: python -m mobilenetv2_dense.tasks.upgrade {ckpt_path}"
-        ) from None
+    checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     hparams.pop("_instantiator", None)
     return hparams
@@ -157,10 +141,6 @@ class TaskCLI(LightningCLI):
         configured = _flatten(self.config[subcommand].get("model"), "model.")
         if hparams:
             class_path = hparams.pop("_class_path", None) or configured.get("model.class_path")
-            if class_path is not None and new_class_path(class_path) != class_path:  # before mobilenetv2_dense
-                rank_zero_info(f"{ckpt_path} names {class_path}, read as {new_class_path(class_path)} (the module "
-                               "paths before the mobilenetv2_dense package; see tasks/upgrade.py)")
-                class_path = new_class_path(class_path)
             spec = {"class_path": class_path, "init_args": hparams} if class_path else hparams
             if self._args is None:  # parsed from a dict: there is no command line to put above the checkpoint
                 self.config = self.parser.parse_object({subcommand: {"model": spec}}, self.config)
