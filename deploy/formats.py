@@ -72,5 +72,5 @@ def export_graph(graph: nn.Module, example: Tensor, path: str | Path, *, format:
         elif format == "executorch":
             path = export_executorch(graph, example, path, dynamic_size=dynamic_size, min_size=min_size)
         else:
-            raise ValueError(f"deploy/formats.py: format must be 'onnx' or 'executorch', got {format!r}")
+            raise ValueError(f"export_graph: format must be 'onnx' or 'executorch', got {format!r}")
     return path, time.perf_counter() - start

@@ -101,7 +101,7 @@ def fold_conv_bn(model: nn.Module, *, strict: bool = True) -> nn.Module:
     left = [name for name, m in folded.named_modules() if isinstance(m, _BatchNorm)]
     if strict and left:
         raise ValueError(
-            f"deploy/fuse.py: fold_conv_bn could not fold {len(left)} BatchNorm(s) of {type(model).__name__}: "
+            f"fold_conv_bn: fold_conv_bn could not fold {len(left)} BatchNorm(s) of {type(model).__name__}: "
             f"{', '.join(left)}; each must be the next child after a conv with as many output channels, in an "
             "nn.Sequential without a custom forward, and track running stats. Restructure those blocks, or pass "
             "strict=False to keep them unfolded"
@@ -134,8 +134,8 @@ def assert_no_batchnorm(model: nn.Module, example: Tensor) -> None:
     left = [name for name, m in model.named_modules() if isinstance(m, _BatchNorm)]
     if left:
         raise RuntimeError(
-            f"deploy/fuse.py: {type(model).__name__} still has {len(left)} BatchNorm module(s): {', '.join(left)}; "
-            "fold them first with fold_conv_bn(model)"
+            f"assert_no_batchnorm: {type(model).__name__} still has {len(left)} BatchNorm module(s): "
+            f"{', '.join(left)}; fold them first with fold_conv_bn(model)"
         )
     with torch.no_grad(), warnings.catch_warnings():
         # A forward that caches tensors on the module (SSDLite's anchors) warns that export assigned an attribute;
@@ -145,7 +145,7 @@ def assert_no_batchnorm(model: nn.Module, example: Tensor) -> None:
     found = sorted(_graph_ops(exported) & BATCH_NORM_OPS)
     if found:
         raise RuntimeError(
-            f"deploy/fuse.py: the exported graph of {type(model).__name__} still calls {', '.join(found)}, though "
+            f"assert_no_batchnorm: the exported graph of {type(model).__name__} still calls {', '.join(found)}, though "
             "it has no BatchNorm module: a forward calls batch norm functionally (F.batch_norm). Give that layer a "
             "BatchNorm module after its conv in an nn.Sequential so fold_conv_bn can fold it"
         )

@@ -119,7 +119,7 @@ class DetectorGraph(nn.Module):
         self.image_size = tuple(int(s) for s in image_size)
         ids = list(range(1, model.num_classes + 1)) if category_ids is None else [int(c) for c in category_ids]
         if len(ids) != model.num_classes:
-            raise ValueError(f"deploy/graph.py: {len(ids)} category ids for a detector of {model.num_classes} classes")
+            raise ValueError(f"DetectorGraph: {len(ids)} category ids for a detector of {model.num_classes} classes")
         self.register_buffer("category_ids", torch.tensor([0, *ids], dtype=torch.int64))  # index 0: padding
         training = model.training
         with torch.no_grad():  # the anchors of this input size, as the eager model computes them

@@ -68,7 +68,7 @@ def best_possible_recall(gt_boxes: Sequence[Tensor], anchors: Tensor, *, iou_thr
     counts = torch.tensor([len(b) for b in gt_boxes], dtype=torch.long)
     total = int(counts.sum())
     if total == 0:
-        raise ValueError("heads/anchor_fit.py: no ground-truth boxes to score; the training split has no objects")
+        raise ValueError("best_possible_recall: no ground-truth boxes to score; the training split has no objects")
     order = torch.argsort(counts, descending=True, stable=True)
     order = order[counts[order] > 0]
     recalled, best_sum, start = 0, 0.0, 0
@@ -237,7 +237,7 @@ def fit_anchor_settings(boxes: Tensor, settings: dict[str, Any], *, feature_size
     boxes (a seeded sample) are scored.
     """
     if len(boxes) == 0:
-        raise ValueError("heads/anchor_fit.py: no ground-truth boxes to fit anchors to; the training split has no "
+        raise ValueError("fit_anchor_settings: no ground-truth boxes to fit anchors to; the training split has no "
                          "objects")
     settings = {**DEFAULT_SETTINGS, **settings}
     rng = np.random.default_rng(seed)

@@ -53,14 +53,14 @@ def box_specs(
     ``[(0.1, 1.0), (s_0, 2.0), (s_0, 0.5)]`` (only with ``reduce_boxes_in_lowest_layer``).
     """
     if num_layers < 1:
-        raise ValueError(f"heads/anchors.py: num_layers must be >= 1, got {num_layers}; pass one per feature map")
+        raise ValueError(f"box_specs: num_layers must be >= 1, got {num_layers}; pass one per feature map")
     if not 0 < min_scale <= max_scale:
-        raise ValueError(f"heads/anchors.py: need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+        raise ValueError(f"box_specs: need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
     if any(ar <= 0 for ar in aspect_ratios):
-        raise ValueError(f"heads/anchors.py: aspect ratios must be positive, got {tuple(aspect_ratios)}")
+        raise ValueError(f"box_specs: aspect ratios must be positive, got {tuple(aspect_ratios)}")
     if scales:
         if len(scales) != num_layers or any(s <= 0 for s in scales):
-            raise ValueError(f"heads/anchors.py: scales {tuple(scales)} must hold {num_layers} positive values, one "
+            raise ValueError(f"box_specs: scales {tuple(scales)} must hold {num_layers} positive values, one "
                              "per feature map; or pass none to use min_scale .. max_scale")
         scales = [float(s) for s in scales] + [1.0]
     else:
@@ -70,10 +70,10 @@ def box_specs(
     lowest = [(0.1, 1.0), (scales[0], 2.0), (scales[0], 0.5)]
     if lowest_layer_boxes:
         if not reduce_boxes_in_lowest_layer:
-            raise ValueError("heads/anchors.py: lowest_layer_boxes replaces the reduced lowest layer's boxes; set "
+            raise ValueError("box_specs: lowest_layer_boxes replaces the reduced lowest layer's boxes; set "
                              "reduce_boxes_in_lowest_layer=True or leave lowest_layer_boxes out")
         if any(len(box) != 2 or min(box) <= 0 for box in lowest_layer_boxes):
-            raise ValueError(f"heads/anchors.py: lowest_layer_boxes {[tuple(b) for b in lowest_layer_boxes]} must "
+            raise ValueError(f"box_specs: lowest_layer_boxes {[tuple(b) for b in lowest_layer_boxes]} must "
                              "be positive (scale, aspect_ratio) pairs, e.g. [[0.1, 1.0], [0.2, 2.0], [0.2, 0.5]]")
         lowest = [(float(scale), float(ratio)) for scale, ratio in lowest_layer_boxes]
     specs = []

@@ -154,9 +154,9 @@ def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
     """``(N, K, h, w)`` -> ``(N, K, H, W)`` bilinear (``align_corners=False``, as DeepLab), channels-last in memory.
 
     Upsampling K score maps to the full image is the largest single cost of CPU inference at COCO's 81 classes, and
-    PyTorch's channels-last kernel does it ~3x faster than the NCHW one (81x20x20 -> 320x320: 5 against 15 ms on
-    one thread, ``python -m benchmarks.joint --skip_latency --ops``; the values agree to float rounding, ~5e-7).
-    The result is the same tensor in another memory layout (:func:`label_map` over it is faster too). Traced and
+    PyTorch's channels-last bilinear kernel is the faster one on CPUs (``python -m benchmarks.joint --skip_latency
+    --ops`` measures both); the values agree to float rounding. The result is the same tensor in another memory
+    layout (:func:`label_map` over it is faster too). Traced and
     exported graphs keep the plain layout: the layout is a property of PyTorch's kernels, not of the ONNX /
     ExecuTorch graph.
     """
@@ -168,9 +168,8 @@ def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
 def label_map(logits: Tensor) -> Tensor:
     """``(N, K, H, W)`` scores -> ``(N, H, W)`` int64 best class per pixel, the first one on ties (as ``argmax``).
 
-    ``max(1).indices`` gives ``argmax(1)``'s labels about 3x faster on the CPU: PyTorch's argmax over the strided
-    class dimension of an NCHW tensor is slow (81 classes at 320x320: 14 against 38 ms on one thread,
-    ``python -m benchmarks.joint --skip_latency --ops``), and this runs on every full-resolution prediction and
-    evaluation batch.
+    ``max(1).indices`` gives ``argmax(1)``'s labels faster on the CPU, because PyTorch's argmax over the strided
+    class dimension of an NCHW tensor is slow (``python -m benchmarks.joint --skip_latency --ops`` measures both),
+    and this runs on every full-resolution prediction and evaluation batch.
     """
     return logits.max(1).indices

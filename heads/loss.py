@@ -64,13 +64,13 @@ class SSDLoss(nn.Module):
     ) -> None:
         super().__init__()
         if classification not in ("softmax", "focal"):
-            raise ValueError(f"heads/loss.py: classification must be 'softmax' or 'focal', got {classification!r}")
+            raise ValueError(f"SSDLoss: classification must be 'softmax' or 'focal', got {classification!r}")
         if neg_pos_ratio < 0:
-            raise ValueError(f"heads/loss.py: neg_pos_ratio must be >= 0, got {neg_pos_ratio} (SSD uses 3)")
+            raise ValueError(f"SSDLoss: neg_pos_ratio must be >= 0, got {neg_pos_ratio} (SSD uses 3)")
         if not 0 < iou_threshold <= 1:
             raise ValueError(f"SSDLoss: iou_threshold must be in (0, 1], got {iou_threshold} (SSD uses 0.5)")
         if min_negatives_per_image < 0:
-            raise ValueError(f"heads/loss.py: min_negatives_per_image must be >= 0, got {min_negatives_per_image} "
+            raise ValueError(f"SSDLoss: min_negatives_per_image must be >= 0, got {min_negatives_per_image} "
                              "(TF's SSD configs use 3)")
         self.neg_pos_ratio = neg_pos_ratio
         self.min_negatives_per_image = min_negatives_per_image
@@ -84,7 +84,7 @@ class SSDLoss(nn.Module):
         cls_logits = outputs["cls_logits"].float()
         anchors = outputs["anchors"].float()
         if len(targets) != cls_logits.shape[0]:
-            raise ValueError(f"heads/loss.py: {len(targets)} targets for a batch of {cls_logits.shape[0]} images; "
+            raise ValueError(f"SSDLoss.forward: {len(targets)} targets for a batch of {cls_logits.shape[0]} images; "
                              "pass one target dict per image")
         with torch.no_grad():
             matches = match_anchors([t["boxes"] for t in targets], anchors, self.iou_threshold)  # (N, A)

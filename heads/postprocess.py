@@ -38,7 +38,7 @@ def postprocess_detections(
     elif classification == "focal":
         scores = cls_logits.float()[..., 1:].sigmoid()  # (N, A, K)
     else:
-        raise ValueError(f"heads/postprocess.py: classification must be 'softmax' or 'focal', got {classification!r}")
+        raise ValueError(f"postprocess_detections: classification must be 'softmax' or 'focal', got {classification!r}")
     num_images, num_anchors, num_classes = scores.shape
 
     # Top-k over every (anchor, class) pair of an image at once: (N, A, K) -> (N, A*K) -> (N, T)

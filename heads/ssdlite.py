@@ -81,14 +81,14 @@ class SSDLiteHead(nn.Module):
     ) -> None:
         super().__init__()
         if not in_channels:
-            raise ValueError("heads/ssdlite.py: in_channels is empty; pass {tap name: channels} of the backbone")
+            raise ValueError("SSDLiteHead: in_channels is empty; pass {tap name: channels} of the backbone")
         if num_classes < 1:
-            raise ValueError(f"heads/ssdlite.py: num_classes must be >= 1 (object classes, no background), "
+            raise ValueError(f"SSDLiteHead: num_classes must be >= 1 (object classes, no background), "
                              f"got {num_classes}")
         map_channels = [*in_channels.values(), *extra_channels]
         if len(num_anchors) != len(map_channels):
             raise ValueError(
-                f"heads/ssdlite.py: num_anchors has {len(num_anchors)} entries but there are {len(map_channels)} "
+                f"SSDLiteHead: num_anchors has {len(num_anchors)} entries but there are {len(map_channels)} "
                 f"feature maps ({len(in_channels)} taps + {len(extra_channels)} extra layers); pass one count per "
                 "map, e.g. num_anchors_per_location(num_layers=len(in_channels) + len(extra_channels))"
             )
@@ -120,7 +120,7 @@ class SSDLiteHead(nn.Module):
         steps is dominated by easy negatives; the background column (unused by focal loss) stays at 0.
         """
         if not 0 < prior < 1:
-            raise ValueError(f"heads/ssdlite.py: prior must be in (0, 1), got {prior}; RetinaNet uses 0.01")
+            raise ValueError(f"SSDLiteHead.set_class_prior: prior must be in (0, 1), got {prior}; RetinaNet uses 0.01")
         bias_value = -math.log((1 - prior) / prior)
         for predictor, anchors in zip(self.cls_predictors, self.num_anchors):
             bias = predictor[-1].bias.view(anchors, self.num_classes + 1)  # (A_l*(K+1),) -> (A_l, K+1)
@@ -129,7 +129,7 @@ class SSDLiteHead(nn.Module):
     def forward(self, features: dict[str, Tensor]) -> dict:
         missing = [name for name in self.in_features if name not in features]
         if missing:
-            raise KeyError(f"heads/ssdlite.py: features {missing} missing from the backbone output "
+            raise KeyError(f"SSDLiteHead.forward: features {missing} missing from the backbone output "
                            f"(got {list(features)}); build the backbone with out_features={self.in_features}")
         maps = [features[name] for name in self.in_features]
         x = maps[-1]

@@ -91,15 +91,15 @@ class DeepLabV3(nn.Module):
     ) -> None:
         super().__init__()
         if head not in ("lite", "aspp"):
-            raise ValueError(f"models/deeplab.py: head must be 'lite' or 'aspp', got {head!r}")
+            raise ValueError(f"DeepLabV3: head must be 'lite' or 'aspp', got {head!r}")
         if num_classes < 2:
-            raise ValueError(f"models/deeplab.py: num_classes counts the background too (21 for VOC); "
+            raise ValueError(f"DeepLabV3: num_classes counts the background too (21 for VOC); "
                              f"got {num_classes}")
         rates = atrous_rates_for(backbone.output_stride)  # also rejects output strides other than 8 and 16
         info = backbone.out_feature_info
         if len(info.names) != (2 if decoder else 1):
             wanted = ["stage2", "stage7"] if decoder else ["stage7"]
-            raise ValueError(f"models/deeplab.py: the backbone returns {info.names}; with decoder={decoder} build it "
+            raise ValueError(f"DeepLabV3: the backbone returns {info.names}; with decoder={decoder} build it "
                              f"with out_features={wanted}")
         self.num_classes = num_classes
         self.head_type = head
@@ -179,7 +179,7 @@ def deeplabv3_mobilenet_v2(
     """
     # Checked before the backbone is built: that is the slow part.
     if head not in ("lite", "aspp"):
-        raise ValueError(f"models/deeplab.py: head must be 'lite' or 'aspp', got {head!r}")
+        raise ValueError(f"deeplabv3_mobilenet_v2: head must be 'lite' or 'aspp', got {head!r}")
     atrous_rates_for(output_stride)
     backbone = mobilenet_v2(width_mult=width_mult, output_stride=output_stride,
                             out_features=["stage2", "stage7"] if decoder else ["stage7"],

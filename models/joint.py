@@ -77,19 +77,19 @@ class SSDLiteDeepLabV3(SSDLite):
     def __init__(self, backbone: MobileNetV2, *, num_classes: int, num_seg_classes: int, taps: Sequence[str] = TAPS,
                  decoder: bool = False, decoder_feature: str = LOW_LEVEL_FEATURE, **detector_settings) -> None:
         if num_seg_classes < 2:
-            raise ValueError(f"models/joint.py: num_seg_classes counts the background too (21 for VOC, 81 for COCO's "
+            raise ValueError(f"SSDLiteDeepLabV3: num_seg_classes counts the background too (21 for VOC, 81 for COCO's "
                              f"80 categories); got {num_seg_classes}")
         wanted = joint_features(taps, decoder, decoder_feature)
         missing = [name for name in wanted if name not in backbone.out_features]
         if missing or backbone.output_stride != 32:
-            raise ValueError(f"models/joint.py: the backbone returns {backbone.out_features} at output stride "
+            raise ValueError(f"SSDLiteDeepLabV3: the backbone returns {backbone.out_features} at output stride "
                              f"{backbone.output_stride}; build it at output stride 32 (the detector's 1280 layer is "
                              f"at stride 32) with out_features={wanted}")
         super().__init__(backbone, num_classes=num_classes, taps=taps, **detector_settings)
         self.num_seg_classes = num_seg_classes
         self.low_level_feature = decoder_feature if decoder else None
         if decoder and backbone.out_feature_info.get(decoder_feature)["reduction"] >= 32:
-            raise ValueError(f"models/joint.py: decoder_feature {decoder_feature!r} is at stride 32, as coarse as "
+            raise ValueError(f"SSDLiteDeepLabV3: decoder_feature {decoder_feature!r} is at stride 32, as coarse as "
                              f"{SEGMENTATION_FEATURE}; pass a finer one: stage2 (4), stage3 (8), stage6_expansion (16)")
         # The lite head has no atrous branches, so output stride 32 needs no rates.
         self.segmentation_head, self.segmentation_decoder = deeplab_head(
@@ -158,7 +158,7 @@ def ssdlite_deeplabv3_mobilenet_v2(
         out = model.predict(torch.rand(1, 3, 320, 320))  # {"detections": [...], "seg_labels": (1, 320, 320)}
     """
     if len(set(taps)) != len(taps):
-        raise ValueError(f"models/joint.py: taps {tuple(taps)} name the same feature twice; "
+        raise ValueError(f"ssdlite_deeplabv3_mobilenet_v2: taps {tuple(taps)} name the same feature twice; "
                          "pass two different features, e.g. ('stage6_expansion', 'conv_head')")
     out_features = joint_features(taps, decoder, decoder_feature)
     # The detector's batch norm (TF SSDLite's eps and momentum) in the backbone, as ssdlite320_mobilenet_v2 builds it.

@@ -91,7 +91,7 @@ class SSDLite(nn.Module):
     ) -> None:
         super().__init__()
         if classification not in ("softmax", "focal"):
-            raise ValueError(f"models/ssdlite.py: classification must be 'softmax' or 'focal', got {classification!r}")
+            raise ValueError(f"SSDLite: classification must be 'softmax' or 'focal', got {classification!r}")
         # network order, so the stride-16 tap comes first
         tap_info = backbone.out_feature_info if taps is None else backbone.out_feature_info.select(taps)
         self.backbone = backbone
@@ -141,16 +141,16 @@ class SSDLite(nn.Module):
         hence the head's conv shapes and any trained weights, must stay as they are."""
         unknown = set(settings) - set(self.anchor_settings)
         if unknown:
-            raise ValueError(f"models/ssdlite.py: unknown anchor settings {sorted(unknown)}; "
+            raise ValueError(f"SSDLite.set_anchor_settings: unknown anchor settings {sorted(unknown)}; "
                              f"known: {sorted(self.anchor_settings)}")
         new = {**self.anchor_settings, **settings}
         counts = num_anchors_per_location(num_layers=len(self.head.num_anchors), **{
             k: new[k] for k in ("aspect_ratios", "interpolated_scale_aspect_ratio", "reduce_boxes_in_lowest_layer",
                                 "lowest_layer_boxes")})
         if counts != self.head.num_anchors:
-            raise ValueError(f"models/ssdlite.py: these anchor settings give {counts} anchors per location, the head "
-                             f"predicts {self.head.num_anchors}; keep the number of aspect ratios (and lowest-layer "
-                             "boxes) as they are")
+            raise ValueError(f"SSDLite.set_anchor_settings: these anchor settings give {counts} anchors per location, "
+                             f"the head predicts {self.head.num_anchors}; keep the number of aspect ratios (and "
+                             "lowest-layer boxes) as they are")
         ssd_anchors([(1, 1)] * len(counts), (1, 1), **new)  # bad values fail here
         self.anchor_settings = new
         self._anchor_cache.clear()
@@ -188,7 +188,7 @@ class SSDLite(nn.Module):
 def check_images(images: Tensor) -> None:
     """Raise unless ``images`` is an ``(N, 3, H, W)`` batch."""
     if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"models/ssdlite.py: expected images (N, 3, H, W), got {tuple(images.shape)}; "
+        raise ValueError(f"check_images: expected images (N, 3, H, W), got {tuple(images.shape)}; "
                          "stack the images of a batch into one tensor (torch.stack)")
 
 
@@ -229,7 +229,7 @@ def ssdlite320_mobilenet_v2(
         detections = model.predict(torch.rand(1, 3, 320, 320))  # [{"boxes": (D, 4), "scores", "labels"}]
     """
     if len(set(taps)) != len(taps):
-        raise ValueError(f"models/ssdlite.py: taps {tuple(taps)} name the same feature twice; "
+        raise ValueError(f"ssdlite320_mobilenet_v2: taps {tuple(taps)} name the same feature twice; "
                          "pass two different features, e.g. ('stage6_expansion', 'conv_head')")
     # TF's SSDLite batch norm (decay 0.97, eps 1e-3) in the backbone too, as torchvision's ssdlite320 does; eps and
     # momentum are not in a state_dict, so ImageNet weights still load.

@@ -49,9 +49,9 @@ def _load(path: Path) -> object:
     try:
         unknown = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except ValueError:
-        raise ValueError(f"models/weights.py: {str(path)!r} is not a torch.save file ({type(first).__name__} from "
-                         "torch.load); pass a Lightning .ckpt of this project's tasks or a file written by "
-                         "torch.save(model.state_dict(), path)") from first
+        raise ValueError(f"load_checkpoint_weights: {str(path)!r} is not a torch.save file "
+                         f"({type(first).__name__} from torch.load); pass a Lightning .ckpt of this project's tasks "
+                         "or a file written by torch.save(model.state_dict(), path)") from first
     if not unknown:
         raise _unreadable(path, unknown) from first
     # One stand-in class per unknown name: the allowlist maps each full name to its own class.
@@ -65,7 +65,7 @@ def _load(path: Path) -> object:
 
 def _unreadable(path: Path, unknown: list[str]) -> ValueError:
     return ValueError(
-        f"models/weights.py: {str(path)!r} cannot be read with torch.load(weights_only=True), even with inert "
+        f"load_checkpoint_weights: {str(path)!r} cannot be read with torch.load(weights_only=True), even with inert "
         f"stand-ins for the classes it names ({unknown}); save the weights alone with "
         "torch.save(model.state_dict(), path) (for a task: task.model.state_dict()), or import the module that "
         "registers the file's classes with torch.serialization.add_safe_globals first")
@@ -76,13 +76,13 @@ def checkpoint_state_dict(path: str | Path) -> dict[str, Tensor]:
     a plain state_dict file (keys as they are)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"models/weights.py: weights file {str(path)!r} not found; pass the path of a "
+        raise FileNotFoundError(f"checkpoint_state_dict: weights file {str(path)!r} not found; pass the path of a "
                                 "Lightning .ckpt of this project's tasks or of a torch.save(model.state_dict()) file")
     loaded = _load(path)
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
-        raise ValueError(f"models/weights.py: {str(path)!r} holds neither a Lightning checkpoint nor a state_dict "
+        raise ValueError(f"checkpoint_state_dict: {str(path)!r} holds neither a Lightning checkpoint nor a state_dict "
                          f"(got {type(loaded).__name__}); save one with torch.save(model.state_dict(), path)")
     if any(key.startswith(PREFIX) for key in loaded):
         # A task's checkpoint: the network is ``task.model``; the task's own modules (loss, metrics) are not ours.
@@ -104,9 +104,9 @@ def load_checkpoint_weights(model: nn.Module, path: str | Path) -> nn.Module:
                   for key, value in state.items() if key in ours and value.shape != ours[key].shape]
     if missing or unexpected or mismatched:
         raise ValueError(
-            f"models/weights.py: {str(path)!r} does not fit this {type(model).__name__}: {len(missing)} missing keys "
-            f"{missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}, {len(mismatched)} shape mismatches "
-            f"{mismatched[:5]}; build the model with the arguments the checkpoint was trained with (num_classes, "
-            "width_mult, head, decoder: the task's hyper-parameters)")
+            f"load_checkpoint_weights: {str(path)!r} does not fit this {type(model).__name__}: {len(missing)} missing "
+            f"keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}, {len(mismatched)} shape "
+            f"mismatches {mismatched[:5]}; build the model with the arguments the checkpoint was trained with "
+            "(num_classes, width_mult, head, decoder: the task's hyper-parameters)")
     model.load_state_dict(state)
     return model

@@ -67,10 +67,8 @@ class DetectionTask(BaseTask):
             than torchvision's SSDLite (``benchmarks/train_vs_peers.py``). 0.5 is the paper's setting.
         score_thresh, nms_thresh, detections_per_img: post-processing (per-class NMS), see
             :meth:`mobilenetv2_dense.models.SSDLite.postprocess`.
-        topk_candidates: (anchor, class) pairs per image kept for decoding and NMS. 300 = 3 x detections_per_img:
-            on the ``make demo`` model (benchmarks/detection_topk.py) mAP 0.2835 and AR@100 0.5575 are reached at
-            300 and unchanged up to every pair (2,952); 200 loses 0.004 AR@100, and 400 costs 10% more
-            post-processing time (1.6x for every pair) for the same numbers.
+        topk_candidates: (anchor, class) pairs per image kept for decoding and NMS; 300 = 3 x detections_per_img,
+            where mAP and AR@100 stop changing on the demo model (``python -m benchmarks.detection_topk`` sweeps it).
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
         min_scale, max_scale, aspect_ratios, interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer, scales,
             lowest_layer_boxes: the anchors (TF ``ssd_anchor_generator`` settings and two options for fitted values,
@@ -237,7 +235,7 @@ class DetectionTask(BaseTask):
             coco_gt = getattr(datamodule, "val_coco", None)
         if coco_gt is None:
             raise AttributeError(
-                f"DetectionTask (tasks/detection/module.py): {type(datamodule).__name__} has no val_coco; COCO "
+                f"DetectionTask: {type(datamodule).__name__} has no val_coco; COCO "
                 "evaluation needs the ground truth as a pycocotools COCO object (see COCODataModule.val_coco)")
         results, image_ids = self._gather()
         self._reset()

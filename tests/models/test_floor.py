@@ -276,9 +276,9 @@ def test_models_take_their_backbone() -> None:
     dilated = mobilenet_v2(width_mult=0.35, output_stride=8, out_features=["stage7"])
     segmenter = DeepLabV3(dilated, num_classes=3, head="aspp")
     assert segmenter.backbone is dilated and segmenter.head.atrous_rates == (12, 24, 36)
-    with pytest.raises(ValueError, match=r"models/deeplab.py: .*decoder=True.*out_features=\['stage2', 'stage7'\]"):
+    with pytest.raises(ValueError, match=r"DeepLabV3: .*decoder=True.*out_features=\['stage2', 'stage7'\]"):
         DeepLabV3(dilated, num_classes=3, decoder=True)
     with pytest.raises(ValueError, match="output_stride must be 8 or 16, got 32"):
         DeepLabV3(mobilenet_v2(width_mult=0.35, out_features=["stage7"]), num_classes=3)
-    with pytest.raises(ValueError, match="models/ssdlite.py: taps .* name the same feature twice"):
+    with pytest.raises(ValueError, match="ssdlite320_mobilenet_v2: taps .* name the same feature twice"):
         ssdlite320_mobilenet_v2(num_classes=3, taps=("conv_head", "conv_head"))
