@@ -35,6 +35,33 @@ from ..tasks.curves import TrainingCurves
 _CONFIG_OPTIONS = ("-c", "--config")
 
 
+def nested_nulls(args: list[str]) -> list[str]:
+    """``--model.init_args.optimization.reference_batch_size null`` -> ``--model.init_args.optimization
+    '{"reference_batch_size": null}'``.
+
+    jsonargparse (4.x) turns a dotted ``null`` for a field of a settings dataclass inside ``init_args`` into the
+    string ``"None"`` and then rejects it; the same value given as a one-key dict for the block parses, merged into
+    the block's other values. Every other option passes through unchanged.
+    """
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        key, value, width = None, None, 1
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg.split("=", 1)
+        elif arg.startswith("--") and i + 1 < len(args):
+            key, value, width = arg, args[i + 1], 2
+        head, sep, tail = (key or "").partition(".init_args.")
+        if value == "null" and sep and tail.count(".") >= 1:
+            block, field = tail.rsplit(".", 1)
+            out += [f"{head}.init_args.{block}", json.dumps({field: None})]
+            i += width
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
 def split_config_files(args: list[str]) -> tuple[list[str], list[str]]:
     """``args`` (after the subcommand) -> (the ``--config`` options, the options typed one by one)."""
     configs, typed, value_of_config = [], [], False
@@ -127,7 +154,9 @@ class TaskCLI(LightningCLI):
                 "model.init_args.num_classes (a checkpoint given with --ckpt_path gives it too)") from error
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        self._args = list(sys.argv[1:] if args is None else args) if not isinstance(args, (dict, Namespace)) else None
+        if not isinstance(args, (dict, Namespace)):
+            args = nested_nulls(list(sys.argv[1:] if args is None else args))
+        self._args = list(args) if not isinstance(args, (dict, Namespace)) else None
         super().parse_arguments(parser, args)
 
     def _parse_ckpt_path(self) -> None:

@@ -32,13 +32,13 @@ class BaseTask(L.LightningModule):
 
     task_name: str = ""  # the "task" of an exported file's sidecar this task can run
 
-    def __init__(self, optimization: Optimization | None = None, channels_last: bool = False,
+    def __init__(self, optimization: Optimization = Optimization(), channels_last: bool = False,
                  deployed: str | None = None, inference: Literal["eager", "fused", "compiled"] = "eager") -> None:
         super().__init__()
         if inference not in ("eager", "fused", "compiled"):
             raise ValueError(f"{type(self).__name__}: inference must be 'eager', 'fused' or 'compiled', "
                              f"got {inference!r}")
-        self.optimization = optimization or Optimization()
+        self.optimization = optimization
         self.channels_last = channels_last
         self.deployed = deployed
         self.inference = inference

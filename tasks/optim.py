@@ -17,7 +17,7 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 
-@dataclass
+@dataclass(frozen=True)
 class Optimization:
     """Optimiser and schedule. ``lr`` is the peak rate, reached after ``warmup_epochs``.
 

@@ -32,7 +32,7 @@ class ClassificationTask(BaseTask):
 
     def __init__(self, num_classes: int, width_mult: float = 1.0, dropout: float = 0.2,
                  backbone_weights: str | None = None, frozen_stages: int = -1, label_smoothing: float = 0.0,
-                 optimization: Optimization | None = None, channels_last: bool = False,
+                 optimization: Optimization = Optimization(), channels_last: bool = False,
                  deployed: str | None = None, inference: Literal["eager", "fused", "compiled"] = "eager") -> None:
         super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed,
                          inference=inference)

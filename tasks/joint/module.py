@@ -93,7 +93,7 @@ class JointTask(DetectionTask):
         scales: list[float] | None = None,
         lowest_layer_boxes: list[list[float]] | None = None,  # [scale, aspect_ratio] pairs
         fit_anchors: bool = False,
-        optimization: Optimization | None = None,
+        optimization: Optimization = Optimization(),
         channels_last: bool = False,
         deployed: str | None = None,
         inference: Literal["eager", "fused", "compiled"] = "eager",

@@ -84,7 +84,7 @@ class SegmentationTask(BaseTask):
         eval_output_stride: int | None = None,
         eval_scales: Sequence[float] = (1.0,),
         eval_flip: bool = False,
-        optimization: Optimization | None = None,
+        optimization: Optimization = Optimization(),
         channels_last: bool = False,
         deployed: str | None = None,
         inference: Literal["eager", "fused", "compiled"] = "eager",
