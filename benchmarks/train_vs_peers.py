@@ -50,6 +50,7 @@ from mobilenetv2_dense.datasets.detection.dataset import detection_collate
 from mobilenetv2_dense.datasets.detection.shapes import MARKER, write_shapes_coco
 from mobilenetv2_dense.datasets.detection.transforms import DetectionAugment, DetectionTransform, ssd_augmentation
 from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
+from mobilenetv2_dense.heads.anchors import AnchorSettings
 from mobilenetv2_dense.heads.loss import SSDLoss
 from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.detection.anchors import fit_model_anchors
@@ -69,23 +70,25 @@ SCORE_THRESH, NMS_THRESH, DETECTIONS, TOPK = 0.01, 0.45, 100, 300
 # Our SSDLite's variants: model kwargs, loss kwargs, input normalisation and anchor fitting, changed one part at a
 # time from "paper" (this project's defaults before this benchmark) towards torchvision's.
 KAIMING = dict(backbone_init="kaiming")
+TV_ANCHORS = AnchorSettings(reduce_boxes_in_lowest_layer=False)  # 6 boxes on the lowest map, as torchvision's
 VARIANTS: dict[str, dict] = {
     # the defaults: N(0, 0.03) backbone init, anchors fitted to the data, anchors matched at IoU >= 0.4
     "ours": dict(fit_anchors=True, loss=dict(iou_threshold=0.4)),
     # TF's anchors matched at IoU 0.5 on a He-initialised backbone (torchvision's classification init)
     "paper": dict(model=KAIMING),
     "paper+normal_init": dict(),
-    "paper+tv_anchors": dict(model=dict(**KAIMING, reduce_boxes_in_lowest_layer=False)),
+    "paper+tv_anchors": dict(model=dict(**KAIMING, anchors=TV_ANCHORS)),
     "paper+tv_input": dict(model=KAIMING, normalize="minus_one_one"),
     "paper+no_min_negatives": dict(model=KAIMING, loss=dict(min_negatives_per_image=0)),
     "paper+fit_anchors": dict(model=KAIMING, fit_anchors=True),
-    "normal_init+tv_anchors": dict(model=dict(reduce_boxes_in_lowest_layer=False)),
-    "normal_init+lowest_0.2": dict(model=dict(lowest_layer_boxes=[[0.2, 1.0], [0.2, 2.0], [0.2, 0.5]])),
+    "normal_init+tv_anchors": dict(model=dict(anchors=TV_ANCHORS)),
+    "normal_init+lowest_0.2": dict(model=dict(anchors=AnchorSettings(
+        lowest_layer_boxes=((0.2, 1.0), (0.2, 2.0), (0.2, 0.5))))),
     "normal_init+fit_anchors": dict(fit_anchors=True),
     "normal_init+fit_anchors+focal": dict(model=dict(classification="focal"), loss=dict(classification="focal"),
                                           fit_anchors=True),
     # every torchvision part but its backbone
-    "tv_all": dict(model=dict(reduce_boxes_in_lowest_layer=False), clip_anchors=True, normalize="minus_one_one",
+    "tv_all": dict(model=dict(anchors=TV_ANCHORS), clip_anchors=True, normalize="minus_one_one",
                    loss=dict(min_negatives_per_image=0)),
 }
 

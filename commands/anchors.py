@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from ..tasks.detection import DetectionTask
-from ..tasks.detection.anchors import _data_boxes, fit_model_anchors, plain
+from ..tasks.detection.anchors import _data_boxes, fit_model_anchors
 from .cli import cli_main
 
 
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> Path:
               f"{report.before.mean_best_iou:.3f} -> {report.after.mean_best_iou:.3f}.\n"
               f"# Pass it after the experiment's config: python train_task.py fit "
               f"{' '.join([*configs, '--config', str(output), *overrides])}\n")
-    body = yaml.safe_dump({"model": {"init_args": plain(report.fitted)}}, default_flow_style=None, sort_keys=False)
+    body = yaml.safe_dump({"model": {"init_args": {"anchors": report.fitted.plain()}}}, default_flow_style=None,
+                          sort_keys=False)
     output.write_text(header + body)
     print(f"anchors: wrote {output}")
     return output

@@ -99,7 +99,7 @@ def checkpoint_hyperparameters(ckpt_path: str | Path) -> dict[str, Any]:
     return hparams
 
 
-def _plain(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """JSON for what Python-built tasks keep in their hyper-parameters (dataclasses such as ``Optimization``)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
@@ -177,7 +177,7 @@ class TaskCLI(LightningCLI):
                 # One parse, in precedence order: the config files, the checkpoint, then what was typed.
                 at = self._args.index(subcommand)
                 configs, typed = split_config_files(self._args[at + 1:])
-                checkpoint = ["--model", json.dumps(spec, default=_plain)]
+                checkpoint = ["--model", json.dumps(spec, default=json_default)]
                 self.config = self.parser.parse_args([*self._args[:at + 1], *configs, *checkpoint, *typed])
             self._report(ckpt_path, configured, _flatten(spec, "model."),
                          _flatten(self.config[subcommand].get("model"), "model."))

@@ -37,7 +37,7 @@ from ..tasks.classification import ClassificationTask
 from ..tasks.detection import DetectionTask
 from ..tasks.joint import JointTask
 from ..tasks.segmentation import SegmentationTask
-from .cli import checkpoint_hyperparameters, cli_main
+from .cli import checkpoint_hyperparameters, cli_main, json_default
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -74,7 +74,7 @@ def build_task(config: str, ckpt_path: str | None, overrides: list[str]) -> tupl
         hparams = checkpoint_hyperparameters(ckpt_path)
         class_path = hparams.pop("_class_path", None)
         spec = {"class_path": class_path, "init_args": hparams} if class_path else hparams
-        args += ["--model", json.dumps(spec, default=str)]
+        args += ["--model", json.dumps(spec, default=json_default)]
     args += [*overrides, "--model.init_args.backbone_weights", "null"]  # the checkpoint (or nothing) gives weights
     with warnings.catch_warnings():  # LightningCLI warns that sys.argv differs from args: here it must
         warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
@@ -132,7 +132,9 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
         contract = {"task": "joint" if joint else "detection", "dynamic_size": False, "outputs": outputs,
                     "post_processing": {"score_thresh": folded.score_thresh, "nms_thresh": folded.nms_thresh,
                                         "detections_per_img": d, "topk_candidates": folded.topk_candidates,
-                                        "classification": folded.classification, "nms": "class-wise, greedy"}}
+                                        "classification": folded.classification, "nms": "class-wise, greedy"},
+                    # the default boxes are constants of the graph; their generator values, for a reader
+                    "anchors": folded.anchor_settings.plain()}
         if joint:
             names = _data_attr(datamodule, "seg_class_names") or task.seg_class_names
             names = names if names is not None and len(names) == task.num_seg_classes else \

@@ -5,7 +5,7 @@ if __name__ != "mobilenetv2_dense.heads":  # `import heads` from a checkout woul
                       "mobilenetv2_dense.heads package (pip install -e . maps it; see pyproject.toml)")
 
 from .anchor_fit import best_possible_recall, fit_anchor_settings
-from .anchors import box_specs, num_anchors_per_location, ssd_anchors
+from .anchors import AnchorSettings, box_specs, num_anchors_per_location, ssd_anchors
 from .box_coder import BoxCoder
 from .deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, ImagePooling, atrous_rates_for
 from .loss import SSDLoss
@@ -14,6 +14,7 @@ from .postprocess import postprocess_detections
 from .ssdlite import SSDLiteHead
 
 __all__ = [
+    "AnchorSettings",
     "BoxCoder",
     "DeepLabV3Head",
     "DeepLabV3PlusDecoder",

@@ -34,13 +34,9 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from .anchors import DEFAULT_ASPECT_RATIOS, box_specs
+from .anchors import AnchorSettings, box_specs
 from .matcher import match_iou, pad_boxes
 
-# TF's ssd_anchor_generator defaults, the keyword arguments of box_specs and ssd_anchors (and SSDLite.anchor_settings).
-DEFAULT_SETTINGS: dict[str, Any] = {"min_scale": 0.2, "max_scale": 0.95, "aspect_ratios": DEFAULT_ASPECT_RATIOS,
-                                    "interpolated_scale_aspect_ratio": 1.0, "reduce_boxes_in_lowest_layer": True,
-                                    "scales": None, "lowest_layer_boxes": None}
 # Search bounds (log space): scales 1% .. 200% of the short side, aspect ratios 1:20 .. 20:1.
 LOG_SCALE_RANGE = (math.log(0.01), math.log(2.0))
 LOG_RATIO_RANGE = (math.log(1 / 20), math.log(20.0))
@@ -132,11 +128,11 @@ def _best_iou(size: Tensor, offsets: Tensor, shapes: Tensor, layer: Tensor) -> T
 
 @dataclass
 class AnchorFit:
-    """What :func:`fit_anchor_settings` found: ``settings`` (the generator's keyword arguments, as
-    ``SSDLite.anchor_settings``), the search's fitness (share of boxes reachable + mean best IoU, on the boxes it
-    used) of the given settings and of the result, and which start the search took (``"given"`` or ``"k-means"``)."""
+    """What :func:`fit_anchor_settings` found: ``settings`` (as ``SSDLite.anchor_settings``), the search's fitness
+    (share of boxes reachable + mean best IoU, on the boxes it used) of the given settings and of the result, and
+    which start the search took (``"given"`` or ``"k-means"``)."""
 
-    settings: dict[str, Any]
+    settings: AnchorSettings
     fitness_before: float
     fitness_after: float
     start: str
@@ -149,23 +145,20 @@ class _Layout:
     A reduced lowest layer's boxes replace everything its scale ``s_0`` was used for, so ``s_0`` is not searched;
     the result writes there the smallest of the lowest layer's scales, for a reader of the config."""
 
-    def __init__(self, settings: dict[str, Any], num_layers: int) -> None:
-        self.settings, self.num_layers = dict(settings), num_layers
-        self.num_ratios = len(settings["aspect_ratios"])
-        self.interpolated = settings["interpolated_scale_aspect_ratio"] > 0
-        self.reduced = bool(settings["reduce_boxes_in_lowest_layer"])
+    def __init__(self, settings: AnchorSettings, num_layers: int) -> None:
+        self.settings, self.num_layers = settings, num_layers
+        self.num_ratios = len(settings.aspect_ratios)
+        self.interpolated = settings.interpolated_scale_aspect_ratio > 0
+        self.reduced = settings.reduce_boxes_in_lowest_layer
         self.num_scales = num_layers - 1 if self.reduced else num_layers
 
-    def encode(self, settings: dict[str, Any]) -> np.ndarray:
-        scales = settings.get("scales")
-        if not scales:  # the linear rule's values, as box_specs computes them
-            step = (settings["max_scale"] - settings["min_scale"]) / max(self.num_layers - 1, 1)
-            scales = [settings["min_scale"] + step * k for k in range(self.num_layers)]
-        parts = [list(scales)[self.num_layers - self.num_scales:], list(settings["aspect_ratios"])]
+    def encode(self, settings: AnchorSettings) -> np.ndarray:
+        scales = settings.layer_scales(self.num_layers)
+        parts = [scales[self.num_layers - self.num_scales:], list(settings.aspect_ratios)]
         if self.interpolated:
-            parts.append([settings["interpolated_scale_aspect_ratio"]])
+            parts.append([settings.interpolated_scale_aspect_ratio])
         if self.reduced:
-            lowest = box_specs(num_layers=self.num_layers, **settings)[0]
+            lowest = box_specs(settings, num_layers=self.num_layers)[0]
             parts.append([v for box in lowest for v in box])
         return np.log(np.array([v for part in parts for v in part], dtype=np.float64))
 
@@ -175,20 +168,19 @@ class _Layout:
         ranges = np.array([LOG_SCALE_RANGE, LOG_RATIO_RANGE])[kinds]
         return ranges[:, 0], ranges[:, 1]
 
-    def decode(self, vector: np.ndarray) -> dict[str, Any]:
+    def decode(self, vector: np.ndarray) -> AnchorSettings:
         """The settings of ``vector``, rounded to 4 significant digits (what a config file will hold)."""
         values = [float(f"{v:.4g}") for v in np.exp(vector)]
         scales, values = values[:self.num_scales], values[self.num_scales:]
         ratios, values = values[:self.num_ratios], values[self.num_ratios:]
-        settings = {**self.settings, "aspect_ratios": tuple(ratios)}
+        changes: dict[str, Any] = {"aspect_ratios": tuple(ratios)}
         if self.interpolated:
-            settings["interpolated_scale_aspect_ratio"], values = values[0], values[1:]
+            changes["interpolated_scale_aspect_ratio"], values = values[0], values[1:]
         if self.reduced:
             lowest = tuple(zip(values[0::2], values[1::2]))
-            settings["lowest_layer_boxes"] = lowest
+            changes["lowest_layer_boxes"] = lowest
             scales = [min(scale for scale, _ in lowest), *scales]
-        settings["scales"] = tuple(scales)
-        return settings
+        return self.settings.replace(scales=tuple(scales), **changes)
 
 
 def _kmeans_1d(values: np.ndarray, k: int, iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +213,7 @@ def _kmeans_start(layout: _Layout, boxes: Tensor, base: float) -> np.ndarray:
     return np.clip(np.concatenate(parts), low, high)
 
 
-def fit_anchor_settings(boxes: Tensor, settings: dict[str, Any], *, feature_sizes: Sequence[tuple[int, int]],
+def fit_anchor_settings(boxes: Tensor, settings: AnchorSettings, *, feature_sizes: Sequence[tuple[int, int]],
                         image_size: tuple[int, int], generations: int = 1000, seed: int = 0,
                         max_boxes: int = 20000, iou_threshold: float = 0.5, mutation_prob: float = 0.9,
                         sigma: float = 0.2) -> AnchorFit:
@@ -239,7 +231,6 @@ def fit_anchor_settings(boxes: Tensor, settings: dict[str, Any], *, feature_size
     if len(boxes) == 0:
         raise ValueError("fit_anchor_settings: no ground-truth boxes to fit anchors to; the training split has no "
                          "objects")
-    settings = {**DEFAULT_SETTINGS, **settings}
     rng = np.random.default_rng(seed)
     boxes = boxes.detach().to("cpu", torch.float64)
     if len(boxes) > max_boxes:
@@ -249,7 +240,7 @@ def fit_anchor_settings(boxes: Tensor, settings: dict[str, Any], *, feature_size
     size, offsets = boxes[:, 2:] - boxes[:, :2], _cell_offsets(boxes, feature_sizes, image_size)
 
     def fitness(vector: np.ndarray) -> float:
-        specs = box_specs(num_layers=len(feature_sizes), **layout.decode(vector))
+        specs = box_specs(layout.decode(vector), num_layers=len(feature_sizes))
         best = _best_iou(size, offsets, *_anchor_shapes(specs, image_size, boxes))  # = nearest_anchor_iou
         return float((best >= iou_threshold).double().mean() + best.mean())
 
@@ -268,5 +259,5 @@ def fit_anchor_settings(boxes: Tensor, settings: dict[str, Any], *, feature_size
         score = fitness(candidate)
         if score > best:
             vector, best = candidate, score
-    fitted = layout.decode(vector) if start != "given" or best > before else dict(settings)
+    fitted = layout.decode(vector) if start != "given" or best > before else settings
     return AnchorFit(settings=fitted, fitness_before=before, fitness_after=best, start=start)

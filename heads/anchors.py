@@ -26,8 +26,11 @@ i.e. ``create_ssd_anchors`` in ``object_detection/anchor_generators/multiple_gri
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,87 +38,113 @@ from torch import Tensor
 DEFAULT_ASPECT_RATIOS = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)  # TF ssdlite_mobilenet_v2_coco.config order
 
 
-def box_specs(
-    *,
-    num_layers: int,
-    min_scale: float = 0.2,
-    max_scale: float = 0.95,
-    aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
-    interpolated_scale_aspect_ratio: float = 1.0,
-    reduce_boxes_in_lowest_layer: bool = True,
-    scales: Sequence[float] | None = None,
-    lowest_layer_boxes: Sequence[Sequence[float]] | None = None,
-) -> list[list[tuple[float, float]]]:
-    """``(scale, aspect_ratio)`` of every anchor at one location, per layer (TF ``create_ssd_anchors``).
+@dataclass
+class AnchorSettings:
+    """The default-box generator's values (TF ``ssd_anchor_generator``), validated once, used by the head, the model,
+    the tasks (their ``anchors`` block), the ``anchors`` command's YAML and the export sidecar.
 
-    ``scales``: one scale per layer instead of the linear ``min_scale .. max_scale`` rule (TF's ``scales``).
-    ``lowest_layer_boxes``: the ``(scale, aspect_ratio)`` pairs of the reduced lowest layer instead of TF's
-    ``[(0.1, 1.0), (s_0, 2.0), (s_0, 0.5)]`` (only with ``reduce_boxes_in_lowest_layer``).
+    Treated as a value: changes go through :meth:`replace`, never by assigning a field (the class is not frozen
+    because Lightning rebuilds hyper-parameter dataclasses field by field when it writes ``hparams.yaml``).
+
+    Args:
+        min_scale, max_scale: the linear rule's first and last layer scales (fractions of the shorter image side).
+        aspect_ratios: the ratios every layer but a reduced lowest one tiles, in TF's order.
+        interpolated_scale_aspect_ratio: the ratio of the extra anchor at ``sqrt(s_k * s_{k+1})`` (<= 0: none).
+        reduce_boxes_in_lowest_layer: TF's three fixed boxes on the lowest layer.
+        scales: one explicit scale per layer instead of the linear rule (TF's ``scales``), e.g. fitted to data.
+        lowest_layer_boxes: the reduced lowest layer's ``(scale, aspect_ratio)`` pairs instead of TF's
+            ``[(0.1, 1.0), (s_0, 2.0), (s_0, 0.5)]`` (an option TF does not have; fitted anchors use it).
     """
+
+    min_scale: float = 0.2
+    max_scale: float = 0.95
+    aspect_ratios: tuple[float, ...] = DEFAULT_ASPECT_RATIOS
+    interpolated_scale_aspect_ratio: float = 1.0
+    reduce_boxes_in_lowest_layer: bool = True
+    scales: tuple[float, ...] | None = None
+    lowest_layer_boxes: tuple[tuple[float, float], ...] | None = None
+
+    def __post_init__(self) -> None:
+        # YAML and the CLI give lists: keep tuples, so settings compare and print alike however they came.
+        self.aspect_ratios = tuple(float(r) for r in self.aspect_ratios)
+        if self.scales is not None:
+            self.scales = tuple(float(s) for s in self.scales) or None
+        if self.lowest_layer_boxes is not None:
+            self.lowest_layer_boxes = tuple(tuple(float(v) for v in box) for box in self.lowest_layer_boxes) or None
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ValueError(f"AnchorSettings: need 0 < min_scale <= max_scale, got {self.min_scale}, "
+                             f"{self.max_scale}")
+        if not self.aspect_ratios or any(ar <= 0 for ar in self.aspect_ratios):
+            raise ValueError(f"AnchorSettings: aspect ratios must be positive, got {self.aspect_ratios}")
+        if self.scales and any(s <= 0 for s in self.scales):
+            raise ValueError(f"AnchorSettings: scales {self.scales} must be positive, one per feature map; or "
+                             "null to use min_scale .. max_scale")
+        if self.lowest_layer_boxes:
+            if not self.reduce_boxes_in_lowest_layer:
+                raise ValueError("AnchorSettings: lowest_layer_boxes replaces the reduced lowest layer's boxes; set "
+                                 "reduce_boxes_in_lowest_layer=True or leave lowest_layer_boxes out")
+            if any(len(box) != 2 or min(box) <= 0 for box in self.lowest_layer_boxes):
+                raise ValueError(f"AnchorSettings: lowest_layer_boxes {self.lowest_layer_boxes} must be positive "
+                                 "(scale, aspect_ratio) pairs, e.g. [[0.1, 1.0], [0.2, 2.0], [0.2, 0.5]]")
+
+    def replace(self, **changes: Any) -> AnchorSettings:
+        """These settings with some fields changed (validated again)."""
+        unknown = set(changes) - {field.name for field in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"AnchorSettings.replace: unknown anchor settings {sorted(unknown)}; known: "
+                             f"{[field.name for field in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+    def plain(self) -> dict[str, Any]:
+        """The fields with lists for tuples: what a YAML config, the CLI and a JSON sidecar hold."""
+        def to_list(value: Any) -> Any:
+            return [to_list(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+        return {field.name: to_list(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+    def layer_scales(self, num_layers: int) -> list[float]:
+        """``s_0 .. s_{L-1}``: the explicit ``scales``, or TF's linear rule from ``min_scale`` to ``max_scale``."""
+        if self.scales:
+            if len(self.scales) != num_layers:
+                raise ValueError(f"AnchorSettings: scales {self.scales} must hold {num_layers} values, one per "
+                                 "feature map; or null to use min_scale .. max_scale")
+            return list(self.scales)
+        # A single layer would divide by zero in TF's formula; it gets min_scale.
+        step = (self.max_scale - self.min_scale) / max(num_layers - 1, 1)
+        return [self.min_scale + step * k for k in range(num_layers)]
+
+
+def box_specs(settings: AnchorSettings = AnchorSettings(), *, num_layers: int) -> list[list[tuple[float, float]]]:
+    """``(scale, aspect_ratio)`` of every anchor at one location, per layer (TF ``create_ssd_anchors``)."""
     if num_layers < 1:
         raise ValueError(f"box_specs: num_layers must be >= 1, got {num_layers}; pass one per feature map")
-    if not 0 < min_scale <= max_scale:
-        raise ValueError(f"box_specs: need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
-    if any(ar <= 0 for ar in aspect_ratios):
-        raise ValueError(f"box_specs: aspect ratios must be positive, got {tuple(aspect_ratios)}")
-    if scales:
-        if len(scales) != num_layers or any(s <= 0 for s in scales):
-            raise ValueError(f"box_specs: scales {tuple(scales)} must hold {num_layers} positive values, one "
-                             "per feature map; or pass none to use min_scale .. max_scale")
-        scales = [float(s) for s in scales] + [1.0]
-    else:
-        # A single layer would divide by zero in TF's formula; it gets min_scale.
-        step = (max_scale - min_scale) / max(num_layers - 1, 1)
-        scales = [min_scale + step * k for k in range(num_layers)] + [1.0]
+    scales = settings.layer_scales(num_layers) + [1.0]
     lowest = [(0.1, 1.0), (scales[0], 2.0), (scales[0], 0.5)]
-    if lowest_layer_boxes:
-        if not reduce_boxes_in_lowest_layer:
-            raise ValueError("box_specs: lowest_layer_boxes replaces the reduced lowest layer's boxes; set "
-                             "reduce_boxes_in_lowest_layer=True or leave lowest_layer_boxes out")
-        if any(len(box) != 2 or min(box) <= 0 for box in lowest_layer_boxes):
-            raise ValueError(f"box_specs: lowest_layer_boxes {[tuple(b) for b in lowest_layer_boxes]} must "
-                             "be positive (scale, aspect_ratio) pairs, e.g. [[0.1, 1.0], [0.2, 2.0], [0.2, 0.5]]")
-        lowest = [(float(scale), float(ratio)) for scale, ratio in lowest_layer_boxes]
+    if settings.lowest_layer_boxes:
+        lowest = list(settings.lowest_layer_boxes)
     specs = []
     for layer in range(num_layers):
         scale, scale_next = scales[layer], scales[layer + 1]
-        if layer == 0 and reduce_boxes_in_lowest_layer:
+        if layer == 0 and settings.reduce_boxes_in_lowest_layer:
             specs.append(lowest)
             continue
-        layer_specs = [(scale, float(ar)) for ar in aspect_ratios]
-        if interpolated_scale_aspect_ratio > 0:
-            layer_specs.append((math.sqrt(scale * scale_next), interpolated_scale_aspect_ratio))
+        layer_specs = [(scale, ar) for ar in settings.aspect_ratios]
+        if settings.interpolated_scale_aspect_ratio > 0:
+            layer_specs.append((math.sqrt(scale * scale_next), settings.interpolated_scale_aspect_ratio))
         specs.append(layer_specs)
     return specs
 
 
-def num_anchors_per_location(
-    *,
-    num_layers: int,
-    aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
-    interpolated_scale_aspect_ratio: float = 1.0,
-    reduce_boxes_in_lowest_layer: bool = True,
-    lowest_layer_boxes: Sequence[Sequence[float]] | None = None,
-) -> list[int]:
+def num_anchors_per_location(settings: AnchorSettings = AnchorSettings(), *, num_layers: int) -> list[int]:
     """Anchors per cell for each layer (``[3, 6, 6, 6, 6, 6]`` for the paper), known before any forward pass."""
-    specs = box_specs(num_layers=num_layers, aspect_ratios=aspect_ratios,
-                      interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
-                      reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer,
-                      lowest_layer_boxes=lowest_layer_boxes)
-    return [len(s) for s in specs]
+    return [len(s) for s in box_specs(settings, num_layers=num_layers)]
 
 
 def ssd_anchors(
     feature_sizes: Sequence[tuple[int, int]],
     image_size: tuple[int, int],
+    settings: AnchorSettings = AnchorSettings(),
     *,
-    min_scale: float = 0.2,
-    max_scale: float = 0.95,
-    aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
-    interpolated_scale_aspect_ratio: float = 1.0,
-    reduce_boxes_in_lowest_layer: bool = True,
-    scales: Sequence[float] | None = None,
-    lowest_layer_boxes: Sequence[Sequence[float]] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
@@ -124,10 +153,7 @@ def ssd_anchors(
     ``A = sum(fh * fw * anchors_per_location)``; 2034 for the paper's 320x320 maps (20, 10, 5, 3, 2, 1).
     """
     height, width = image_size
-    specs = box_specs(num_layers=len(feature_sizes), min_scale=min_scale, max_scale=max_scale,
-                      aspect_ratios=aspect_ratios, interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
-                      reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer, scales=scales,
-                      lowest_layer_boxes=lowest_layer_boxes)
+    specs = box_specs(settings, num_layers=len(feature_sizes))
     base = float(min(height, width))  # TF normalises the base anchor by the shorter side
     layers = []
     for (fh, fw), layer_specs in zip(feature_sizes, specs):
@@ -143,3 +169,7 @@ def ssd_anchors(
         layers.append(boxes.reshape(-1, 4))  # (fh, fw, B, 4) -> (fh * fw * B, 4)
     # float64 while tiling so that large maps keep exact centres, then the dtype the network runs in.
     return torch.cat(layers).to(dtype)
+
+
+# Tasks keep their AnchorSettings in their hyper-parameters: checkpoints must load with weights_only=True.
+torch.serialization.add_safe_globals([AnchorSettings])

@@ -23,13 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..backbone import MobileNetV2, mobilenet_v2
-from ..heads.anchors import num_anchors_per_location, ssd_anchors
+from ..heads.anchors import AnchorSettings, num_anchors_per_location, ssd_anchors
 from ..heads.box_coder import BoxCoder
 from ..heads.postprocess import postprocess_detections
 from ..heads.ssdlite import SSDLiteHead, SSDLiteNorm
@@ -55,11 +55,8 @@ class SSDLite(nn.Module):
             returns. A backbone that also feeds another head (``models/joint.py``) returns more than the taps.
         num_classes: K object classes (80 for COCO, 20 for VOC); labels 1..K, 0 is background.
         extra_channels: outputs of the extra stride-2 layers after the last tap.
-        min_scale, max_scale, aspect_ratios, interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer: TF
-            ``ssd_anchor_generator`` settings (see :func:`mobilenetv2_dense.heads.anchors.box_specs`).
-        scales, lowest_layer_boxes: explicit per-layer scales and lowest-layer ``(scale, aspect_ratio)`` pairs
-            (``None``: TF's linear rule and hard-coded three), as written by anchors fitted to a dataset
-            (:func:`mobilenetv2_dense.heads.anchor_fit.fit_anchor_settings`, :meth:`set_anchor_settings`).
+        anchors: the default-box generator's values (:class:`mobilenetv2_dense.heads.AnchorSettings`; TF's by
+            default), changed later by anchors fitted to a dataset (:meth:`set_anchor_settings`).
         norm_layer: the head's norm layer (TF's SSDLite batch norm, eps 1e-3, momentum 0.03).
         classification: how the scores come from ``cls_logits``: ``"softmax"`` over K + 1, or ``"focal"`` (a
             sigmoid of the K object logits) for a model trained with the focal loss.
@@ -75,13 +72,7 @@ class SSDLite(nn.Module):
         num_classes: int,
         taps: Sequence[str] | None = None,
         extra_channels: Sequence[int] = (512, 256, 256, 128),
-        min_scale: float = 0.2,
-        max_scale: float = 0.95,
-        aspect_ratios: Sequence[float] = (1.0, 2.0, 0.5, 3.0, 1 / 3),
-        interpolated_scale_aspect_ratio: float = 1.0,
-        reduce_boxes_in_lowest_layer: bool = True,
-        scales: Sequence[float] | None = None,
-        lowest_layer_boxes: Sequence[Sequence[float]] | None = None,
+        anchors: AnchorSettings = AnchorSettings(),
         norm_layer: Callable[..., nn.Module] = SSDLiteNorm,
         classification: Literal["softmax", "focal"] = "softmax",
         score_thresh: float = 0.01,
@@ -95,17 +86,8 @@ class SSDLite(nn.Module):
         # network order, so the stride-16 tap comes first
         tap_info = backbone.out_feature_info if taps is None else backbone.out_feature_info.select(taps)
         self.backbone = backbone
-        self.anchor_settings = dict(
-            min_scale=min_scale, max_scale=max_scale, aspect_ratios=tuple(aspect_ratios),
-            interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
-            reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer, scales=None if scales is None else tuple(scales),
-            lowest_layer_boxes=None if lowest_layer_boxes is None else tuple(map(tuple, lowest_layer_boxes)))
-        num_anchors = num_anchors_per_location(num_layers=len(tap_info.names) + len(extra_channels),
-                                               aspect_ratios=aspect_ratios,
-                                               interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
-                                               reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer,
-                                               lowest_layer_boxes=lowest_layer_boxes)
-        ssd_anchors([(1, 1)] * len(num_anchors), (1, 1), **self.anchor_settings)  # bad settings fail here, not later
+        self.anchor_settings = anchors
+        num_anchors = num_anchors_per_location(anchors, num_layers=len(tap_info.names) + len(extra_channels))
         self.head = SSDLiteHead(in_channels=dict(zip(tap_info.names, tap_info.channels())), num_classes=num_classes,
                                 num_anchors=num_anchors, extra_channels=extra_channels, norm_layer=norm_layer)
         self.tap_reductions = [int(r) for r in tap_info.reduction()]  # strides of the taps, not of every feature
@@ -123,8 +105,8 @@ class SSDLite(nn.Module):
         """``(A, 4)`` xyxy pixel anchors for an input of ``image_size`` whose maps have ``feature_sizes``."""
         key = (tuple(image_size), tuple(feature_sizes), str(device), dtype)
         if key not in self._anchor_cache:
-            self._anchor_cache[key] = ssd_anchors(feature_sizes, image_size, device=device, dtype=dtype,
-                                                  **self.anchor_settings)
+            self._anchor_cache[key] = ssd_anchors(feature_sizes, image_size, self.anchor_settings, device=device,
+                                                  dtype=dtype)
         return self._anchor_cache[key]
 
     def feature_sizes(self, image_size: tuple[int, int]) -> list[tuple[int, int]]:
@@ -136,23 +118,15 @@ class SSDLite(nn.Module):
             sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
         return sizes
 
-    def set_anchor_settings(self, **settings: Any) -> None:
-        """Change anchor values (keys of ``anchor_settings``), e.g. fitted to a dataset; the anchors per location,
-        hence the head's conv shapes and any trained weights, must stay as they are."""
-        unknown = set(settings) - set(self.anchor_settings)
-        if unknown:
-            raise ValueError(f"SSDLite.set_anchor_settings: unknown anchor settings {sorted(unknown)}; "
-                             f"known: {sorted(self.anchor_settings)}")
-        new = {**self.anchor_settings, **settings}
-        counts = num_anchors_per_location(num_layers=len(self.head.num_anchors), **{
-            k: new[k] for k in ("aspect_ratios", "interpolated_scale_aspect_ratio", "reduce_boxes_in_lowest_layer",
-                                "lowest_layer_boxes")})
+    def set_anchor_settings(self, settings: AnchorSettings) -> None:
+        """Change the anchor values, e.g. to ones fitted to a dataset; the anchors per location, hence the head's
+        conv shapes and any trained weights, must stay as they are."""
+        counts = num_anchors_per_location(settings, num_layers=len(self.head.num_anchors))
         if counts != self.head.num_anchors:
             raise ValueError(f"SSDLite.set_anchor_settings: these anchor settings give {counts} anchors per location, "
                              f"the head predicts {self.head.num_anchors}; keep the number of aspect ratios (and "
                              "lowest-layer boxes) as they are")
-        ssd_anchors([(1, 1)] * len(counts), (1, 1), **new)  # bad values fail here
-        self.anchor_settings = new
+        self.anchor_settings = settings
         self._anchor_cache.clear()
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 
-@dataclass(frozen=True)
+@dataclass
 class Optimization:
     """Optimiser and schedule. ``lr`` is the peak rate, reached after ``warmup_epochs``.
 
@@ -28,6 +28,10 @@ class Optimization:
     ``lr * global batch / reference_batch_size`` (the linear scaling rule, Goyal et al. 2017, Sec. 2.1), the
     global batch being devices x nodes x per-device batch x ``accumulate_grad_batches`` of the run, so a
     recipe gives the same lr per sample on 1 GPU or 8 without editing. ``None``: ``lr`` as given.
+
+    Treated as a value (the tasks share a default instance): changes go through ``dataclasses.replace``, never by
+    assigning a field. Not frozen, because Lightning rebuilds hyper-parameter dataclasses field by field when it
+    writes ``hparams.yaml``.
     """
 
     optimizer: Literal["sgd", "rmsprop", "adamw"] = "sgd"

@@ -21,20 +21,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from ...heads.anchor_fit import AnchorStats, best_possible_recall, fit_anchor_settings
-from ...heads.anchors import ssd_anchors
+from ...heads.anchors import AnchorSettings, ssd_anchors
 from ...models.ssdlite import SSDLite
-
-# DetectionTask's arguments that are anchor settings (SSDLite.anchor_settings), in the order a config lists them.
-ANCHOR_ARGS = ("min_scale", "max_scale", "aspect_ratios", "interpolated_scale_aspect_ratio",
-               "reduce_boxes_in_lowest_layer", "scales", "lowest_layer_boxes")
-
-
-def plain(settings: dict[str, Any]) -> dict[str, Any]:
-    """Anchor settings with lists for tuples: what a YAML config, a checkpoint's hyper-parameters and the CLI take."""
-    def to_list(value: Any) -> Any:
-        return [to_list(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-    return {key: to_list(settings[key]) for key in ANCHOR_ARGS}
 
 
 @dataclass
@@ -44,7 +32,7 @@ class AnchorReport:
 
     before: AnchorStats
     after: AnchorStats
-    fitted: dict[str, Any]
+    fitted: AnchorSettings
     applied: bool
     images: int
     image_size: tuple[int, int]
@@ -58,7 +46,7 @@ class AnchorReport:
                  f"  mean best IoU (each box with its best anchor): {b.mean_best_iou:.3f} -> {a.mean_best_iou:.3f}"]
         if not self.applied:
             lines.append("  the fitted values did not score higher: the model keeps its anchors")
-        lines += [f"  {key}: {value}" for key, value in plain(self.fitted).items()]
+        lines += [f"  {key}: {value}" for key, value in self.fitted.plain().items()]
         return "\n".join(lines)
 
 
@@ -67,16 +55,16 @@ def fit_model_anchors(model: SSDLite, boxes: list[Tensor], image_size: tuple[int
     """Fit ``model``'s anchor values to ``boxes`` (per image, ``(M_i, 4)`` xyxy pixels of an ``image_size = (H, W)``
     input) and set them on the model when BPR + mean best IoU (with SSD's matching, all boxes) improve."""
     feature_sizes = model.feature_sizes(image_size)
-    before = best_possible_recall(boxes, ssd_anchors(feature_sizes, image_size, **model.anchor_settings))
+    before = best_possible_recall(boxes, ssd_anchors(feature_sizes, image_size, model.anchor_settings))
     fit = fit_anchor_settings(torch.cat(boxes), model.anchor_settings, feature_sizes=feature_sizes,
                               image_size=image_size, generations=generations, seed=seed)
-    after = best_possible_recall(boxes, ssd_anchors(feature_sizes, image_size, **fit.settings))
+    after = best_possible_recall(boxes, ssd_anchors(feature_sizes, image_size, fit.settings))
     applied = after.bpr + after.mean_best_iou > before.bpr + before.mean_best_iou
     if applied:
-        model.set_anchor_settings(**fit.settings)
+        model.set_anchor_settings(fit.settings)
     else:
         after = before
-    return AnchorReport(before, after, dict(model.anchor_settings), applied, len(boxes), tuple(image_size))
+    return AnchorReport(before, after, model.anchor_settings, applied, len(boxes), tuple(image_size))
 
 
 def _data_boxes(datamodule: Any, where: str) -> tuple[list[Tensor], tuple[int, int]]:
@@ -104,7 +92,6 @@ def fit_task_anchors(task: Any) -> None:
     # Every rank fits the same boxes with the same seed, so DDP ranks agree without a broadcast.
     report = fit_model_anchors(task.model, boxes, image_size)
     rank_zero_info(report.text())
-    values = plain(report.fitted)
-    task.hparams.update(values)
+    task.hparams["anchors"] = report.fitted
     if hasattr(task, "_hparams_initial"):  # what the loggers write as hparams.yaml (after on_fit_start)
-        task._hparams_initial.update(values)
+        task._hparams_initial["anchors"] = report.fitted

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from ...heads.anchors import AnchorSettings
 from ...heads.loss import SSDLoss
 from ...models.ssdlite import ssdlite320_mobilenet_v2
 from ..base import BaseTask
@@ -70,9 +71,9 @@ class DetectionTask(BaseTask):
         topk_candidates: (anchor, class) pairs per image kept for decoding and NMS; 300 = 3 x detections_per_img,
             where mAP and AR@100 stop changing on the demo model (``python -m benchmarks.detection_topk`` sweeps it).
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
-        min_scale, max_scale, aspect_ratios, interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer, scales,
-            lowest_layer_boxes: the anchors (TF ``ssd_anchor_generator`` settings and two options for fitted values,
-            see :class:`mobilenetv2_dense.models.SSDLite`); the ``anchors`` command writes fitted ones.
+        anchors: the default boxes (:class:`mobilenetv2_dense.heads.AnchorSettings`, a YAML block: TF's
+            ``ssd_anchor_generator`` values and two options for fitted ones); the ``anchors`` command writes fitted
+            ones as this block.
         fit_anchors: at the start of ``fit``, fit the anchor values to the data module's training boxes
             (:mod:`mobilenetv2_dense.tasks.detection.anchors`), print the best possible recall before and after, and
             keep the values in the hyper-parameters, so checkpoints (and ``--ckpt_path`` runs, ``export.py``) build
@@ -101,13 +102,7 @@ class DetectionTask(BaseTask):
         detections_per_img: int = 100,
         topk_candidates: int = 300,
         evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
-        min_scale: float = 0.2,
-        max_scale: float = 0.95,
-        aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 1 / 3),
-        interpolated_scale_aspect_ratio: float = 1.0,
-        reduce_boxes_in_lowest_layer: bool = True,
-        scales: list[float] | None = None,
-        lowest_layer_boxes: list[list[float]] | None = None,  # [scale, aspect_ratio] pairs
+        anchors: AnchorSettings = AnchorSettings(),
         fit_anchors: bool = False,
         optimization: Optimization = Optimization(),
         channels_last: bool = False,
@@ -124,10 +119,7 @@ class DetectionTask(BaseTask):
             backbone_init=backbone_init, frozen_stages=frozen_stages, norm_eval=norm_eval,
             classification=classification_loss,
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
-            topk_candidates=topk_candidates, min_scale=min_scale, max_scale=max_scale, aspect_ratios=aspect_ratios,
-            interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
-            reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer, scales=scales,
-            lowest_layer_boxes=lowest_layer_boxes)  # the arguments, not self.hparams: a subclass saves its own
+            topk_candidates=topk_candidates, anchors=anchors)
         if classification_loss == "focal":
             self.model.head.set_class_prior(0.01)
         self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss,

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ...heads.anchors import AnchorSettings
 from ...heads.deeplab import label_map
 from ...models.joint import ssdlite_deeplabv3_mobilenet_v2
 from ..detection.evaluation import scale_to_original
@@ -54,10 +55,10 @@ class JointTask(DetectionTask):
         dice_weight: add ``dice_weight *`` smp's multiclass Dice to the segmentation cross-entropy (0: off).
         classification_loss, neg_pos_ratio, min_negatives_per_image, score_thresh, nms_thresh, detections_per_img,
             topk_candidates, evaluator: the detector's, see :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`.
-        min_scale, max_scale, aspect_ratios, interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer, scales,
-            lowest_layer_boxes, fit_anchors: the detector's anchors and the step that fits them to the training
-            boxes at the start of ``fit``, as :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`'s (the
-            ``anchors`` command takes a joint config too).
+        anchors, fit_anchors: the detector's anchors (:class:`mobilenetv2_dense.heads.AnchorSettings`) and the step
+            that fits them to the training boxes at the start of ``fit``, as
+            :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`'s (the ``anchors`` command takes a joint config
+            too).
         optimization, channels_last, deployed, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`;
             ``deployed`` takes a file exported from this task with logits (not ``--argmax``), and computes no loss.
     """
@@ -85,13 +86,7 @@ class JointTask(DetectionTask):
         detections_per_img: int = 100,
         topk_candidates: int = 300,
         evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
-        min_scale: float = 0.2,
-        max_scale: float = 0.95,
-        aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 1 / 3),
-        interpolated_scale_aspect_ratio: float = 1.0,
-        reduce_boxes_in_lowest_layer: bool = True,
-        scales: list[float] | None = None,
-        lowest_layer_boxes: list[list[float]] | None = None,  # [scale, aspect_ratio] pairs
+        anchors: AnchorSettings = AnchorSettings(),
         fit_anchors: bool = False,
         optimization: Optimization = Optimization(),
         channels_last: bool = False,
@@ -102,10 +97,6 @@ class JointTask(DetectionTask):
         if not 2 <= num_seg_classes <= IGNORE_INDEX:
             raise ValueError(f"JointTask: num_seg_classes must be in 2..255 (background included, 255 is void), "
                              f"got {num_seg_classes}")
-        anchors = dict(min_scale=min_scale, max_scale=max_scale, aspect_ratios=aspect_ratios,
-                       interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
-                       reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer, scales=scales,
-                       lowest_layer_boxes=lowest_layer_boxes)
         # The detection task sets up the detector's side (loss, label set, COCO evaluation state, fit_anchors); its
         # network is replaced by the joint one below (the detector built there costs ~0.1 s and is dropped).
         super().__init__(num_classes=num_classes, width_mult=width_mult, frozen_stages=frozen_stages,
@@ -114,7 +105,7 @@ class JointTask(DetectionTask):
                          # the paper's matching, which benchmarks/joint.py measured the joint model with
                          iou_thresh=0.5,
                          nms_thresh=nms_thresh, detections_per_img=detections_per_img,
-                         topk_candidates=topk_candidates, evaluator=evaluator, **anchors, fit_anchors=fit_anchors,
+                         topk_candidates=topk_candidates, evaluator=evaluator, anchors=anchors, fit_anchors=fit_anchors,
                          optimization=optimization, channels_last=channels_last, deployed=deployed,
                          inference=inference)
         self.save_hyperparameters()  # this signature's arguments (replacing the detection task's)
@@ -124,7 +115,7 @@ class JointTask(DetectionTask):
             decoder_feature=decoder_feature, backbone_weights=backbone_weights, frozen_stages=frozen_stages,
             norm_eval=norm_eval,
             classification=classification_loss, score_thresh=score_thresh, nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img, topk_candidates=topk_candidates, **anchors)
+            detections_per_img=detections_per_img, topk_candidates=topk_candidates, anchors=anchors)
         if classification_loss == "focal":
             self.model.head.set_class_prior(0.01)
         self.joint_loss = JointLoss(self.criterion, detection_weight=detection_weight,

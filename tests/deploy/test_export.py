@@ -21,6 +21,7 @@ from PIL import Image
 from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.commands.export import export
 from mobilenetv2_dense.deploy.runtime import DeployedModel, read_sidecar
+from mobilenetv2_dense.heads.anchors import AnchorSettings
 from tests.deploy.runs import CLS_CONFIG, CLS_DATA, DET_CONFIG, DET_POST, QUIET, ROOT, SEG_CONFIG, SEG_DATA, det_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,6 +45,7 @@ def test_detection_onnx_contract_and_parity(det_onnx: Path, det_run, shapes_coco
     assert meta["task"] == "detection" and meta["format"] == "onnx" and meta["input"]["image_size"] == [96, 96]
     assert [c["id"] for c in meta["classes"]] == [1, 3, 7, 9]  # the dataset's gapped category ids
     assert meta["post_processing"]["detections_per_img"] == 15 and meta["versions"]["onnx_opset"] == "18"
+    assert AnchorSettings(**meta["anchors"]).plain() == meta["anchors"]  # the anchors block, as a config holds it
 
     model = DeployedModel(det_onnx)
     images = torch.rand(3, 3, 96, 96)  # another batch size than the export's example (2)

@@ -11,12 +11,13 @@ import torch
 from torchvision.ops import box_iou
 
 from mobilenetv2_dense.heads.anchor_fit import (
-    DEFAULT_SETTINGS,
     best_possible_recall,
     fit_anchor_settings,
     nearest_anchor_iou,
 )
-from mobilenetv2_dense.heads.anchors import box_specs, num_anchors_per_location, ssd_anchors
+from mobilenetv2_dense.heads.anchors import AnchorSettings, box_specs, num_anchors_per_location, ssd_anchors
+
+DEFAULT_SETTINGS = AnchorSettings()  # TF's ssd_anchor_generator values
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +60,7 @@ def brute_force_recall(gt_boxes: list[torch.Tensor], anchors: torch.Tensor, thre
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bpr_matches_brute_force_ssd_matching(seed: int):
     generator = torch.Generator().manual_seed(seed)
-    anchors = ssd_anchors([(4, 4), (2, 2), (1, 1)], (64, 64), min_scale=0.15, max_scale=0.7)
+    anchors = ssd_anchors([(4, 4), (2, 2), (1, 1)], (64, 64), AnchorSettings(min_scale=0.15, max_scale=0.7))
     # crowded images, so that boxes compete for anchors; one image without boxes
     counts = [int(c) for c in torch.randint(1, 9, (6,), generator=generator)] + [0]
     gt_boxes = [random_boxes(generator, c, 64.0, thin=seed == 2) for c in counts]
@@ -89,10 +90,9 @@ def test_nearest_cell_iou_equals_the_best_over_every_anchor(image_size, maps):
     boxes = torch.cat([random_boxes(generator, 300, min(image_size)),
                        random_boxes(generator, 300, min(image_size), thin=True)]).double()
     boxes[:40] += 30  # some past the image edge, so the nearest cell is clamped
-    settings = {**DEFAULT_SETTINGS, "aspect_ratios": (1.0, 7.0, 0.15), "scales": [0.1, 0.4, 0.8][:len(maps)] * 2}
-    settings["scales"] = settings["scales"][:len(maps)]
-    specs = box_specs(num_layers=len(maps), **settings)
-    anchors = ssd_anchors(maps, image_size, **settings, dtype=torch.float64)
+    settings = AnchorSettings(aspect_ratios=(1.0, 7.0, 0.15), scales=([0.1, 0.4, 0.8][:len(maps)] * 2)[:len(maps)])
+    specs = box_specs(settings, num_layers=len(maps))
+    anchors = ssd_anchors(maps, image_size, settings, dtype=torch.float64)
     torch.testing.assert_close(nearest_anchor_iou(boxes, specs, maps, image_size),
                                box_iou(boxes, anchors).amax(dim=1), rtol=0, atol=1e-9)
 
@@ -105,20 +105,18 @@ def thin_boxes(images: int = 120) -> list[torch.Tensor]:
 @pytest.mark.parametrize("reduced", [True, False])
 def test_fit_raises_bpr_on_thin_boxes_and_keeps_anchor_counts(reduced: bool):
     gt = thin_boxes()
-    given = {**DEFAULT_SETTINGS, "reduce_boxes_in_lowest_layer": reduced}
+    given = AnchorSettings(reduce_boxes_in_lowest_layer=reduced)
     fit = fit_anchor_settings(torch.cat(gt), given, feature_sizes=MAPS_192, image_size=(192, 192), generations=200)
-    before = best_possible_recall(gt, ssd_anchors(MAPS_192, (192, 192), **given))
-    after = best_possible_recall(gt, ssd_anchors(MAPS_192, (192, 192), **fit.settings))
+    before = best_possible_recall(gt, ssd_anchors(MAPS_192, (192, 192), given))
+    after = best_possible_recall(gt, ssd_anchors(MAPS_192, (192, 192), fit.settings))
     assert before.bpr < 0.25 and after.bpr > before.bpr + 0.3, (before, after)
     assert after.mean_best_iou > before.mean_best_iou + 0.05
     assert fit.fitness_after > fit.fitness_before
-    counts = {key: fit.settings[key] for key in ("aspect_ratios", "interpolated_scale_aspect_ratio",
-                                                 "reduce_boxes_in_lowest_layer", "lowest_layer_boxes")}
-    assert num_anchors_per_location(num_layers=6, **counts) == num_anchors_per_location(
-        num_layers=6, reduce_boxes_in_lowest_layer=reduced)
-    assert (fit.settings["lowest_layer_boxes"] is not None) == reduced
+    assert num_anchors_per_location(fit.settings, num_layers=6) == num_anchors_per_location(
+        AnchorSettings(reduce_boxes_in_lowest_layer=reduced), num_layers=6)
+    assert (fit.settings.lowest_layer_boxes is not None) == reduced
     # thin boxes want thin anchors: some ratio beyond 1:4 each way
-    ratios = np.array(fit.settings["aspect_ratios"])
+    ratios = np.array(fit.settings.aspect_ratios)
     assert ratios.max() > 4 and ratios.min() < 0.25
 
 
@@ -144,15 +142,16 @@ def test_fit_keeps_the_given_settings_when_nothing_scores_higher():
 
 def test_generator_explicit_scales_and_lowest_layer_boxes():
     linear = box_specs(num_layers=6)
-    explicit = box_specs(num_layers=6, scales=[0.2 + 0.15 * k for k in range(6)])
+    explicit = box_specs(AnchorSettings(scales=[0.2 + 0.15 * k for k in range(6)]), num_layers=6)
     for layer, other in zip(linear, explicit):
         assert [s for s, _ in layer] == pytest.approx([s for s, _ in other])
-    specs = box_specs(num_layers=3, scales=[0.05, 0.3, 0.6], lowest_layer_boxes=[[0.07, 8.0], [0.1, 0.125], [0.2, 1.0]])
+    thin_lowest = [[0.07, 8.0], [0.1, 0.125], [0.2, 1.0]]
+    specs = box_specs(AnchorSettings(scales=[0.05, 0.3, 0.6], lowest_layer_boxes=thin_lowest), num_layers=3)
     assert specs[0] == [(0.07, 8.0), (0.1, 0.125), (0.2, 1.0)]
     assert specs[1][0] == (0.3, 1.0) and specs[2][-1][0] == pytest.approx(math.sqrt(0.6))  # interpolated to 1.0
     with pytest.raises(ValueError, match="one per feature map"):
-        box_specs(num_layers=3, scales=[0.1, 0.2])
+        box_specs(AnchorSettings(scales=[0.1, 0.2]), num_layers=3)
     with pytest.raises(ValueError, match="reduce_boxes_in_lowest_layer=True"):
-        box_specs(num_layers=3, reduce_boxes_in_lowest_layer=False, lowest_layer_boxes=[[0.1, 1.0]])
+        AnchorSettings(reduce_boxes_in_lowest_layer=False, lowest_layer_boxes=[[0.1, 1.0]])
     with pytest.raises(ValueError, match="positive"):
-        box_specs(num_layers=3, lowest_layer_boxes=[[0.1, 0.0], [0.1, 1.0], [0.1, 2.0]])
+        AnchorSettings(lowest_layer_boxes=[[0.1, 0.0], [0.1, 1.0], [0.1, 2.0]])

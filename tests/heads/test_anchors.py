@@ -9,15 +9,16 @@ import torch
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from mobilenetv2_dense.heads.anchors import box_specs, num_anchors_per_location, ssd_anchors
+from mobilenetv2_dense.heads.anchors import AnchorSettings, box_specs, num_anchors_per_location, ssd_anchors
 
 PAPER_MAPS_320 = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
 
 
 def test_paper_anchor_counts():
     assert num_anchors_per_location(num_layers=6) == [3, 6, 6, 6, 6, 6]
-    assert num_anchors_per_location(num_layers=6, reduce_boxes_in_lowest_layer=False) == [6] * 6
-    assert num_anchors_per_location(num_layers=6, interpolated_scale_aspect_ratio=0.0) == [3, 5, 5, 5, 5, 5]
+    assert num_anchors_per_location(AnchorSettings(reduce_boxes_in_lowest_layer=False), num_layers=6) == [6] * 6
+    no_interpolated = AnchorSettings(interpolated_scale_aspect_ratio=0.0)
+    assert num_anchors_per_location(no_interpolated, num_layers=6) == [3, 5, 5, 5, 5, 5]
     # 20*20*3 + (100 + 25 + 9 + 4 + 1) * 6; 1917 at 300x300 is the well-known TF SSD MobileNet count
     assert ssd_anchors(PAPER_MAPS_320, (320, 320)).shape == (2034, 4)
     assert ssd_anchors([(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)], (300, 300)).shape == (1917, 4)
@@ -59,8 +60,8 @@ def test_hand_computed_2x2_and_1x1_maps():
 
 def test_non_square_image_uses_shorter_side_and_is_not_clipped():
     # TF normalises the base anchor by min(H, W): an ar=1 anchor stays square in pixels.
-    anchors = ssd_anchors([(1, 2)], (100, 200), min_scale=0.5, max_scale=0.5,
-                          reduce_boxes_in_lowest_layer=False, aspect_ratios=(1.0,))
+    anchors = ssd_anchors([(1, 2)], (100, 200), AnchorSettings(min_scale=0.5, max_scale=0.5,
+                                                              reduce_boxes_in_lowest_layer=False, aspect_ratios=(1.0,)))
     torch.testing.assert_close(anchors[0], torch.tensor([25.0, 25.0, 75.0, 75.0]))  # centre (50, 50), side 50
     torch.testing.assert_close(anchors[2], torch.tensor([125.0, 25.0, 175.0, 75.0]))  # centre (150, 50)
     big = ssd_anchors(PAPER_MAPS_320, (320, 320))
@@ -70,7 +71,7 @@ def test_non_square_image_uses_shorter_side_and_is_not_clipped():
 def test_layers_match_torchvision_default_boxes():
     # Without TF's reduced lowest layer the boxes equal torchvision's SSD default boxes, up to the order of
     # the boxes at one location: torchvision puts the interpolated square second, TF puts it last.
-    ours = ssd_anchors(PAPER_MAPS_320, (320, 320), reduce_boxes_in_lowest_layer=False)
+    ours = ssd_anchors(PAPER_MAPS_320, (320, 320), AnchorSettings(reduce_boxes_in_lowest_layer=False))
     generator = DefaultBoxGenerator([[2, 3]] * 6, min_ratio=0.2, max_ratio=0.95, clip=False)
     images = ImageList(torch.zeros(1, 3, 320, 320), [(320, 320)])
     maps = [torch.zeros(1, 1, h, w) for h, w in PAPER_MAPS_320]
@@ -83,4 +84,4 @@ def test_rejects_bad_settings():
     with pytest.raises(ValueError, match="num_layers"):
         num_anchors_per_location(num_layers=0)
     with pytest.raises(ValueError, match="aspect ratios"):
-        ssd_anchors([(2, 2)], (64, 64), aspect_ratios=(1.0, -2.0))
+        ssd_anchors([(2, 2)], (64, 64), AnchorSettings(aspect_ratios=(1.0, -2.0)))

@@ -14,9 +14,8 @@ import yaml
 import mobilenetv2_dense.tasks.detection.anchors as anchors_module
 from mobilenetv2_dense.__main__ import main as package_main
 from mobilenetv2_dense.commands.cli import checkpoint_hyperparameters, cli_main
-from mobilenetv2_dense.heads.anchor_fit import DEFAULT_SETTINGS
+from mobilenetv2_dense.heads.anchors import AnchorSettings
 from mobilenetv2_dense.tasks.detection import COCODataModule, VOCDetectionDataModule
-from mobilenetv2_dense.tasks.detection.anchors import ANCHOR_ARGS, plain
 from tests.deploy.runs import CONFIGS, QUIET
 
 THIN = str(CONFIGS / "ssdlite_thin_shapes.yaml")
@@ -36,8 +35,16 @@ def run_in(folder: Path, args: list[str]):
         return cli_main(args)
 
 
-def anchor_values(settings: dict) -> dict:
-    return plain({**DEFAULT_SETTINGS, **{k: v for k, v in settings.items() if k in ANCHOR_ARGS}})
+DEFAULT_SETTINGS = AnchorSettings()
+ANCHOR_ARGS = tuple(AnchorSettings().plain())  # the fields of the anchors block
+
+
+def anchor_values(settings: AnchorSettings | dict) -> dict:
+    """The anchor fields, plain: of AnchorSettings, or of a checkpoint's hyper-parameters (their ``anchors``)."""
+    if isinstance(settings, dict):
+        settings = settings.get("anchors") or AnchorSettings()
+        settings = settings if isinstance(settings, AnchorSettings) else AnchorSettings(**settings)
+    return settings.plain()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +103,7 @@ def test_anchors_command_writes_a_config_that_loads(thin_run, tmp_path: Path, ca
     assert "best possible recall" in printed and "mean best IoU" in printed
     before, after = (float(v) for v in printed.split("after SSD's matching): ")[1].split()[0:3:2])
     assert after > before
-    values = yaml.safe_load(output.read_text())["model"]["init_args"]
+    values = yaml.safe_load(output.read_text())["model"]["init_args"]["anchors"]
     assert set(values) == set(ANCHOR_ARGS)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)

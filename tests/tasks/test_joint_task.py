@@ -15,14 +15,13 @@ from torch.nn import functional as F
 
 from mobilenetv2_dense.__main__ import main as package_main
 from mobilenetv2_dense.commands.cli import checkpoint_hyperparameters, cli_main
-from mobilenetv2_dense.heads.anchor_fit import DEFAULT_SETTINGS
 from mobilenetv2_dense.heads.loss import SSDLoss
 from mobilenetv2_dense.models import ssdlite_deeplabv3_mobilenet_v2
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
 from mobilenetv2_dense.tasks.joint import JointTask
 from mobilenetv2_dense.tasks.joint.loss import JointLoss
 from tests.conftest import joint_options
-from tests.tasks.test_fit_anchors import anchor_values
+from tests.tasks.test_fit_anchors import DEFAULT_SETTINGS, anchor_values
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -137,7 +136,7 @@ def test_joint_anchors_fitted_by_the_command_and_at_fit_start(shapes_coco: Path,
     output = tmp_path / "fitted.yaml"
     package_main(["anchors", *joint_options(shapes_coco), "--generations", "100", "--output", str(output)])
     assert "best possible recall" in capsys.readouterr().out
-    values = yaml.safe_load(output.read_text())["model"]["init_args"]
+    values = yaml.safe_load(output.read_text())["model"]["init_args"]["anchors"]
     cli = cli_main([*joint_options(shapes_coco), "--config", str(output)], run=False)
     assert isinstance(cli.model, JointTask) and anchor_values(cli.model.model.anchor_settings) == values
 
