@@ -14,23 +14,24 @@ A ratio below 1.0 means ours is faster. The paper's figure is 200 ms on one Pixe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from benchmarks.common import median_latency, print_table
 from mobilenetv2_dense.backbone.complexity import count_parameters
-from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.heads.postprocess import PostProcessing, postprocess_detections
 from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 
-SETTINGS = dict(score_thresh=0.01, nms_thresh=0.45, topk_candidates=400, detections_per_img=100)
+SETTINGS = PostProcessing(score_thresh=0.01, nms_thresh=0.45, topk_candidates=400, detections_per_img=100)
 
 
 def build_models(num_classes: int = 80) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
     ours = ssdlite320_mobilenet_v2(num_classes=num_classes).eval()
     theirs = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1).eval()
-    for name, value in SETTINGS.items():
+    for name, value in dataclasses.asdict(SETTINGS).items():
         setattr(theirs, name, value)  # torchvision applies topk per class; ours per image over all classes
     return ours, theirs
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     def ours_end_to_end() -> list[dict]:
         out = ours(image)
         return postprocess_detections(out["bbox_regression"], out["cls_logits"], out["anchors"], ours.box_coder,
-                                      image_size=image_size, **SETTINGS)
+                                      image_size=image_size, settings=SETTINGS)
 
     def theirs_network() -> dict:
         return theirs.head(list(theirs.backbone(image).values()))

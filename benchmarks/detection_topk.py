@@ -25,6 +25,8 @@ from benchmarks.common import print_table
 from mobilenetv2_dense.datasets.detection.coco import COCODetection
 from mobilenetv2_dense.datasets.detection.dataset import detection_collate
 from mobilenetv2_dense.datasets.detection.transforms import eval_transform
+from mobilenetv2_dense.heads.anchors import AnchorSettings
+from mobilenetv2_dense.heads.postprocess import PostProcessing
 from mobilenetv2_dense.models.ssdlite import SSDLite, ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
 
@@ -36,8 +38,8 @@ def load_model(ckpt: str) -> tuple[SSDLite, dict]:
     # load it only from a file you trust.
     hp = dict(torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"])
     model = ssdlite320_mobilenet_v2(num_classes=hp["num_classes"], width_mult=hp.get("width_mult", 1.0), weights=ckpt,
-                                    score_thresh=hp.get("score_thresh", 0.01), nms_thresh=hp.get("nms_thresh", 0.45),
-                                    detections_per_img=hp.get("detections_per_img", 100),
+                                    post_processing=hp.get("post_processing") or PostProcessing(),
+                                    anchors=hp.get("anchors") or AnchorSettings(),
                                     classification=hp.get("classification_loss", "softmax"))
     return model.eval(), hp
 
@@ -55,7 +57,7 @@ def raw_outputs(model: SSDLite, loader: DataLoader) -> list[tuple[dict, list[dic
 def measure(batches: list, dataset: COCODetection, model: SSDLite, hp: dict, topk: int,
             repeats: int) -> dict[str, float]:
     """COCO metrics, detections per image and post-processing ms per image with ``topk_candidates=topk``."""
-    model.topk_candidates = topk
+    model.post_processing = model.post_processing.replace(topk_candidates=topk)
     times, arrays, image_ids = [], [], []
     for repeat in range(repeats):
         elapsed = 0.0
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     batches = raw_outputs(model, loader)
     print(f"network over {len(dataset)} val images at {args.image_size}: {time.perf_counter() - start:.1f} s; "
           f"{batches[0][0]['anchors'].shape[0]} anchors x {hp['num_classes']} classes per image; "
-          f"score_thresh {hp.get('score_thresh', 0.01)}, nms_thresh {hp.get('nms_thresh', 0.45)}, "
+          f"score_thresh {model.post_processing.score_thresh}, nms_thresh {model.post_processing.nms_thresh}, "
           f"{args.threads} threads")
 
     rows = []

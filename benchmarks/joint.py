@@ -42,6 +42,7 @@ from mobilenetv2_dense.deploy.formats import export_graph
 from mobilenetv2_dense.deploy.fuse import fold_conv_bn
 from mobilenetv2_dense.deploy.graph import DetectorGraph, JointGraph, Normalize, SegmenterGraph
 from mobilenetv2_dense.deploy.runtime import DeployedModel, write_sidecar
+from mobilenetv2_dense.heads.postprocess import PostProcessing
 from mobilenetv2_dense.models import (
     SSDLite,
     deeplabv3_mobilenet_v2,
@@ -58,7 +59,7 @@ DECODER_FEATURES = {4: "stage2", 8: "stage3", 16: "stage6_expansion"}
 def latency(*, size: int, width: float, runs: int, warmup: int, threads: int, topk: int, detections: int,
             folder: Path, num_classes: int = 80) -> list[tuple]:
     torch.manual_seed(0)
-    post = dict(topk_candidates=topk, detections_per_img=detections)
+    post = dict(post_processing=PostProcessing(topk_candidates=topk, detections_per_img=detections))
     k = num_classes
     models = {"joint": ssdlite_deeplabv3_mobilenet_v2(num_classes=k, num_seg_classes=k + 1, width_mult=width, **post),
               **{f"joint + decoder@{stride}": ssdlite_deeplabv3_mobilenet_v2(

@@ -52,6 +52,7 @@ from mobilenetv2_dense.datasets.detection.transforms import DetectionAugment, De
 from mobilenetv2_dense.datasets.images import IMAGENET_MEAN, IMAGENET_STD
 from mobilenetv2_dense.heads.anchors import AnchorSettings
 from mobilenetv2_dense.heads.loss import SSDLoss
+from mobilenetv2_dense.heads.postprocess import PostProcessing
 from mobilenetv2_dense.models.ssdlite import ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.detection.anchors import fit_model_anchors
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
@@ -66,6 +67,8 @@ SETS = {
 
 # Post-processing shared by every model at evaluation (our SSDLite's defaults).
 SCORE_THRESH, NMS_THRESH, DETECTIONS, TOPK = 0.01, 0.45, 100, 300
+POST_PROCESSING = PostProcessing(score_thresh=SCORE_THRESH, nms_thresh=NMS_THRESH, detections_per_img=DETECTIONS,
+                                 topk_candidates=TOPK)
 
 # Our SSDLite's variants: model kwargs, loss kwargs, input normalisation and anchor fitting, changed one part at a
 # time from "paper" (this project's defaults before this benchmark) towards torchvision's.
@@ -152,9 +155,8 @@ class Ours(Detector):
     """Our SSDLite with :class:`mobilenetv2_dense.heads.loss.SSDLoss`; ``channels_last`` as the configs train it."""
 
     def __init__(self, num_classes: int, width_mult: float, variant: dict, channels_last: bool) -> None:
-        self.model = ssdlite320_mobilenet_v2(num_classes=num_classes, width_mult=width_mult, score_thresh=SCORE_THRESH,
-                                             nms_thresh=NMS_THRESH, detections_per_img=DETECTIONS,
-                                             topk_candidates=TOPK, **variant.get("model", {}))
+        self.model = ssdlite320_mobilenet_v2(num_classes=num_classes, width_mult=width_mult,
+                                             post_processing=POST_PROCESSING, **variant.get("model", {}))
         if variant.get("clip_anchors"):
             self.model.anchors = _clipped(self.model.anchors)
         self.criterion = SSDLoss(**variant.get("loss", {}))

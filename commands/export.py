@@ -15,6 +15,7 @@ model (:mod:`mobilenetv2_dense.commands.parity`); the figures go into the sideca
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -119,7 +120,7 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
         kind = JointGraph if joint else DetectorGraph
         graph = kind(folded, size, mean=mean, std=std, category_ids=[c["id"] for c in classes],
                      **({"argmax": argmax} if joint else {}))
-        d = folded.detections_per_img
+        d = folded.post_processing.detections_per_img
         outputs = [{"name": "boxes", "shape": ["N", d, 4], "dtype": "float32"},
                    {"name": "scores", "shape": ["N", d], "dtype": "float32"},
                    {"name": "labels", "shape": ["N", d], "dtype": "int64"},
@@ -130,8 +131,7 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
                            {"name": "seg_logits", "shape": ["N", task.num_seg_classes, height, width],
                             "dtype": "float32"})
         contract = {"task": "joint" if joint else "detection", "dynamic_size": False, "outputs": outputs,
-                    "post_processing": {"score_thresh": folded.score_thresh, "nms_thresh": folded.nms_thresh,
-                                        "detections_per_img": d, "topk_candidates": folded.topk_candidates,
+                    "post_processing": {**dataclasses.asdict(folded.post_processing),
                                         "classification": folded.classification, "nms": "class-wise, greedy"},
                     # the default boxes are constants of the graph; their generator values, for a reader
                     "anchors": folded.anchor_settings.plain()}

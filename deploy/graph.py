@@ -103,8 +103,7 @@ class DetectorGraph(nn.Module):
     labels, best first), with labels 1..K mapped to ``category_ids[k - 1]``.
 
     Args:
-        model: the detector (its ``score_thresh``, ``nms_thresh``, ``topk_candidates``, ``detections_per_img``
-            and ``classification`` are used).
+        model: the detector (its ``post_processing`` and ``classification`` are used).
         image_size: ``(H, W)`` the graph is built for (the anchors are constants of it).
         mean, std: the data's normalisation.
         category_ids: the dataset's id of labels 1..K (``None``: the labels themselves).
@@ -143,7 +142,8 @@ class DetectorGraph(nn.Module):
             scores = logits[..., 1:].sigmoid()
         num_classes = scores.shape[-1]
         flat = scores.flatten(1)  # (N, A*K)
-        top_scores, top_index = flat.topk(min(model.topk_candidates, flat.shape[1]), dim=1)  # (N, T), best first
+        post = model.post_processing
+        top_scores, top_index = flat.topk(min(post.topk_candidates, flat.shape[1]), dim=1)  # (N, T), best first
         anchor_index = torch.div(top_index, num_classes, rounding_mode="floor")
         labels = top_index % num_classes + 1  # 1..K
         codes = regression.gather(1, anchor_index[:, :, None].expand(-1, -1, 4))  # (N, T, 4)
@@ -152,16 +152,16 @@ class DetectorGraph(nn.Module):
         limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
         boxes = torch.minimum(boxes.clamp(min=0), limits)  # clip to the image
 
-        keep = greedy_nms_mask(boxes, labels, top_scores > model.score_thresh, model.nms_thresh)
+        keep = greedy_nms_mask(boxes, labels, top_scores > post.score_thresh, post.nms_thresh)
         # The D best kept candidates, best first; -1 marks the dropped ones (every score is >= 0).
-        count = min(model.detections_per_img, keep.shape[1])
+        count = min(post.detections_per_img, keep.shape[1])
         kept_scores, order = torch.where(keep, top_scores, -1.0).topk(count, dim=1)
         num_detections = keep.sum(dim=1).clamp(max=count)
         filled = torch.arange(count, device=device)[None] < num_detections[:, None]  # (N, D)
         boxes = boxes.gather(1, order[:, :, None].expand(-1, -1, 4)) * filled[:, :, None]
         scores = kept_scores * filled
         labels = self.category_ids[labels.gather(1, order) * filled]
-        pad = model.detections_per_img - count  # fewer candidates than D (tiny inputs): zero rows
+        pad = post.detections_per_img - count  # fewer candidates than D (tiny inputs): zero rows
         if pad:
             boxes = nn.functional.pad(boxes, (0, 0, 0, pad))
             scores, labels = nn.functional.pad(scores, (0, pad)), nn.functional.pad(labels, (0, pad))

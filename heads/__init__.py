@@ -10,7 +10,7 @@ from .box_coder import BoxCoder
 from .deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, ImagePooling, atrous_rates_for
 from .loss import SSDLoss
 from .matcher import match_anchors
-from .postprocess import postprocess_detections
+from .postprocess import PostProcessing, postprocess_detections
 from .ssdlite import SSDLiteHead
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "DeepLabV3Head",
     "DeepLabV3PlusDecoder",
     "ImagePooling",
+    "PostProcessing",
     "SSDLiteHead",
     "SSDLoss",
     "atrous_rates_for",

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..backbone import MobileNetV2, mobilenet_v2
 from ..heads.anchors import AnchorSettings, num_anchors_per_location, ssd_anchors
 from ..heads.box_coder import BoxCoder
-from ..heads.postprocess import postprocess_detections
+from ..heads.postprocess import PostProcessing, postprocess_detections
 from ..heads.ssdlite import SSDLiteHead, SSDLiteNorm
 from .weights import load_checkpoint_weights
 
@@ -60,9 +60,8 @@ class SSDLite(nn.Module):
         norm_layer: the head's norm layer (TF's SSDLite batch norm, eps 1e-3, momentum 0.03).
         classification: how the scores come from ``cls_logits``: ``"softmax"`` over K + 1, or ``"focal"`` (a
             sigmoid of the K object logits) for a model trained with the focal loss.
-        score_thresh, nms_thresh, detections_per_img: post-processing (per-class NMS).
-        topk_candidates: (anchor, class) pairs per image kept for decoding and NMS (300 = 3 x detections_per_img:
-            see ``DetectionTask``).
+        post_processing: score threshold, top-k candidates, per-class NMS and detections kept
+            (:class:`mobilenetv2_dense.heads.PostProcessing`).
     """
 
     def __init__(
@@ -75,10 +74,7 @@ class SSDLite(nn.Module):
         anchors: AnchorSettings = AnchorSettings(),
         norm_layer: Callable[..., nn.Module] = SSDLiteNorm,
         classification: Literal["softmax", "focal"] = "softmax",
-        score_thresh: float = 0.01,
-        nms_thresh: float = 0.45,
-        detections_per_img: int = 100,
-        topk_candidates: int = 300,
+        post_processing: PostProcessing = PostProcessing(),
     ) -> None:
         super().__init__()
         if classification not in ("softmax", "focal"):
@@ -94,10 +90,7 @@ class SSDLite(nn.Module):
         self.num_classes = num_classes
         self.box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
         self.classification = classification
-        self.score_thresh = score_thresh
-        self.nms_thresh = nms_thresh
-        self.detections_per_img = detections_per_img
-        self.topk_candidates = topk_candidates
+        self.post_processing = post_processing
         self._anchor_cache: dict[tuple, Tensor] = {}
 
     def anchors(self, image_size: tuple[int, int], feature_sizes: list[tuple[int, int]], *,
@@ -149,9 +142,7 @@ class SSDLite(nn.Module):
         """
         return postprocess_detections(
             outputs["bbox_regression"], outputs["cls_logits"], outputs["anchors"], self.box_coder,
-            image_size=tuple(image_size), score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
-            topk_candidates=self.topk_candidates, detections_per_img=self.detections_per_img,
-            classification=self.classification)
+            image_size=tuple(image_size), settings=self.post_processing, classification=self.classification)
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> list[dict[str, Tensor]]:

@@ -189,7 +189,8 @@ def one_thread():
 # The joint detection + segmentation run shared by tests/tasks/test_joint_task.py and tests/deploy/test_joint_export.py:
 # the COCO joint config on the generated shapes (COCO layout, RLE outlines), width 0.35, 64x64 inputs.
 JOINT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "ssdlite_deeplabv3lite_coco.yaml")
-JOINT_POST = ["--model.init_args.topk_candidates", "30", "--model.init_args.detections_per_img", "10"]
+JOINT_POST = ["--model.init_args.post_processing.topk_candidates", "30",
+              "--model.init_args.post_processing.detections_per_img", "10"]
 
 
 def joint_options(root: Path) -> list[str]:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ...heads.anchors import AnchorSettings
 from ...heads.loss import SSDLoss
+from ...heads.postprocess import PostProcessing
 from ...models.ssdlite import ssdlite320_mobilenet_v2
 from ..base import BaseTask
 from ..distributed import gather_per_image
@@ -66,10 +67,8 @@ class DetectionTask(BaseTask):
             ``iou_thresh``). 0.4 by default: SSDLite's lowest map has 3 boxes per cell, and at the paper's 0.5 many
             objects match no anchor but their forced best one; trained from scratch that way ours learned far slower
             than torchvision's SSDLite (``benchmarks/train_vs_peers.py``). 0.5 is the paper's setting.
-        score_thresh, nms_thresh, detections_per_img: post-processing (per-class NMS), see
-            :meth:`mobilenetv2_dense.models.SSDLite.postprocess`.
-        topk_candidates: (anchor, class) pairs per image kept for decoding and NMS; 300 = 3 x detections_per_img,
-            where mAP and AR@100 stop changing on the demo model (``python -m benchmarks.detection_topk`` sweeps it).
+        post_processing: score threshold, top-k candidates, per-class NMS and detections kept
+            (:class:`mobilenetv2_dense.heads.PostProcessing`, a YAML block), at validation, test and predict.
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
         anchors: the default boxes (:class:`mobilenetv2_dense.heads.AnchorSettings`, a YAML block: TF's
             ``ssd_anchor_generator`` values and two options for fitted ones); the ``anchors`` command writes fitted
@@ -97,10 +96,7 @@ class DetectionTask(BaseTask):
         neg_pos_ratio: float = 3.0,
         min_negatives_per_image: int = 3,
         iou_thresh: float = 0.4,
-        score_thresh: float = 0.01,
-        nms_thresh: float = 0.45,
-        detections_per_img: int = 100,
-        topk_candidates: int = 300,
+        post_processing: PostProcessing = PostProcessing(),
         evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
         anchors: AnchorSettings = AnchorSettings(),
         fit_anchors: bool = False,
@@ -118,8 +114,7 @@ class DetectionTask(BaseTask):
             num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
             backbone_init=backbone_init, frozen_stages=frozen_stages, norm_eval=norm_eval,
             classification=classification_loss,
-            score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
-            topk_candidates=topk_candidates, anchors=anchors)
+            post_processing=post_processing, anchors=anchors)
         if classification_loss == "focal":
             self.model.head.set_class_prior(0.01)
         self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss,

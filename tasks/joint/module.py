@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ...heads.anchors import AnchorSettings
 from ...heads.deeplab import label_map
+from ...heads.postprocess import PostProcessing
 from ...models.joint import ssdlite_deeplabv3_mobilenet_v2
 from ..detection.evaluation import scale_to_original
 from ..detection.module import DetectionTask, _split_predict_batch
@@ -53,8 +54,8 @@ class JointTask(DetectionTask):
         backbone_weights, frozen_stages, norm_eval: as :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`.
         detection_weight, segmentation_weight: the two losses' weights in ``train/loss``.
         dice_weight: add ``dice_weight *`` smp's multiclass Dice to the segmentation cross-entropy (0: off).
-        classification_loss, neg_pos_ratio, min_negatives_per_image, score_thresh, nms_thresh, detections_per_img,
-            topk_candidates, evaluator: the detector's, see :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`.
+        classification_loss, neg_pos_ratio, min_negatives_per_image, post_processing, evaluator: the detector's, see
+            :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`.
         anchors, fit_anchors: the detector's anchors (:class:`mobilenetv2_dense.heads.AnchorSettings`) and the step
             that fits them to the training boxes at the start of ``fit``, as
             :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`'s (the ``anchors`` command takes a joint config
@@ -81,10 +82,7 @@ class JointTask(DetectionTask):
         classification_loss: Literal["softmax", "focal"] = "softmax",
         neg_pos_ratio: float = 3.0,
         min_negatives_per_image: int = 3,
-        score_thresh: float = 0.01,
-        nms_thresh: float = 0.45,
-        detections_per_img: int = 100,
-        topk_candidates: int = 300,
+        post_processing: PostProcessing = PostProcessing(),
         evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
         anchors: AnchorSettings = AnchorSettings(),
         fit_anchors: bool = False,
@@ -101,11 +99,10 @@ class JointTask(DetectionTask):
         # network is replaced by the joint one below (the detector built there costs ~0.1 s and is dropped).
         super().__init__(num_classes=num_classes, width_mult=width_mult, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, classification_loss=classification_loss, neg_pos_ratio=neg_pos_ratio,
-                         min_negatives_per_image=min_negatives_per_image, score_thresh=score_thresh,
+                         min_negatives_per_image=min_negatives_per_image, post_processing=post_processing,
                          # the paper's matching, which benchmarks/joint.py measured the joint model with
                          iou_thresh=0.5,
-                         nms_thresh=nms_thresh, detections_per_img=detections_per_img,
-                         topk_candidates=topk_candidates, evaluator=evaluator, anchors=anchors, fit_anchors=fit_anchors,
+                         evaluator=evaluator, anchors=anchors, fit_anchors=fit_anchors,
                          optimization=optimization, channels_last=channels_last, deployed=deployed,
                          inference=inference)
         self.save_hyperparameters()  # this signature's arguments (replacing the detection task's)
@@ -114,8 +111,7 @@ class JointTask(DetectionTask):
             num_classes=num_classes, num_seg_classes=num_seg_classes, width_mult=width_mult, decoder=decoder,
             decoder_feature=decoder_feature, backbone_weights=backbone_weights, frozen_stages=frozen_stages,
             norm_eval=norm_eval,
-            classification=classification_loss, score_thresh=score_thresh, nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img, topk_candidates=topk_candidates, anchors=anchors)
+            classification=classification_loss, post_processing=post_processing, anchors=anchors)
         if classification_loss == "focal":
             self.model.head.set_class_prior(0.01)
         self.joint_loss = JointLoss(self.criterion, detection_weight=detection_weight,

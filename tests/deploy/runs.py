@@ -13,7 +13,8 @@ SEG_DATA = ["--data.init_args.num_train", "8", "--data.init_args.num_val", "3", 
             "[48, 64]", "--data.init_args.crop_size", "48", "--data.init_args.batch_size", "4",
             "--data.init_args.val_batch_size", "2", "--data.init_args.num_workers", "0"]
 # Few candidates keep the unrolled NMS (one step per candidate) quick to export; 3 x the detections, as the default.
-DET_POST = ["--model.init_args.topk_candidates", "45", "--model.init_args.detections_per_img", "15"]
+DET_POST = ["--model.init_args.post_processing.topk_candidates", "45",
+            "--model.init_args.post_processing.detections_per_img", "15"]
 
 
 def det_data(root: Path) -> list[str]:

@@ -127,7 +127,8 @@ def test_export_script_runs_from_the_command_line(det_run, shapes_coco: Path, tm
         [sys.executable, str(ROOT / "export.py"), "--config", DET_CONFIG, "--ckpt_path", str(checkpoint),
          "--output", str(output), *det_data(tmp_path / "no_coco_here"), "--image_size", "64", "64",
          # The fewest candidates that still fill the 4 detections: this test is about the command, not the NMS.
-         "--model.init_args.topk_candidates", "8", "--model.init_args.detections_per_img", "4"],
+         "--model.init_args.post_processing.topk_candidates", "8",
+         "--model.init_args.post_processing.detections_per_img", "4"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     meta = read_sidecar(output)

@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, SegmenterGraph, greedy_nms_mask
+from mobilenetv2_dense.heads.postprocess import PostProcessing
 from mobilenetv2_dense.models import deeplabv3_mobilenet_v2, mobilenet_v2_classifier, ssdlite320_mobilenet_v2
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -49,8 +50,8 @@ def test_greedy_nms_mask_keeps_what_batched_nms_keeps(seed: int) -> None:
 
 def test_detector_graph_equals_predict() -> None:
     torch.manual_seed(0)
-    model = randomise_batchnorm(ssdlite320_mobilenet_v2(num_classes=3, width_mult=0.35, topk_candidates=60,
-                                                        detections_per_img=20))
+    model = randomise_batchnorm(ssdlite320_mobilenet_v2(num_classes=3, width_mult=0.35, post_processing=PostProcessing(
+        topk_candidates=60, detections_per_img=20)))
     graph = DetectorGraph(model, (96, 128), mean=MEAN, std=STD, category_ids=[2, 5, 11]).eval()
     images = torch.rand(2, 3, 96, 128)
     with torch.no_grad():
@@ -67,8 +68,8 @@ def test_detector_graph_equals_predict() -> None:
 
 
 def test_detector_graph_pads_when_fewer_candidates_than_detections() -> None:
-    model = randomise_batchnorm(ssdlite320_mobilenet_v2(num_classes=2, width_mult=0.35, topk_candidates=8,
-                                                        detections_per_img=12, score_thresh=0.0))
+    model = randomise_batchnorm(ssdlite320_mobilenet_v2(num_classes=2, width_mult=0.35, post_processing=PostProcessing(
+        topk_candidates=8, detections_per_img=12, score_thresh=0.0)))
     graph = DetectorGraph(model, (64, 64), mean=MEAN, std=STD).eval()
     with torch.no_grad():
         boxes, scores, labels, counts = graph(torch.rand(1, 3, 64, 64))

@@ -10,7 +10,7 @@ from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 from torchvision.models.detection.ssd import SSD
 
 from mobilenetv2_dense.heads.box_coder import BoxCoder
-from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.heads.postprocess import PostProcessing, postprocess_detections
 
 ANCHORS = torch.tensor([
     [10.0, 10.0, 50.0, 50.0],
@@ -25,10 +25,10 @@ def logits_for(probabilities: list[list[float]]) -> torch.Tensor:
     return torch.tensor(probabilities).log()[None]
 
 
-def run(probabilities: list[list[float]], **kwargs) -> dict[str, torch.Tensor]:
+def run(probabilities: list[list[float]], **settings) -> dict[str, torch.Tensor]:
     zeros = torch.zeros(1, len(probabilities), 4)  # zero offsets decode to the anchors themselves
     return postprocess_detections(zeros, logits_for(probabilities), ANCHORS[: len(probabilities)], BoxCoder(),
-                                  image_size=(200, 200), **kwargs)[0]
+                                  image_size=(200, 200), settings=PostProcessing(**settings))[0]
 
 
 def test_nms_removes_a_duplicate_but_keeps_other_classes_and_places():
@@ -65,7 +65,8 @@ def test_matches_torchvision_ssd_postprocess_when_topk_does_not_bind():
                "cls_logits": torch.randn(2, num_anchors, classes + 1, generator=g) * 2}
     settings = dict(score_thresh=0.2, nms_thresh=0.45, detections_per_img=50)
     ours = postprocess_detections(outputs["bbox_regression"], outputs["cls_logits"], anchors, BoxCoder(),
-                                  image_size=(300, 280), topk_candidates=num_anchors * classes, **settings)
+                                  image_size=(300, 280),
+                                  settings=PostProcessing(topk_candidates=num_anchors * classes, **settings))
     reference = SimpleNamespace(box_coder=TorchvisionBoxCoder(weights=(10.0, 10.0, 5.0, 5.0)),
                                 topk_candidates=num_anchors, **settings)
     theirs = SSD.postprocess_detections(reference, outputs, [anchors] * 2, [(300, 280)] * 2)

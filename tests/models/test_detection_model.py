@@ -10,7 +10,7 @@ from torchvision.ops import box_iou
 
 from mobilenetv2_dense.backbone.complexity import count_madds, count_parameters
 from mobilenetv2_dense.heads.loss import SSDLoss
-from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.heads.postprocess import PostProcessing, postprocess_detections
 from mobilenetv2_dense.models.ssdlite import SSDLite, ssdlite320_mobilenet_v2
 
 
@@ -152,7 +152,7 @@ def test_overfits_one_scene(one_thread):
     with torch.no_grad():
         out = model(image)
     found = postprocess_detections(out["bbox_regression"], out["cls_logits"], out["anchors"], model.box_coder,
-                                   image_size=(128, 128), score_thresh=0.5)[0]
+                                   image_size=(128, 128), settings=PostProcessing(score_thresh=0.5))[0]
     for box, label in zip(boxes, (1, 2)):
         same = found["labels"] == label
         assert same.any(), f"class {label} not detected"

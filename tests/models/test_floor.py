@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from mobilenetv2_dense.heads.postprocess import postprocess_detections
+from mobilenetv2_dense.heads.postprocess import PostProcessing, postprocess_detections
 from mobilenetv2_dense.models import (
     DeepLabV3,
     SSDLite,
@@ -101,9 +101,11 @@ def _detection_loader() -> DataLoader:
 # ``optimization`` puts a dataclass in the hyper-parameters, which weights_only only reads with tasks/ imported.
 TASKS = {
     "detection": (lambda: DetectionTask(num_classes=2, width_mult=0.35, classification_loss="focal",
-                                        score_thresh=0.0, optimization=Optimization(lr=1e-3)),
+                                        post_processing=PostProcessing(score_thresh=0.0),
+                                        optimization=Optimization(lr=1e-3)),
                   "ssdlite320_mobilenet_v2", dict(num_classes=2, width_mult=0.35, classification="focal",
-                                                  score_thresh=0.0), _detection_loader),
+                                                  post_processing=PostProcessing(score_thresh=0.0)),
+                  _detection_loader),
     "segmentation": (lambda: SegmentationTask(num_classes=3, width_mult=0.35, head="aspp", decoder=True,
                                               optimization=Optimization(lr=1e-3)),
                      "deeplabv3_mobilenet_v2", dict(num_classes=3, width_mult=0.35, head="aspp", decoder=True),
@@ -192,6 +194,7 @@ def test_checkpoints_load_without_tasks_imported(checkpoints, tmp_path: Path) ->
 import json, sys, torch
 torch.set_num_threads(1)
 from mobilenetv2_dense import models
+from mobilenetv2_dense.heads import PostProcessing  # the builders' keyword values below name it
 data = torch.load("expected.pt", weights_only=True)
 equal = {{}}
 for name, (builder, kwargs, path) in {calls!r}.items():
@@ -211,11 +214,14 @@ print(json.dumps({{"equal": equal, "stack": sorted(m for m in {TRAINING_STACK!r}
 
 
 # ------------------------------------------------------------------------------------------ post-processing
-@pytest.mark.parametrize("settings", [{}, dict(classification="focal", score_thresh=0.0, nms_thresh=0.3,
-                                                detections_per_img=7, topk_candidates=40)])
+@pytest.mark.parametrize("settings", [{}, dict(classification="focal", settings=PostProcessing(
+    score_thresh=0.0, nms_thresh=0.3, detections_per_img=7, topk_candidates=40))])
 def test_postprocess_equals_the_head_function(settings: dict) -> None:
+    """``settings``: postprocess_detections' keywords, the model built with the same."""
     torch.manual_seed(0)
-    model = ssdlite320_mobilenet_v2(num_classes=3, width_mult=0.35, **settings).eval()
+    model = ssdlite320_mobilenet_v2(num_classes=3, width_mult=0.35,
+                                    classification=settings.get("classification", "softmax"),
+                                    post_processing=settings.get("settings", PostProcessing())).eval()
     images = torch.randn(2, 3, 96, 80)
     with torch.no_grad():
         outputs = model(images)
@@ -234,10 +240,11 @@ def test_detection_task_detects_as_before() -> None:
     """``DetectionTask.detect``: the head's post-processing with the task's settings, scaled to original pixels,
     as the task computed it before the model owned its post-processing."""
     torch.manual_seed(0)
-    settings = dict(score_thresh=0.02, nms_thresh=0.5, detections_per_img=9, topk_candidates=60)
-    task = DetectionTask(num_classes=2, width_mult=0.35, classification_loss="focal", **settings).eval()
-    assert (task.model.score_thresh, task.model.nms_thresh, task.model.detections_per_img,
-            task.model.topk_candidates, task.model.classification) == (0.02, 0.5, 9, 60, "focal")
+    settings = PostProcessing(score_thresh=0.02, nms_thresh=0.5, detections_per_img=9, topk_candidates=60)
+    task = DetectionTask(num_classes=2, width_mult=0.35, classification_loss="focal", post_processing=settings).eval()
+    post = task.model.post_processing
+    assert (post.score_thresh, post.nms_thresh, post.detections_per_img,
+            post.topk_candidates, task.model.classification) == (0.02, 0.5, 9, 60, "focal")
     images = torch.randn(2, 3, 64, 64)
     orig_sizes = [torch.tensor([128, 64]), torch.tensor([64, 96])]
     with torch.no_grad():
@@ -245,7 +252,7 @@ def test_detection_task_detects_as_before() -> None:
         found = task.detect(outputs, (64, 64), orig_sizes)
     expected = scale_to_original(postprocess_detections(
         outputs["bbox_regression"], outputs["cls_logits"], outputs["anchors"], task.model.box_coder,
-        image_size=(64, 64), classification="focal", **settings), (64, 64), orig_sizes)
+        image_size=(64, 64), classification="focal", settings=settings), (64, 64), orig_sizes)
     for f, e in zip(found, expected):
         for key in e:
             torch.testing.assert_close(f[key], e[key], rtol=0, atol=0)

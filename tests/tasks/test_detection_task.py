@@ -13,6 +13,7 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 
+from mobilenetv2_dense.heads.postprocess import PostProcessing
 from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
 from mobilenetv2_dense.tasks.detection.module import DetectionTask
 from mobilenetv2_dense.tasks.detection.visualize import DetectionPredictionWriter, draw_detections
@@ -297,7 +298,7 @@ def test_ddp_evaluates_the_whole_val_set_once() -> None:
     """Two CPU ranks (gloo), 5 val images: the DistributedSampler pads rank 1 with a repeat of image 0. The
     gathered, de-duplicated evaluation must equal the single-process one."""
     data = TinyBoxes(num_images=5)
-    task = tiny_task(score_thresh=0.0)
+    task = tiny_task(post_processing=PostProcessing(score_thresh=0.0))
     quiet_trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=0).fit(task, data)
     single = quiet_trainer()
     single.validate(task, data, verbose=False)
@@ -456,7 +457,8 @@ def test_topk_benchmark_scores_each_value_and_defaults_agree(shapes_coco: Path, 
     rows = [line.split() for line in table if line.split() and line.split()[0] in ("10", "300")]
     assert [r[0] for r in rows] == ["10", "300"] and float(rows[0][5]) <= 10  # dets/img capped by the top-k
 
-    default = inspect.signature(DetectionTask).parameters["topk_candidates"].default
+    default = inspect.signature(DetectionTask).parameters["post_processing"].default.topk_candidates
     assert default == 300
     for config in DETECTION_CONFIGS:
-        assert yaml.safe_load(config.read_text())["model"]["init_args"]["topk_candidates"] == default, config.name
+        block = yaml.safe_load(config.read_text())["model"]["init_args"]["post_processing"]
+        assert block["topk_candidates"] == default, config.name

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from mobilenetv2_dense.__main__ import main as package_main
 from mobilenetv2_dense.commands.cli import checkpoint_hyperparameters, cli_main
 from mobilenetv2_dense.heads.loss import SSDLoss
+from mobilenetv2_dense.heads.postprocess import PostProcessing
 from mobilenetv2_dense.models import ssdlite_deeplabv3_mobilenet_v2
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
 from mobilenetv2_dense.tasks.joint import JointTask
@@ -41,7 +42,8 @@ def test_one_validation_logs_map_and_miou_of_the_same_checkpoint(joint_run, shap
     # By hand from the same weights: the network on the same batches, boxes scaled to original pixels for COCOeval,
     # SSD's loss per batch, logits resized to each original mask, cross-entropy and a confusion matrix in numpy.
     model = ssdlite_deeplabv3_mobilenet_v2(num_classes=4, num_seg_classes=5, width_mult=0.35, weights=checkpoint,
-                                           topk_candidates=30, detections_per_img=10).eval()
+                                           post_processing=PostProcessing(topk_candidates=30,
+                                                                          detections_per_img=10)).eval()
     confusion = np.zeros((5, 5), dtype=np.int64)
     results, image_ids, ssd_losses, nll, pixels = [], [], [], 0.0, 0
     with torch.no_grad():

@@ -78,7 +78,7 @@ def test_detection_fit_with_tensorboard_and_validate_pictures(shapes_coco: Path,
     assert not (log_dir / "metrics.csv").exists() and list(log_dir.glob("events.out.tfevents.*"))
     _check_curves(run_dir, log_dir, "val/map", tmp_path, monkeypatch)
 
-    _run(tmp_path, ["validate", *common, *QUIET, "--model.init_args.score_thresh", "0.001",
+    _run(tmp_path, ["validate", *common, *QUIET, "--model.init_args.post_processing.score_thresh", "0.001",
                     "--ckpt_path", str(log_dir / "checkpoints" / "last.ckpt")], monkeypatch)
     folder = run_dir / "csv" / "version_1" / "validate"
     assert _valid_png(folder / "pr_curves.png")[0] > 800
