@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mobilenetv2_dense.commands.cli import cli_main, nested_nulls
+from mobilenetv2_dense.heads import AnchorSettings, PostProcessing
 from mobilenetv2_dense.tasks.optim import Optimization
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -43,3 +44,33 @@ def test_optimization_takes_a_typed_value_and_a_null_from_the_command_line(confi
     assert task.optimization.reference_batch_size is None and task.optimization.lr == 0.02
     assert task.optimization.optimizer == configured.optimizer
     assert task.optimization.weight_decay == configured.weight_decay
+
+
+def test_anchors_take_typed_values_and_a_null_from_the_command_line():
+    """The anchors block: a typed list and a float set fields; a later null gives an optional field back."""
+    scales = "[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]"
+    task = parsed_model("ssdlite_mobilenetv2_coco.yaml", "--model.init_args.anchors.scales", scales,
+                        "--model.init_args.anchors.interpolated_scale_aspect_ratio", "2.0")
+    settings = task.model.anchor_settings
+    assert isinstance(settings, AnchorSettings) and AnchorSettings(**task.hparams.anchors) == settings
+    assert settings.scales == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6) and settings.interpolated_scale_aspect_ratio == 2.0
+    assert settings.min_scale == AnchorSettings().min_scale  # the fields not typed keep their values
+    task = parsed_model("ssdlite_mobilenetv2_coco.yaml", "--model.init_args.anchors.scales", scales,
+                        "--model.init_args.anchors.scales", "null")
+    assert task.model.anchor_settings.scales is None
+
+
+@pytest.mark.parametrize("config", ["ssdlite_mobilenetv2_coco.yaml", "ssdlite_deeplabv3lite_coco.yaml"])
+def test_post_processing_takes_a_typed_value_from_the_command_line(config):
+    configured = parsed_model(config).model.post_processing
+    task = parsed_model(config, "--model.init_args.post_processing.score_thresh", "0.3")
+    post = task.model.post_processing
+    assert isinstance(post, PostProcessing) and post.score_thresh == 0.3
+    assert (post.nms_thresh, post.topk_candidates) == (configured.nms_thresh, configured.topk_candidates)
+
+
+def test_a_settings_value_out_of_range_is_refused_with_the_field_named():
+    with pytest.raises(ValueError, match=r"PostProcessing: nms_thresh must be in \(0, 1\], got 1.5"):
+        parsed_model("ssdlite_mobilenetv2_coco.yaml", "--model.init_args.post_processing.nms_thresh", "1.5")
+    with pytest.raises(ValueError, match=r"AnchorSettings: need 0 < min_scale <= max_scale"):
+        parsed_model("ssdlite_mobilenetv2_coco.yaml", "--model.init_args.anchors.min_scale", "0.99")
