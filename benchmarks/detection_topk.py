@@ -26,6 +26,7 @@ from mobilenetv2_dense.datasets.detection.coco import COCODetection
 from mobilenetv2_dense.datasets.detection.dataset import detection_collate
 from mobilenetv2_dense.datasets.detection.transforms import eval_transform
 from mobilenetv2_dense.heads.anchors import AnchorSettings
+from mobilenetv2_dense.heads.loss import SSDLossSettings
 from mobilenetv2_dense.heads.postprocess import PostProcessing
 from mobilenetv2_dense.models.ssdlite import SSDLite, ssdlite320_mobilenet_v2
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
@@ -40,7 +41,7 @@ def load_model(ckpt: str) -> tuple[SSDLite, dict]:
     model = ssdlite320_mobilenet_v2(num_classes=hp["num_classes"], width_mult=hp.get("width_mult", 1.0), weights=ckpt,
                                     post_processing=hp.get("post_processing") or PostProcessing(),
                                     anchors=hp.get("anchors") or AnchorSettings(),
-                                    classification=hp.get("classification_loss", "softmax"))
+                                    classification=(hp.get("loss") or SSDLossSettings()).classification)
     return model.eval(), hp
 
 

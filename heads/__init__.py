@@ -8,7 +8,7 @@ from .anchor_fit import best_possible_recall, fit_anchor_settings
 from .anchors import AnchorSettings, box_specs, num_anchors_per_location, ssd_anchors
 from .box_coder import BoxCoder
 from .deeplab import DeepLabV3Head, DeepLabV3PlusDecoder, ImagePooling, atrous_rates_for
-from .loss import SSDLoss
+from .loss import SSDLoss, SSDLossSettings
 from .matcher import match_anchors
 from .postprocess import PostProcessing, postprocess_detections
 from .ssdlite import SSDLiteHead
@@ -22,6 +22,7 @@ __all__ = [
     "PostProcessing",
     "SSDLiteHead",
     "SSDLoss",
+    "SSDLossSettings",
     "atrous_rates_for",
     "best_possible_recall",
     "box_specs",

@@ -9,7 +9,9 @@ are divided by the number of positive anchors in the batch (at least 1).
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +38,12 @@ def gather_targets(targets: list[dict], matches: Tensor) -> tuple[Tensor, Tensor
     return matched_boxes, matched_labels
 
 
-class SSDLoss(nn.Module):
-    """``loss(outputs, targets, box_coder) -> {"loss", "bbox_regression", "classification"}`` (scalars).
+@dataclass
+class SSDLossSettings:
+    """The multibox loss's settings, one block for :class:`SSDLoss` and the detection tasks' YAML (``loss``).
 
-    ``outputs``: ``bbox_regression (N, A, 4)``, ``cls_logits (N, A, K + 1)``, ``anchors (A, 4)`` xyxy pixels.
-    ``targets``: N dicts with ``boxes (M_i, 4)`` xyxy pixels and ``labels (M_i,)`` in 1..K.
+    Treated as a value: changes go through :meth:`replace`, never by assigning a field (not frozen, because
+    Lightning rebuilds hyper-parameter dataclasses field by field when it writes ``hparams.yaml``).
 
     Args:
         neg_pos_ratio: hard negatives kept per positive, per image (softmax only).
@@ -53,31 +56,48 @@ class SSDLoss(nn.Module):
         iou_threshold: IoU at which an anchor becomes positive (SSD: 0.5).
     """
 
-    def __init__(
-        self,
-        neg_pos_ratio: float = 3.0,
-        classification: Literal["softmax", "focal"] = "softmax",
-        min_negatives_per_image: int = 3,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        iou_threshold: float = 0.5,
-    ) -> None:
+    classification: Literal["softmax", "focal"] = "softmax"
+    neg_pos_ratio: float = 3.0
+    min_negatives_per_image: int = 3
+    iou_threshold: float = 0.5
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.classification not in ("softmax", "focal"):
+            raise ValueError(f"SSDLossSettings: classification must be 'softmax' or 'focal', got "
+                             f"{self.classification!r}")
+        if self.neg_pos_ratio < 0:
+            raise ValueError(f"SSDLossSettings: neg_pos_ratio must be >= 0, got {self.neg_pos_ratio} (SSD uses 3)")
+        if not 0 < self.iou_threshold <= 1:
+            raise ValueError(f"SSDLossSettings: iou_threshold must be in (0, 1], got {self.iou_threshold} "
+                             "(SSD uses 0.5)")
+        if self.min_negatives_per_image < 0:
+            raise ValueError(f"SSDLossSettings: min_negatives_per_image must be >= 0, got "
+                             f"{self.min_negatives_per_image} (TF's SSD configs use 3)")
+
+    def replace(self, **changes: Any) -> SSDLossSettings:
+        """These settings with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+# Tasks keep their SSDLossSettings in their hyper-parameters: checkpoints must load with weights_only=True.
+torch.serialization.add_safe_globals([SSDLossSettings])
+
+
+class SSDLoss(nn.Module):
+    """``loss(outputs, targets, box_coder) -> {"loss", "bbox_regression", "classification"}`` (scalars).
+
+    ``outputs``: ``bbox_regression (N, A, 4)``, ``cls_logits (N, A, K + 1)``, ``anchors (A, 4)`` xyxy pixels.
+    ``targets``: N dicts with ``boxes (M_i, 4)`` xyxy pixels and ``labels (M_i,)`` in 1..K.
+
+    ``settings``: :class:`SSDLossSettings`; ``SSDLoss(iou_threshold=0.4)`` is short for
+    ``SSDLoss(SSDLossSettings(iou_threshold=0.4))``.
+    """
+
+    def __init__(self, settings: SSDLossSettings | None = None, **changes: Any) -> None:
         super().__init__()
-        if classification not in ("softmax", "focal"):
-            raise ValueError(f"SSDLoss: classification must be 'softmax' or 'focal', got {classification!r}")
-        if neg_pos_ratio < 0:
-            raise ValueError(f"SSDLoss: neg_pos_ratio must be >= 0, got {neg_pos_ratio} (SSD uses 3)")
-        if not 0 < iou_threshold <= 1:
-            raise ValueError(f"SSDLoss: iou_threshold must be in (0, 1], got {iou_threshold} (SSD uses 0.5)")
-        if min_negatives_per_image < 0:
-            raise ValueError(f"SSDLoss: min_negatives_per_image must be >= 0, got {min_negatives_per_image} "
-                             "(TF's SSD configs use 3)")
-        self.neg_pos_ratio = neg_pos_ratio
-        self.min_negatives_per_image = min_negatives_per_image
-        self.classification = classification
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
-        self.iou_threshold = iou_threshold
+        self.settings = (settings or SSDLossSettings()).replace(**changes)
 
     def forward(self, outputs: dict[str, Tensor], targets: list[dict], box_coder: BoxCoder) -> dict[str, Tensor]:
         bbox_regression = outputs["bbox_regression"].float()
@@ -87,7 +107,7 @@ class SSDLoss(nn.Module):
             raise ValueError(f"SSDLoss.forward: {len(targets)} targets for a batch of {cls_logits.shape[0]} images; "
                              "pass one target dict per image")
         with torch.no_grad():
-            matches = match_anchors([t["boxes"] for t in targets], anchors, self.iou_threshold)  # (N, A)
+            matches = match_anchors([t["boxes"] for t in targets], anchors, self.settings.iou_threshold)  # (N, A)
             matched_boxes, cls_targets = gather_targets(targets, matches)  # (N, A, 4), (N, A)
         positive = matches >= 0  # (N, A)
         num_positive = positive.sum()
@@ -97,10 +117,10 @@ class SSDLoss(nn.Module):
         target_codes = box_coder.encode(matched_boxes[positive], anchors.expand_as(bbox_regression)[positive])
         bbox_loss = F.smooth_l1_loss(bbox_regression[positive], target_codes, beta=1.0, reduction="sum")
 
-        if self.classification == "focal":
+        if self.settings.classification == "focal":
             one_hot = F.one_hot(cls_targets, cls_logits.shape[-1])[..., 1:].to(cls_logits.dtype)  # (N, A, K)
-            cls_loss = sigmoid_focal_loss(cls_logits[..., 1:], one_hot, alpha=self.focal_alpha,
-                                          gamma=self.focal_gamma, reduction="sum")
+            cls_loss = sigmoid_focal_loss(cls_logits[..., 1:], one_hot, alpha=self.settings.focal_alpha,
+                                          gamma=self.settings.focal_gamma, reduction="sum")
         else:
             cls_loss = self._softmax_with_hard_negatives(cls_logits, cls_targets, positive)
         bbox_loss, cls_loss = bbox_loss / normaliser, cls_loss / normaliser
@@ -115,7 +135,7 @@ class SSDLoss(nn.Module):
         ce = ce.reshape(num_images, num_anchors)
         negative_ce = ce.detach().masked_fill(positive, -float("inf"))  # positives sort last
         rank = negative_ce.argsort(dim=1, descending=True).argsort(dim=1)  # (N, A): 0 = hardest negative
-        num_negative = (self.neg_pos_ratio * positive.sum(dim=1, keepdim=True)).long()  # (N, 1)
-        num_negative = num_negative.clamp(min=self.min_negatives_per_image)
+        num_negative = (self.settings.neg_pos_ratio * positive.sum(dim=1, keepdim=True)).long()  # (N, 1)
+        num_negative = num_negative.clamp(min=self.settings.min_negatives_per_image)
         hard_negative = (rank < num_negative) & ~positive
         return ce[positive].sum() + ce[hard_negative].sum()

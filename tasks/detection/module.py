@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from ...heads.anchors import AnchorSettings
-from ...heads.loss import SSDLoss
+from ...heads.loss import SSDLoss, SSDLossSettings
 from ...heads.postprocess import PostProcessing
 from ...models.ssdlite import ssdlite320_mobilenet_v2
 from ..base import BaseTask
@@ -37,8 +37,8 @@ class DetectionTask(BaseTask):
     """SSDLite on a MobileNetV2 backbone: training, COCO mAP, prediction in original pixels.
 
     The network is ``self.model``, a :class:`mobilenetv2_dense.models.SSDLite` from
-    :func:`mobilenetv2_dense.models.ssdlite320_mobilenet_v2`; the post-processing settings below become its
-    attributes, and ``classification_loss`` its score function.
+    :func:`mobilenetv2_dense.models.ssdlite320_mobilenet_v2`; ``post_processing`` and ``anchors`` become its
+    settings, and ``loss.classification`` its score function.
 
     Batches follow the detection data contract: ``images (N, 3, S, S)`` normalised, ``targets`` a list of N
     dicts (``boxes (M, 4)`` xyxy input pixels, ``labels (M,)`` in 1..K, ``image_id``, ``orig_size (2,)`` = (h, w)).
@@ -55,18 +55,13 @@ class DetectionTask(BaseTask):
         frozen_stages: freeze the stem and the first ``frozen_stages`` stages (``-1``: train everything).
         norm_eval: freeze the running statistics of every backbone BatchNorm (for batches too small to estimate
             them, starting from ``backbone_weights``); held during ``fit`` however training starts.
-        classification_loss: ``"softmax"`` + hard negative mining 3:1 (the paper's SSD) or sigmoid ``"focal"``;
-            focal starts every object logit at RetinaNet's prior p = 0.01 (Sec. 4.1), so the first loss is O(1)
-            instead of thousands of easy negatives at p = 0.5 each.
-        neg_pos_ratio: hard negatives per positive anchor for the softmax loss.
-        min_negatives_per_image: hard negatives every image keeps under the softmax loss, however few positives
-            it has. 3, as TF's ``ssdlite_mobilenet_v2_coco`` hard example miner: without it an image with no
-            trainable box (about 1k COCO train images, plus crowd-only ones) mines 3 x 0 negatives and its loss
-            is exactly 0, so the network never sees background-only scenes.
-        iou_thresh: IoU at which an anchor becomes a positive for its best ground-truth box (torchvision ``SSD``'s
-            ``iou_thresh``). 0.4 by default: SSDLite's lowest map has 3 boxes per cell, and at the paper's 0.5 many
-            objects match no anchor but their forced best one; trained from scratch that way ours learned far slower
-            than torchvision's SSDLite (``benchmarks/train_vs_peers.py``). 0.5 is the paper's setting.
+        loss: the multibox loss (:class:`mobilenetv2_dense.heads.SSDLossSettings`, a YAML block): ``classification``
+            ``"softmax"`` with hard negative mining 3:1 (the paper's SSD) or sigmoid ``"focal"`` (every object logit
+            starts at RetinaNet's prior p = 0.01, so the first loss is O(1)), ``neg_pos_ratio``,
+            ``min_negatives_per_image`` and ``iou_threshold``, the IoU at which an anchor becomes a positive. The
+            task's default matches at 0.4, not the paper's 0.5: SSDLite's lowest map has 3 boxes per cell, and at 0.5
+            many objects match no anchor but their forced best one; trained from scratch that way ours learned far
+            slower than torchvision's SSDLite (``benchmarks/train_vs_peers.py``).
         post_processing: score threshold, top-k candidates, per-class NMS and detections kept
             (:class:`mobilenetv2_dense.heads.PostProcessing`, a YAML block), at validation, test and predict.
         evaluator: COCO evaluation backend; ``faster_coco_eval`` gives pycocotools' numbers exactly, faster.
@@ -92,10 +87,7 @@ class DetectionTask(BaseTask):
         backbone_init: Literal["normal", "kaiming"] = "normal",
         frozen_stages: int = -1,
         norm_eval: bool = False,
-        classification_loss: Literal["softmax", "focal"] = "softmax",
-        neg_pos_ratio: float = 3.0,
-        min_negatives_per_image: int = 3,
-        iou_thresh: float = 0.4,
+        loss: SSDLossSettings = SSDLossSettings(iou_threshold=0.4),
         post_processing: PostProcessing = PostProcessing(),
         evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
         anchors: AnchorSettings = AnchorSettings(),
@@ -113,12 +105,11 @@ class DetectionTask(BaseTask):
         self.model = ssdlite320_mobilenet_v2(
             num_classes=num_classes, width_mult=width_mult, backbone_weights=backbone_weights,
             backbone_init=backbone_init, frozen_stages=frozen_stages, norm_eval=norm_eval,
-            classification=classification_loss,
+            classification=loss.classification,
             post_processing=post_processing, anchors=anchors)
-        if classification_loss == "focal":
+        if loss.classification == "focal":
             self.model.head.set_class_prior(0.01)
-        self.criterion = SSDLoss(neg_pos_ratio=neg_pos_ratio, classification=classification_loss,
-                                 min_negatives_per_image=min_negatives_per_image, iou_threshold=iou_thresh)
+        self.criterion = SSDLoss(loss)
         # Names of labels 1..K and label -> category id: from the data module at set-up, else from the checkpoint.
         self.class_names: list[str] | None = None
         self.label_to_cat_id: dict[int, int] | None = None

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ...heads.anchors import AnchorSettings
 from ...heads.deeplab import label_map
+from ...heads.loss import SSDLossSettings
 from ...heads.postprocess import PostProcessing
 from ...models.joint import ssdlite_deeplabv3_mobilenet_v2
 from ..detection.evaluation import scale_to_original
@@ -54,8 +55,9 @@ class JointTask(DetectionTask):
         backbone_weights, frozen_stages, norm_eval: as :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`.
         detection_weight, segmentation_weight: the two losses' weights in ``train/loss``.
         dice_weight: add ``dice_weight *`` smp's multiclass Dice to the segmentation cross-entropy (0: off).
-        classification_loss, neg_pos_ratio, min_negatives_per_image, post_processing, evaluator: the detector's, see
-            :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`.
+        loss, post_processing, evaluator: the detector's, see :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`;
+            ``loss`` matches anchors at the paper's IoU 0.5 by default, the setting ``benchmarks/joint.py``
+            measured the joint model with.
         anchors, fit_anchors: the detector's anchors (:class:`mobilenetv2_dense.heads.AnchorSettings`) and the step
             that fits them to the training boxes at the start of ``fit``, as
             :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`'s (the ``anchors`` command takes a joint config
@@ -79,9 +81,7 @@ class JointTask(DetectionTask):
         detection_weight: float = 1.0,
         segmentation_weight: float = 1.0,
         dice_weight: float = 0.0,
-        classification_loss: Literal["softmax", "focal"] = "softmax",
-        neg_pos_ratio: float = 3.0,
-        min_negatives_per_image: int = 3,
+        loss: SSDLossSettings = SSDLossSettings(),
         post_processing: PostProcessing = PostProcessing(),
         evaluator: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
         anchors: AnchorSettings = AnchorSettings(),
@@ -98,21 +98,17 @@ class JointTask(DetectionTask):
         # The detection task sets up the detector's side (loss, label set, COCO evaluation state, fit_anchors); its
         # network is replaced by the joint one below (the detector built there costs ~0.1 s and is dropped).
         super().__init__(num_classes=num_classes, width_mult=width_mult, frozen_stages=frozen_stages,
-                         norm_eval=norm_eval, classification_loss=classification_loss, neg_pos_ratio=neg_pos_ratio,
-                         min_negatives_per_image=min_negatives_per_image, post_processing=post_processing,
-                         # the paper's matching, which benchmarks/joint.py measured the joint model with
-                         iou_thresh=0.5,
-                         evaluator=evaluator, anchors=anchors, fit_anchors=fit_anchors,
-                         optimization=optimization, channels_last=channels_last, deployed=deployed,
-                         inference=inference)
+                         norm_eval=norm_eval, loss=loss, post_processing=post_processing, evaluator=evaluator,
+                         anchors=anchors, fit_anchors=fit_anchors, optimization=optimization,
+                         channels_last=channels_last, deployed=deployed, inference=inference)
         self.save_hyperparameters()  # this signature's arguments (replacing the detection task's)
         self.num_seg_classes = num_seg_classes
         self.model = ssdlite_deeplabv3_mobilenet_v2(
             num_classes=num_classes, num_seg_classes=num_seg_classes, width_mult=width_mult, decoder=decoder,
             decoder_feature=decoder_feature, backbone_weights=backbone_weights, frozen_stages=frozen_stages,
             norm_eval=norm_eval,
-            classification=classification_loss, post_processing=post_processing, anchors=anchors)
-        if classification_loss == "focal":
+            classification=loss.classification, post_processing=post_processing, anchors=anchors)
+        if loss.classification == "focal":
             self.model.head.set_class_prior(0.01)
         self.joint_loss = JointLoss(self.criterion, detection_weight=detection_weight,
                                     segmentation_weight=segmentation_weight, dice_weight=dice_weight)

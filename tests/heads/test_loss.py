@@ -127,7 +127,7 @@ def test_rejects_unknown_classification():
 
 @pytest.mark.parametrize("iou_threshold", [0.4, 0.5])
 def test_iou_threshold_matches_torchvision_ssd_iou_thresh(iou_threshold):
-    """``iou_threshold`` (``DetectionTask``'s ``iou_thresh``) gives torchvision ``SSD(iou_thresh=...)``'s loss:
+    """``iou_threshold`` (``DetectionTask``'s ``loss.iou_threshold``) gives torchvision ``SSD(iou_thresh=...)``'s loss:
     its ``SSDMatcher`` at that IoU, forced best matches included."""
     from torchvision.models.detection._utils import SSDMatcher
     from torchvision.ops import box_iou

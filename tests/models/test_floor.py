@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from mobilenetv2_dense.heads.loss import SSDLossSettings
 from mobilenetv2_dense.heads.postprocess import PostProcessing, postprocess_detections
 from mobilenetv2_dense.models import (
     DeepLabV3,
@@ -100,7 +101,7 @@ def _detection_loader() -> DataLoader:
 # Each task as its test builds it, the floor builder arguments of the same network, and one batch to fit on.
 # ``optimization`` puts a dataclass in the hyper-parameters, which weights_only only reads with tasks/ imported.
 TASKS = {
-    "detection": (lambda: DetectionTask(num_classes=2, width_mult=0.35, classification_loss="focal",
+    "detection": (lambda: DetectionTask(num_classes=2, width_mult=0.35, loss=SSDLossSettings(classification="focal"),
                                         post_processing=PostProcessing(score_thresh=0.0),
                                         optimization=Optimization(lr=1e-3)),
                   "ssdlite320_mobilenet_v2", dict(num_classes=2, width_mult=0.35, classification="focal",
@@ -241,7 +242,8 @@ def test_detection_task_detects_as_before() -> None:
     as the task computed it before the model owned its post-processing."""
     torch.manual_seed(0)
     settings = PostProcessing(score_thresh=0.02, nms_thresh=0.5, detections_per_img=9, topk_candidates=60)
-    task = DetectionTask(num_classes=2, width_mult=0.35, classification_loss="focal", post_processing=settings).eval()
+    task = DetectionTask(num_classes=2, width_mult=0.35, loss=SSDLossSettings(classification="focal"),
+                         post_processing=settings).eval()
     post = task.model.post_processing
     assert (post.score_thresh, post.nms_thresh, post.detections_per_img,
             post.topk_candidates, task.model.classification) == (0.02, 0.5, 9, 60, "focal")

@@ -130,12 +130,12 @@ def test_detection_configs_train_from_scratch_with_the_measured_defaults(config,
     monkeypatch.chdir(tmp_path)
     common = ["--config", str(config), "--model.init_args.num_classes", "3", "--model.init_args.width_mult", "0.35"]
     cli = cli_main(common, run=False)
-    assert cli.model.hparams.fit_anchors and cli.model.criterion.iou_threshold == 0.4
+    assert cli.model.hparams.fit_anchors and cli.model.criterion.settings.iou_threshold == 0.4
     assert cli.model.hparams.backbone_init == "normal"
     convs = [m.weight for m in cli.model.model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     assert abs(torch.cat([w.flatten() for w in convs]).std().item() - 0.03) < 2e-3
-    paper = cli_main([*common, "--model.init_args.fit_anchors", "false", "--model.init_args.iou_thresh", "0.5",
+    paper = cli_main([*common, "--model.init_args.fit_anchors", "false", "--model.init_args.loss.iou_threshold", "0.5",
                       "--model.init_args.backbone_init", "kaiming"], run=False)
-    assert not paper.model.hparams.fit_anchors and paper.model.criterion.iou_threshold == 0.5
+    assert not paper.model.hparams.fit_anchors and paper.model.criterion.settings.iou_threshold == 0.5
     stem_conv = paper.model.model.backbone.stem[0].weight  # He normal, fan out: std sqrt(2 / (C_out * 9))
     assert abs(stem_conv.std().item() - (2 / (stem_conv.shape[0] * 9)) ** 0.5) < 0.03

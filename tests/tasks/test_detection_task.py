@@ -13,6 +13,7 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 
+from mobilenetv2_dense.heads.loss import SSDLossSettings
 from mobilenetv2_dense.heads.postprocess import PostProcessing
 from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
 from mobilenetv2_dense.tasks.detection.module import DetectionTask
@@ -418,7 +419,7 @@ def test_focal_loss_starts_from_the_retinanet_prior() -> None:
     A * K easy negatives over the positives (~1,800 at 320 px on COCO)."""
     L.seed_everything(0)
     first = FirstLoss()
-    task = tiny_task(classification_loss="focal")
+    task = tiny_task(loss=SSDLossSettings(classification="focal"))
     quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[first]).fit(task, TinyBoxes())
     assert first.classification == pytest.approx(0.25 * 0.99 ** 2 * -np.log(0.01), rel=0.15)
     bias = task.model.head.cls_predictors[0][-1].bias.view(task.model.head.num_anchors[0], 3)  # (A_l, K + 1)
@@ -436,7 +437,7 @@ def test_default_loss_learns_background_from_an_image_without_boxes() -> None:
         first = {k: v[:1] if k != "anchors" else v for k, v in outputs.items()}
         alone = task.criterion(first, targets[:1], task.model.box_coder)["classification"]
     assert both - alone > 0  # 3 x 0 negatives would add exactly 0
-    assert task.criterion.min_negatives_per_image == 3
+    assert task.criterion.settings.min_negatives_per_image == 3
 
 
 # ------------------------------------------------------------------------------------------ topk_candidates
