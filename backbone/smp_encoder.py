@@ -1,6 +1,6 @@
 """This project's MobileNetV2 as a segmentation-models-pytorch encoder, so every smp decoder runs on it.
 
-    from .smp_encoder import register_smp_encoder
+    from mobilenetv2_dense.backbone.smp_encoder import register_smp_encoder
     import segmentation_models_pytorch as smp
 
     register_smp_encoder()  # explicit: importing this package registers nothing
@@ -25,8 +25,7 @@ from segmentation_models_pytorch import encoders as smp_encoders
 from segmentation_models_pytorch.encoders._base import EncoderMixin
 from torch import Tensor
 
-from ...backbone import MobileNetV2
-from ...backbone.mobilenetv2 import DEFAULT_OUT_FEATURES
+from .mobilenetv2 import DEFAULT_OUT_FEATURES, MobileNetV2
 
 # smp encoder name -> width multiplier.
 SMP_ENCODER_WIDTHS: dict[str, float] = {

@@ -15,7 +15,7 @@ import torchvision
 from segmentation_models_pytorch.encoders import get_encoder
 
 from mobilenetv2_dense.backbone import mobilenet_v2
-from mobilenetv2_dense.tasks.segmentation.smp_encoder import (
+from mobilenetv2_dense.backbone.smp_encoder import (
     SMP_ENCODER_WIDTHS,
     MobileNetV2Encoder,
     register_smp_encoder,
@@ -47,7 +47,7 @@ def test_importing_the_package_registers_nothing() -> None:
     root = Path(__file__).resolve().parents[2]
     code = (
         "import segmentation_models_pytorch as smp\n"
-        "import mobilenetv2_dense.tasks.segmentation, mobilenetv2_dense.tasks.segmentation.smp_encoder as enc\n"
+        "import mobilenetv2_dense.tasks.segmentation, mobilenetv2_dense.backbone.smp_encoder as enc\n"
         "import mobilenetv2_dense.tasks.detection, mobilenetv2_dense.commands.cli\n"
         "names = set(enc.SMP_ENCODER_WIDTHS)\n"
         "assert not names & set(smp.encoders.encoders), sorted(names & set(smp.encoders.encoders))\n"
