@@ -35,6 +35,7 @@ from ..deploy.graph import ClassifierGraph, DetectorGraph, JointGraph, Segmenter
 from ..deploy.runtime import DeployedModel, sidecar_path, write_sidecar
 from ..models.weights import load_checkpoint_weights
 from ..tasks.classification import ClassificationTask
+from ..tasks.datamodule import dataset_value
 from ..tasks.detection import DetectionTask
 from ..tasks.joint import JointTask
 from ..tasks.segmentation import SegmentationTask
@@ -88,22 +89,15 @@ def build_task(config: str, ckpt_path: str | None, overrides: list[str]) -> tupl
     return task.eval(), cli.datamodule, extras
 
 
-def _data_attr(datamodule: Any, name: str) -> Any:
-    try:
-        return getattr(datamodule, name, None)
-    except (FileNotFoundError, ValueError):  # the dataset is not on this machine
-        return None
-
-
 def label_set(task: nn.Module, datamodule: Any, extras: dict) -> list[dict[str, Any]]:
     """``[{"label", "id", "name"}]`` of the model's classes: detection labels 1..K with the dataset's category
     ids, segmentation and classification labels 0..K-1 (``id`` = label)."""
-    names = extras.get("class_names") or _data_attr(datamodule, "class_names")
+    names = extras.get("class_names") or dataset_value(datamodule, "class_names")
     count = task.num_classes
     names = [str(n) for n in names] if names is not None and len(names) == count else [f"class_{i}" for i in
                                                                                          range(count)]
     if isinstance(task, DetectionTask):
-        cat_ids = extras.get("label_to_cat_id") or _data_attr(datamodule, "label_to_cat_id") or {}
+        cat_ids = extras.get("label_to_cat_id") or dataset_value(datamodule, "label_to_cat_id") or {}
         return [{"label": k, "id": int(cat_ids.get(k, k)), "name": names[k - 1]} for k in range(1, count + 1)]
     return [{"label": k, "id": k, "name": names[k]} for k in range(count)]
 
@@ -136,7 +130,7 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
                     # the default boxes are constants of the graph; their generator values, for a reader
                     "anchors": folded.anchor_settings.plain()}
         if joint:
-            names = _data_attr(datamodule, "seg_class_names") or task.seg_class_names
+            names = dataset_value(datamodule, "seg_class_names") or task.seg_class_names
             names = names if names is not None and len(names) == task.num_seg_classes else \
                 ["background", *(c["name"] for c in classes)]
             contract["seg_classes"] = [{"label": k, "id": k, "name": str(name)} for k, name in enumerate(names)]

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from .datamodule import dataset_value
 from .optim import Optimization, build_optimizer, build_scheduler
 
 
@@ -103,12 +104,9 @@ class BaseTask(L.LightningModule):
         """``num_classes`` (the number of classes the data's annotations define, see ``commands/cli.py``) must
         equal the data module's. The CLI links it from the data; this catches values given by hand."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        try:
-            data_classes = getattr(datamodule, "num_classes", None)
-        except (FileNotFoundError, ValueError):
-            if stage != "predict":
-                raise
-            return  # predicting on a folder where the dataset is absent: the classes come from the checkpoint
+        # predicting on a folder where the dataset is absent: the classes come from the checkpoint
+        data_classes = dataset_value(datamodule, "num_classes") if stage == "predict" else getattr(
+            datamodule, "num_classes", None)
         if data_classes is not None and data_classes != self.num_classes:
             raise ValueError(
                 f"{type(self).__name__}: model.num_classes is {self.num_classes} (num_classes={self.num_classes} "

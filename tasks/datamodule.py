@@ -15,6 +15,7 @@ batch for ImageNet) names that one option in its signature and passes it on.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,6 +27,20 @@ from ..datasets.seeding import seeded_loader
 
 # Set-up messages on stdout, once under DDP (every rank runs ``setup``).
 rank_zero_print = rank_zero_only(print)
+
+
+def dataset_value(datamodule: Any, name: str) -> Any:
+    """A value the data module reads from its dataset's files (``num_classes``, ``class_names``,
+    ``label_to_cat_id``, ...), or ``None`` when there is no data module, it has no such value, or the dataset is not
+    on this machine (predicting on a folder, exporting a checkpoint: the checkpoint then gives the classes).
+
+    The data modules raise ``FileNotFoundError`` / ``ValueError`` naming the missing file; this is the one place that
+    turns that into "absent" for the callers that can do without the dataset.
+    """
+    try:
+        return getattr(datamodule, name, None)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 class BaseDataModule(L.LightningDataModule):

@@ -18,6 +18,7 @@ from ...heads.loss import SSDLoss, SSDLossSettings
 from ...heads.postprocess import PostProcessing
 from ...models.ssdlite import ssdlite320_mobilenet_v2
 from ..base import BaseTask
+from ..datamodule import dataset_value
 from ..distributed import gather_per_image
 from ..optim import Optimization
 from ..plots import evaluation_folder
@@ -121,11 +122,8 @@ class DetectionTask(BaseTask):
     def setup(self, stage: str) -> None:
         super().setup(stage)  # checks num_classes against the data
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        try:
-            names, cat_ids = getattr(datamodule, "class_names", None), getattr(datamodule, "label_to_cat_id", None)
-        except (FileNotFoundError, ValueError):
-            # Predicting on a folder where the dataset is absent: the names and ids come from the checkpoint.
-            names = cat_ids = None
+        # Without the dataset (predicting on a folder) the names and ids come from the checkpoint.
+        names, cat_ids = dataset_value(datamodule, "class_names"), dataset_value(datamodule, "label_to_cat_id")
         if names is not None:
             self.class_names = [str(name) for name in names]
         if cat_ids is not None:

@@ -16,6 +16,7 @@ from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
 from ...datasets.images import read_rgb
+from ..datamodule import dataset_value
 from ..distributed import gather_per_image
 from .evaluation import array_to_results, detections_to_array
 
@@ -142,11 +143,8 @@ def _label_set(trainer: Trainer, pl_module: LightningModule) -> tuple[list[str] 
     data module's."""
     names, cat_ids = getattr(pl_module, "class_names", None), getattr(pl_module, "label_to_cat_id", None)
     if names is None or cat_ids is None:
-        try:
-            names = names or getattr(trainer.datamodule, "class_names", None)
-            cat_ids = cat_ids or getattr(trainer.datamodule, "label_to_cat_id", None)
-        except (FileNotFoundError, ValueError):  # the dataset is not on this machine
-            pass
+        names = names or dataset_value(trainer.datamodule, "class_names")
+        cat_ids = cat_ids or dataset_value(trainer.datamodule, "label_to_cat_id")
     return (list(names) if names else None), cat_ids
 
 

@@ -13,20 +13,19 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
-from torch.nn import functional as F
+from torch import Tensor, nn
 
 from ...heads.anchors import AnchorSettings
 from ...heads.deeplab import label_map
 from ...heads.loss import SSDLossSettings
 from ...heads.postprocess import PostProcessing
 from ...models.joint import ssdlite_deeplabv3_mobilenet_v2
+from ..datamodule import dataset_value
 from ..detection.evaluation import scale_to_original
 from ..detection.module import DetectionTask, _split_predict_batch
-from ..distributed import sampler_repeats
 from ..optim import Optimization
-from ..segmentation.metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
-from ..segmentation.pictures import report_segmentation_scores
+from ..segmentation.evaluation import SegmentationEvaluator
+from ..segmentation.metrics import IGNORE_INDEX, PixelMean
 from .loss import JointLoss, logits_by_size
 
 
@@ -113,22 +112,18 @@ class JointTask(DetectionTask):
         self.joint_loss = JointLoss(self.criterion, detection_weight=detection_weight,
                                     segmentation_weight=segmentation_weight, dice_weight=dice_weight)
         self.seg_class_names: list[str] | None = None
-        # Per evaluation stage: the segmentation scores, the segmentation and detection losses.
+        # Per evaluation stage: the segmentation scores and loss (the segmentation task's evaluator), the detection
+        # loss per image.
         stages = ("val", "test")
-        self.seg_metrics = torch.nn.ModuleDict({stage: SegmentationMetrics(num_seg_classes) for stage in stages})
-        self.seg_losses = torch.nn.ModuleDict({stage: PixelMean() for stage in stages})
-        self.det_losses = torch.nn.ModuleDict({stage: PixelMean() for stage in stages})
+        self.seg_evaluators = nn.ModuleDict({stage: SegmentationEvaluator(num_seg_classes) for stage in stages})
+        self.det_losses = nn.ModuleDict({stage: PixelMean() for stage in stages})
         self.last_scores: dict[str, dict[str, Tensor]] = {}  # the last epoch's segmentation scores per stage
-        self._seen = 0  # samples this rank evaluated in the epoch: their place in the sampler's order
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # num_classes against the data, the detector's label set
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        try:
-            data_seg_classes = getattr(datamodule, "num_seg_classes", None)
-            names = getattr(datamodule, "seg_class_names", None)
-        except (FileNotFoundError, ValueError):
-            data_seg_classes = names = None  # predicting without the dataset
+        data_seg_classes = dataset_value(datamodule, "num_seg_classes")
+        names = dataset_value(datamodule, "seg_class_names")
         if data_seg_classes is not None and data_seg_classes != self.num_seg_classes:
             raise ValueError(
                 f"JointTask: model.num_seg_classes is {self.num_seg_classes} but {type(datamodule).__name__} has "
@@ -190,46 +185,38 @@ class JointTask(DetectionTask):
         out, as the detection results leave them out)."""
         loaders = self.trainer.val_dataloaders if prefix == "val" else self.trainer.test_dataloaders
         loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-        repeats = sampler_repeats(loader, self._seen, len(targets))
-        self._seen += len(targets)
-        keep = [i for i, repeat in enumerate(repeats) if not repeat]
+        evaluator = self.seg_evaluators[prefix]
+        keep = [i for i, kept in enumerate(evaluator.keep(loader, len(targets))) if kept]
         if not keep:
             return
         masks = [targets[i]["mask"] for i in keep]
         for members, chosen in logits_by_size(logits[keep], [mask.shape for mask in masks]):
-            target = torch.stack([masks[i] for i in members]).to(chosen.device)
-            log_probs = chosen.log_softmax(1)
-            self.seg_losses[prefix].update(F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX, reduction="sum"),
-                                           (target != IGNORE_INDEX).sum())
-            self.seg_metrics[prefix].update(label_map(log_probs), target)
+            evaluator.update(chosen.log_softmax(1), torch.stack([masks[i] for i in members]).to(chosen.device))
 
     def _finish(self, prefix: str) -> None:
         self._evaluate(prefix)  # COCO metrics (the detection task's)
-        metrics, seg_loss, det_loss = self.seg_metrics[prefix], self.seg_losses[prefix], self.det_losses[prefix]
-        scores = metrics.compute()  # summed over DDP ranks by the metric
-        segmentation = seg_loss.compute()
-        self.log(f"{prefix}/segmentation_loss", segmentation)
+        # The pictures get a seg_ prefix beside the detector's (_evaluate's confusion matrix).
+        _, segmentation = self.seg_evaluators[prefix].finish(self, prefix, self.seg_class_names, pictures="seg_",
+                                                             loss_name="segmentation_loss")
+        det_loss = self.det_losses[prefix]
         if self.deployed is None:  # an exported detector gives no raw outputs to compute its loss on
             detection = det_loss.compute()
             weights = self.joint_loss
             self.log(f"{prefix}/detection_loss", detection)
             self.log(f"{prefix}/loss",
                      weights.detection_weight * detection + weights.segmentation_weight * segmentation)
-        for metric in (metrics, seg_loss, det_loss):
-            metric.reset()
-        # The pictures get a seg_ prefix beside the detector's (_evaluate's confusion matrix).
-        report_segmentation_scores(self, prefix, scores, self.seg_class_names, self.num_seg_classes, pictures="seg_")
+        det_loss.reset()
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
-        self._seen = 0
+        self.seg_evaluators["val"].start()
 
     def on_validation_epoch_end(self) -> None:
         self._finish("val")
 
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
-        self._seen = 0
+        self.seg_evaluators["test"].start()
 
     def on_test_epoch_end(self) -> None:
         self._finish("test")

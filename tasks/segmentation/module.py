@@ -18,16 +18,15 @@ from typing import Literal
 
 import torch
 from segmentation_models_pytorch.losses import DiceLoss
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ...heads.deeplab import label_map, upsample_logits
 from ...models.deeplab import deeplabv3_mobilenet_v2
 from ..base import BaseTask
-from ..distributed import sampler_repeats
 from ..optim import Optimization
-from .metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
-from .pictures import report_segmentation_scores
+from .evaluation import SegmentationEvaluator
+from .metrics import IGNORE_INDEX
 
 
 class SegmentationTask(BaseTask):
@@ -112,14 +111,10 @@ class SegmentationTask(BaseTask):
                                             head=head, decoder=decoder, backbone_weights=backbone_weights,
                                             frozen_stages=frozen_stages, norm_eval=norm_eval)
         self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX) if dice_weight > 0 else None
-        self.val_metrics = SegmentationMetrics(num_classes)
-        self.test_metrics = SegmentationMetrics(num_classes)
-        self.val_loss, self.test_loss = PixelMean(), PixelMean()
+        self.evaluators = nn.ModuleDict({stage: SegmentationEvaluator(num_classes) for stage in ("val", "test")})
         self.class_names: list[str] | None = None
         # The last epoch's scores per stage ("val", "test"), per-class IoU included, for scripts and callbacks.
         self.last_scores: dict[str, dict[str, Tensor]] = {}
-        # Samples this rank has evaluated so far in the epoch, per dataloader: their place in the sampler's order.
-        self._seen: dict[int, int] = {}
 
     # ---------------------------------------------------------------- set-up
 
@@ -211,57 +206,35 @@ class SegmentationTask(BaseTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def _repeats(self, count: int, stage: str, dataloader_idx: int) -> list[bool]:
-        """Which of this rank's next ``count`` samples are a DistributedSampler's padding.
-
-        Without ``drop_last`` the sampler repeats the first samples so every rank gets as many; rank ``r`` reads
-        positions ``r, r + R, r + 2R, ...`` of the padded order, and positions past the dataset are repeats.
-        Known from the sampler, so no rank waits on another; other samplers count every sample.
-        """
-        start = self._seen.get(dataloader_idx, 0)
-        self._seen[dataloader_idx] = start + count
-        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
-        loader = loaders[dataloader_idx] if isinstance(loaders, (list, tuple)) else loaders
-        return sampler_repeats(loader, start, count)
-
-    def _evaluate(self, batch: tuple[Tensor, ...], stage: str, metrics: SegmentationMetrics, loss: PixelMean,
-                  dataloader_idx: int) -> None:
+    def _evaluate(self, batch: tuple[Tensor, ...], stage: str, dataloader_idx: int) -> None:
         images, masks = batch[0], batch[1]
         sizes = batch[2] if len(batch) > 2 else [tuple(images.shape[-2:])] * len(images)
-        keep = [not repeat for repeat in self._repeats(len(images), stage, dataloader_idx)]
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        loader = loaders[dataloader_idx] if isinstance(loaders, (list, tuple)) else loaders
+        evaluator = self.evaluators[stage]
+        keep = evaluator.keep(loader, len(images), dataloader_idx)
         for members, log_probs in self.log_probabilities_by_size(images, sizes, keep):
-            target = masks[members, : log_probs.shape[-2], : log_probs.shape[-1]]
             # NLL of log-softmax is the cross-entropy; with test-time augmentation it scores the averaged
-            # probabilities. Summed here, divided by the split's labelled pixels at the end.
-            loss.update(F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX, reduction="sum"),
-                        (target != IGNORE_INDEX).sum())
-            metrics.update(label_map(log_probs), target)
+            # probabilities.
+            evaluator.update(log_probs, masks[members, : log_probs.shape[-2], : log_probs.shape[-1]])
 
     def on_validation_epoch_start(self) -> None:
-        self._seen = {}
+        self.evaluators["val"].start()
 
     def on_test_epoch_start(self) -> None:
-        self._seen = {}
+        self.evaluators["test"].start()
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, "val", self.val_metrics, self.val_loss, dataloader_idx)
+        self._evaluate(batch, "val", dataloader_idx)
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, "test", self.test_metrics, self.test_loss, dataloader_idx)
-
-    def _finish(self, stage: str, metrics: SegmentationMetrics, loss: PixelMean) -> dict[str, Tensor]:
-        scores = metrics.compute()  # summed over DDP ranks by the metrics themselves
-        self.log(f"{stage}/loss", loss.compute())
-        metrics.reset()
-        loss.reset()
-        report_segmentation_scores(self, stage, scores, self.class_names, self.num_classes)
-        return scores
+        self._evaluate(batch, "test", dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        self._finish("val", self.val_metrics, self.val_loss)
+        self.evaluators["val"].finish(self, "val", self.class_names)
 
     def on_test_epoch_end(self) -> None:
-        self._finish("test", self.test_metrics, self.test_loss)
+        self.evaluators["test"].finish(self, "test", self.class_names)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[Tensor]:
         """``{"images": (N, 3, H, W), "sizes": [(h, w)], ...}`` -> N uint8 ``(h, w)`` index masks, each image

@@ -1,0 +1,69 @@
+"""One split's segmentation scores over an evaluation epoch, the part every task that segments evaluates with
+(``SegmentationTask``, and ``JointTask`` for its masks).
+
+Per batch the task gives log-probabilities at each mask's size; the evaluator leaves out the samples a
+``DistributedSampler`` repeats to even out the ranks, adds the cross-entropy (NLL of the log-probabilities, summed,
+divided by the split's labelled pixels at the end) and the confusion matrix, and at the end of the epoch computes,
+reports (per-class table, pictures) and resets. Scores are summed over DDP ranks by the metrics themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ...heads.deeplab import label_map
+from ..distributed import sampler_repeats
+from .metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
+from .pictures import report_segmentation_scores
+
+
+class SegmentationEvaluator(nn.Module):
+    """mIoU, pixel accuracy, per-class IoU and the cross-entropy per labelled pixel of one split.
+
+    Call :meth:`start` when the epoch starts, :meth:`keep` for each batch (which of its samples to score),
+    :meth:`update` with the kept samples' log-probabilities, and :meth:`finish` at the end of the epoch.
+    A module, so its metrics follow the task's device; their states are in no checkpoint.
+
+    Args:
+        num_classes: K, background included.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.metrics = SegmentationMetrics(num_classes)
+        self.loss = PixelMean()
+        self._seen: dict[int, int] = {}  # per dataloader: samples this rank evaluated so far, in the sampler's order
+
+    def start(self) -> None:
+        self._seen = {}
+
+    def keep(self, loader: Any, count: int, dataloader_idx: int = 0) -> list[bool]:
+        """Which of this rank's next ``count`` samples of ``loader`` to score: all but a ``DistributedSampler``'s
+        repeats (known from the sampler, so no rank waits on another)."""
+        start = self._seen.get(dataloader_idx, 0)
+        self._seen[dataloader_idx] = start + count
+        return [not repeat for repeat in sampler_repeats(loader, start, count)]
+
+    def update(self, log_probs: Tensor, target: Tensor) -> None:
+        """``log_probs (n, K, h, w)`` (log-softmax, or the log of averaged test-time probabilities) and ``target
+        (n, h, w)`` labels, 255 void."""
+        self.loss.update(F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX, reduction="sum"),
+                         (target != IGNORE_INDEX).sum())
+        self.metrics.update(label_map(log_probs), target)
+
+    def finish(self, task: Any, stage: str, class_names: Sequence[str] | None, *, pictures: str = "",
+               loss_name: str = "loss") -> tuple[dict[str, Tensor], Tensor]:
+        """Compute the epoch's scores, log ``{stage}/{loss_name}``, reset, and report them (``{stage}/miou`` and
+        ``{stage}/pixel_accuracy`` logs, the per-class table, the pictures with ``pictures`` as file prefix).
+        Returns the scores and the loss."""
+        scores, loss = self.metrics.compute(), self.loss.compute()
+        task.log(f"{stage}/{loss_name}", loss)
+        self.metrics.reset()
+        self.loss.reset()
+        report_segmentation_scores(task, stage, scores, class_names, self.num_classes, pictures=pictures)
+        return scores, loss
