@@ -224,9 +224,8 @@ def fit_anchor_settings(boxes: Tensor, settings: AnchorSettings, *, feature_size
     counts per location (``aspect_ratios``' length, whether there is an interpolated anchor, the reduced lowest
     layer) are those of ``settings``. The search starts from the better of ``settings`` and the k-means start, and
     mutates every value with probability ``mutation_prob`` by a factor ``exp(u * sigma * N(0, 1))``, ``u ~ U(0, 1)``
-    per generation (Ultralytics' autoanchor, whose sigma is 0.1: on 300 thin-shapes images 0.2 got stuck less often,
-    fitness 1.19..1.22 over four seeds against 1.13..1.22). Deterministic for a ``seed``; at most ``max_boxes``
-    boxes (a seeded sample) are scored.
+    per generation (Ultralytics' autoanchor uses sigma 0.1; the larger steps get stuck in a poor local optimum less
+    often on thin objects). Deterministic for a ``seed``; at most ``max_boxes`` boxes (a seeded sample) are scored.
     """
     if len(boxes) == 0:
         raise ValueError("fit_anchor_settings: no ground-truth boxes to fit anchors to; the training split has no "
