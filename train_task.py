@@ -10,7 +10,7 @@ Every config names its LightningModule (``model.class_path``) and LightningDataM
 constructor signatures are the schema (``python train_task.py fit --config X --print_config`` shows it all).
 With ``--ckpt_path`` the model's arguments come from the checkpoint where the config file and the checkpoint
 disagree, and from the command line over both (``commands/cli.py``): ``validate --ckpt_path best.ckpt
---model.init_args.eval_output_stride 8`` evaluates the trained architecture at output stride 8.
+--model.init_args.evaluation.output_stride 8`` evaluates the trained architecture at output stride 8.
 """
 
 from mobilenetv2_dense.commands.cli import cli_main

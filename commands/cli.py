@@ -5,9 +5,9 @@ Precedence for the model's arguments, lowest first:
     signature defaults < --config files < the checkpoint's hyper-parameters < options typed on the command line
 
 A model trained with ``--model.init_args.width_mult 0.5`` reloads at width 0.5 under a config that says 1.0, and
-``validate --ckpt_path best.ckpt --model.init_args.eval_output_stride 8`` evaluates at output stride 8 whatever the
-checkpoint says: evaluation-time options (``eval_output_stride``, ``eval_scales``, ``eval_flip``,
-``post_processing.score_thresh``, ``post_processing.nms_thresh``) are ordinary arguments. Lightning 2.6's own
+``validate --ckpt_path best.ckpt --model.init_args.evaluation.output_stride 8`` evaluates at output stride 8
+whatever the checkpoint says: evaluation-time options (the ``evaluation`` block, ``post_processing.score_thresh``,
+``post_processing.nms_thresh``) are ordinary arguments. Lightning 2.6's own
 ``_parse_ckpt_path`` applies the checkpoint last, over the command line too. Here the arguments are parsed once more
 in precedence order: the subcommand's ``--config`` files, then the checkpoint's hyper-parameters as one ``--model``
 option, then every other option as typed. ``backbone_weights`` is always set to ``None`` under ``--ckpt_path``: the

@@ -136,8 +136,8 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
             contract["seg_classes"] = [{"label": k, "id": k, "name": str(name)} for k, name in enumerate(names)]
             contract["output_stride"] = folded.backbone.output_stride
     elif isinstance(task, SegmentationTask):
-        if task.eval_output_stride is not None:
-            folded.set_output_stride(task.eval_output_stride)
+        if task.evaluation.output_stride is not None:
+            folded.set_output_stride(task.evaluation.output_stride)
         crop = getattr(datamodule, "crop_size", 512)
         size = image_size or (crop, crop)
         graph = SegmenterGraph(folded, mean=mean, std=std, argmax=argmax)

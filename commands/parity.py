@@ -147,8 +147,8 @@ def segmentation_parity(task: SegmentationTask, deployed: DeployedModel, datamod
                         argmax: bool) -> dict:
     batches = _batches(datamodule, max_images)
     model = task.model.eval()
-    if task.eval_output_stride is not None:
-        model.set_output_stride(task.eval_output_stride)
+    if task.evaluation.output_stride is not None:
+        model.set_output_stride(task.evaluation.output_stride)
     figures = SegmentationFigures(task.num_classes, argmax)
     for batch in batches:
         images, masks = batch[0], batch[1]

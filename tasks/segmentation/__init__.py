@@ -3,9 +3,11 @@ Lightning task and the data modules (the network is in ``mobilenetv2_dense.model
 ``mobilenetv2_dense.datasets.segmentation``)."""
 
 from .datamodule import ShapesVOCDataModule, VOCSegmentationDataModule
+from .evaluation import SegmentationEvaluation
 from .module import SegmentationTask
 
 __all__ = [
+    "SegmentationEvaluation",
     "SegmentationTask",
     "ShapesVOCDataModule",
     "VOCSegmentationDataModule",

@@ -10,8 +10,10 @@ reports (per-class table, pictures) and resets. Scores are summed over DDP ranks
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -19,6 +21,39 @@ from ...heads.deeplab import label_map
 from ..distributed import sampler_repeats
 from .metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
 from .pictures import report_segmentation_scores
+
+
+@dataclass
+class SegmentationEvaluation:
+    """How validate, test and predict run a segmenter (the tasks' ``evaluation`` YAML block).
+
+    Treated as a value (changes through ``dataclasses.replace``); not frozen, because Lightning rebuilds
+    hyper-parameter dataclasses field by field when it writes ``hparams.yaml``.
+
+    Args:
+        output_stride: the backbone's output stride for validation, test and predict (8: the paper's OS8
+            evaluation of weights trained at OS16); the training stride is restored afterwards. ``None`` keeps the
+            training stride.
+        scales: test-time input scales; softmax probabilities are averaged at the input size (the paper's "MS":
+            ``[0.5, 0.75, 1.0, 1.25, 1.5, 1.75]``).
+        flip: also average over left-right flipped inputs (the paper's "F").
+    """
+
+    output_stride: int | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.output_stride not in (None, 8, 16):
+            raise ValueError(f"SegmentationEvaluation: output_stride must be 8, 16 or null, got {self.output_stride}")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"SegmentationEvaluation: scales must be positive numbers, got {list(self.scales)}; "
+                             "use [1.0] for single-scale evaluation, e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] for MS")
+        self.scales = tuple(float(s) for s in self.scales)
+
+
+# Tasks keep their SegmentationEvaluation in their hyper-parameters: checkpoints must load with weights_only=True.
+torch.serialization.add_safe_globals([SegmentationEvaluation])
 
 
 class SegmentationEvaluator(nn.Module):

@@ -25,7 +25,7 @@ from ...heads.deeplab import label_map, upsample_logits
 from ...models.deeplab import deeplabv3_mobilenet_v2
 from ..base import BaseTask
 from ..optim import Optimization
-from .evaluation import SegmentationEvaluator
+from .evaluation import SegmentationEvaluation, SegmentationEvaluator
 from .metrics import IGNORE_INDEX
 
 
@@ -54,17 +54,15 @@ class SegmentationTask(BaseTask):
         frozen_stages: freeze the backbone stem and first k stages (-1: nothing).
         norm_eval: freeze every backbone BatchNorm's running statistics (batches too small to estimate them).
         dice_weight: add ``dice_weight *`` smp's multiclass Dice loss to the cross-entropy (0: off).
-        eval_output_stride: output stride for validation, test and predict (e.g. 8); the training stride is
-            restored afterwards. ``None`` keeps ``output_stride``.
-        eval_scales: test-time input scales; softmax probabilities are averaged at the input size.
-        eval_flip: also average over left-right flipped inputs.
+        evaluation: how validate, test and predict run (:class:`SegmentationEvaluation`, a YAML block): their
+            ``output_stride`` (``None``: the training one), test-time ``scales`` and ``flip``.
         optimization: optimiser and schedule (DeepLab: SGD, poly 0.9, lr 0.007, wd 4e-5).
         channels_last: NHWC memory format.
         inference: ``"eager"``, ``"fused"`` or ``"compiled"`` network for validate, test and predict (see
             :class:`mobilenetv2_dense.tasks.base.BaseTask`).
         deployed: an exported ``.onnx`` / ``.pte`` file (exported with logits, not ``--argmax``) that validate,
             test and predict run instead of the network (see :class:`mobilenetv2_dense.tasks.base.BaseTask`);
-            ``eval_scales`` and ``eval_flip`` apply to it too, ``eval_output_stride`` is the one it was exported at.
+            ``evaluation.scales`` and ``flip`` apply to it too, its output stride is the one it was exported at.
     """
 
     task_name = "segmentation"
@@ -80,9 +78,7 @@ class SegmentationTask(BaseTask):
         frozen_stages: int = -1,
         norm_eval: bool = False,
         dice_weight: float = 0.0,
-        eval_output_stride: int | None = None,
-        eval_scales: Sequence[float] = (1.0,),
-        eval_flip: bool = False,
+        evaluation: SegmentationEvaluation = SegmentationEvaluation(),
         optimization: Optimization = Optimization(),
         channels_last: bool = False,
         deployed: str | None = None,
@@ -94,18 +90,11 @@ class SegmentationTask(BaseTask):
         if not 2 <= num_classes <= IGNORE_INDEX:
             raise ValueError(f"SegmentationTask: num_classes must be in 2..255 (255 is the void label), "
                              f"got {num_classes}")
-        if eval_output_stride not in (None, 8, 16):
-            raise ValueError(f"SegmentationTask: eval_output_stride must be 8, 16 or null, got {eval_output_stride}")
-        if not eval_scales or any(s <= 0 for s in eval_scales):
-            raise ValueError(f"SegmentationTask: eval_scales must be positive numbers, got {list(eval_scales)}; "
-                             "use [1.0] for single-scale evaluation, e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] for MF")
         if dice_weight < 0:
             raise ValueError(f"SegmentationTask: dice_weight must be >= 0, got {dice_weight}")
         self.num_classes = num_classes
         self.output_stride = output_stride
-        self.eval_output_stride = eval_output_stride
-        self.eval_scales = [float(s) for s in eval_scales]
-        self.eval_flip = eval_flip
+        self.evaluation = evaluation
         self.dice_weight = dice_weight
         self.model = deeplabv3_mobilenet_v2(num_classes=num_classes, width_mult=width_mult, output_stride=output_stride,
                                             head=head, decoder=decoder, backbone_weights=backbone_weights,
@@ -129,17 +118,17 @@ class SegmentationTask(BaseTask):
     def log_probabilities(self, images: Tensor) -> Tensor:
         """``(N, 3, H, W)`` -> ``(N, K, H, W)`` log of the softmax probabilities averaged over test-time inputs.
 
-        Every scale in ``eval_scales`` (and its left-right flip under ``eval_flip``) is run; logits are
+        Every scale in ``evaluation.scales`` (and its left-right flip under ``evaluation.flip``) is run; logits are
         resized back to ``(H, W)`` before the softmax, as TF DeepLab's multi-scale inference does. With
         ``[1.0]`` and no flip this is ``log_softmax`` of one plain forward. Every image runs at ``(H, W)``: for a
         padded batch of images of different sizes use :meth:`log_probabilities_by_size`.
         """
         size = images.shape[-2:]
         total, count = None, 0
-        for scale in self.eval_scales:
+        for scale in self.evaluation.scales:
             scaled = images if scale == 1 else F.interpolate(images, scale_factor=scale, mode="bilinear",
                                                              align_corners=False)
-            for flip in (False, True) if self.eval_flip else (False,):
+            for flip in (False, True) if self.evaluation.flip else (False,):
                 logits = self._logits(scaled.flip(-1) if flip else scaled)
                 if flip:
                     logits = logits.flip(-1)
@@ -177,11 +166,11 @@ class SegmentationTask(BaseTask):
             yield members, self.log_probabilities(crop)
 
     def _set_eval_stride(self) -> None:
-        if self.eval_output_stride is not None:
-            self.model.set_output_stride(self.eval_output_stride)
+        if self.evaluation.output_stride is not None:
+            self.model.set_output_stride(self.evaluation.output_stride)
 
     def _restore_train_stride(self) -> None:
-        if self.eval_output_stride is not None:
+        if self.evaluation.output_stride is not None:
             self.model.set_output_stride(self.output_stride)
 
     # Lightning calls these once per validation / test / predict run, also inside fit.

@@ -10,6 +10,7 @@ import pytest
 from mobilenetv2_dense.commands.cli import cli_main, nested_nulls
 from mobilenetv2_dense.heads import AnchorSettings, PostProcessing
 from mobilenetv2_dense.tasks.optim import Optimization
+from mobilenetv2_dense.tasks.segmentation import SegmentationEvaluation
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -28,7 +29,7 @@ def test_a_null_for_a_settings_field_is_rewritten_as_a_one_key_block():
     assert nested_nulls(["--model.init_args.optimization.reference_batch_size=null"]) == [
         "--model.init_args.optimization", '{"reference_batch_size": null}']
     # a task argument (one level under init_args) and a typed value pass through
-    kept = ["--model.init_args.eval_output_stride", "null", "--model.init_args.optimization.lr", "0.1"]
+    kept = ["--model.init_args.deployed", "null", "--model.init_args.optimization.lr", "0.1"]
     assert nested_nulls(kept) == kept
 
 
@@ -74,3 +75,16 @@ def test_a_settings_value_out_of_range_is_refused_with_the_field_named():
         parsed_model("ssdlite_mobilenetv2_coco.yaml", "--model.init_args.post_processing.nms_thresh", "1.5")
     with pytest.raises(ValueError, match=r"AnchorSettings: need 0 < min_scale <= max_scale"):
         parsed_model("ssdlite_mobilenetv2_coco.yaml", "--model.init_args.anchors.min_scale", "0.99")
+
+
+def test_segmentation_evaluation_takes_typed_values_and_a_null_from_the_command_line():
+    """The paper's OS8 + MF evaluation typed as README gives it, then the output stride set back to null."""
+    config = "deeplabv3lite_mobilenetv2_voc.yaml"
+    paper = ["--model.init_args.evaluation.output_stride", "8", "--model.init_args.evaluation.flip", "true",
+             "--model.init_args.evaluation.scales", "[0.5, 0.75, 1.0, 1.25, 1.5, 1.75]"]
+    task = parsed_model(config, *paper)
+    assert isinstance(task.evaluation, SegmentationEvaluation)
+    assert (task.evaluation.output_stride, task.evaluation.flip) == (8, True)
+    assert task.evaluation.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    task = parsed_model(config, *paper, "--model.init_args.evaluation.output_stride", "null")
+    assert task.evaluation.output_stride is None and task.evaluation.flip

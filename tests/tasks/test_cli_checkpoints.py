@@ -61,13 +61,13 @@ def no_backbone_weights(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _record_validation(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    """(backbone output stride, eval_flip, eval_scales) of every validation batch, as the task really ran it."""
+    """(backbone output stride, evaluation flip, evaluation scales) of every validation batch, as the task ran it."""
     from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 
     seen: list[tuple] = []
 
     def record(self, batch, batch_idx, dataloader_idx=0):
-        seen.append((self.model.output_stride, self.eval_flip, tuple(self.eval_scales)))
+        seen.append((self.model.output_stride, self.evaluation.flip, tuple(self.evaluation.scales)))
 
     monkeypatch.setattr(SegmentationTask, "on_validation_batch_start", record, raising=False)
     return seen
@@ -82,13 +82,13 @@ def test_command_line_wins_over_the_checkpoint(in_seg_run: Path, monkeypatch, ca
     assert seen and {s[:2] for s in seen} == {(16, False)}
     seen.clear()
     os8 = cli_main(["validate", "--config", SEG_DEMO, *SEG_DATA, *QUIET, "--ckpt_path", str(in_seg_run),
-                    "--model.init_args.eval_output_stride", "8", "--model.eval_flip", "true",
-                    "--model.init_args.eval_scales", "[0.75, 1.0]"])
+                    "--model.init_args.evaluation.output_stride", "8", "--model.evaluation.flip", "true",
+                    "--model.init_args.evaluation.scales", "[0.75, 1.0]"])
     assert seen and set(seen) == {(8, True, (0.75, 1.0))}
-    assert os8.model.hparams.eval_output_stride == 8
+    assert os8.model.evaluation.output_stride == 8
     assert float(os8.trainer.callback_metrics["val/loss"]) != float(plain.trainer.callback_metrics["val/loss"])
     report = caplog.text
-    assert "model.init_args.eval_output_stride: 8 from the command line (checkpoint: None)" in report
+    assert "model.init_args.evaluation.output_stride: 8 from the command line (checkpoint: None)" in report
     assert "model.init_args.width_mult: 0.35 from the checkpoint (config: 0.5)" in report
 
 
@@ -219,7 +219,7 @@ def test_segmentation_predict_needs_only_the_checkpoint(tmp_path: Path, monkeypa
 def test_config_files_are_told_apart_from_typed_options() -> None:
     from mobilenetv2_dense.commands.cli import split_config_files
 
-    args = ["--config", "a.yaml", "--model.init_args.eval_flip", "true", "-c", "b.yaml", "--config=c.yaml",
+    args = ["--config", "a.yaml", "--model.init_args.evaluation.flip", "true", "-c", "b.yaml", "--config=c.yaml",
             "--ckpt_path", "x.ckpt"]
     assert split_config_files(args) == (["--config", "a.yaml", "-c", "b.yaml", "--config=c.yaml"],
-                                        ["--model.init_args.eval_flip", "true", "--ckpt_path", "x.ckpt"])
+                                        ["--model.init_args.evaluation.flip", "true", "--ckpt_path", "x.ckpt"])

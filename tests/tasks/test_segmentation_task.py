@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mobilenetv2_dense.datasets.segmentation.voc import voc_palette
+from mobilenetv2_dense.tasks.segmentation import SegmentationEvaluation
 from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 from mobilenetv2_dense.tasks.segmentation.visualize import overlay_mask, save_index_png
 
@@ -80,7 +81,7 @@ def test_single_scale_no_flip_is_the_plain_forward():
 
 
 def test_multi_scale_averages_probabilities_at_input_size():
-    task = tiny_task(eval_scales=[0.5, 1.0, 1.5]).eval()
+    task = tiny_task(evaluation=SegmentationEvaluation(scales=(0.5, 1.0, 1.5))).eval()
     task.model = SizeLogits()
     probs = task.log_probabilities(torch.zeros(1, 3, 64, 40)).exp()
     assert probs.shape == (1, 2, 64, 40)
@@ -90,7 +91,7 @@ def test_multi_scale_averages_probabilities_at_input_size():
 
 
 def test_flip_tta_flips_predictions_back():
-    task = tiny_task(eval_flip=True).eval()
+    task = tiny_task(evaluation=SegmentationEvaluation(flip=True)).eval()
     task.model = ColumnLogits()
     probs = task.log_probabilities(torch.zeros(1, 3, 8, 16)).exp()
     # The prediction on the flipped input is flipped back before averaging, so column j meets column W-1-j:
@@ -98,7 +99,7 @@ def test_flip_tta_flips_predictions_back():
     ramp = torch.sigmoid(torch.linspace(-2, 2, 16))
     torch.testing.assert_close(probs[0, 1], ((ramp + ramp.flip(0)) / 2).expand(8, 16))
     # A flip-equivariant network (per-pixel 1x1 conv) gets exactly its plain prediction back.
-    task = tiny_task(eval_flip=True, eval_scales=[1.0]).eval()
+    task = tiny_task(evaluation=SegmentationEvaluation(flip=True, scales=(1.0,))).eval()
     task.model = PointwiseNet()
     images = torch.randn(2, 3, 10, 14)
     with torch.no_grad():
@@ -115,10 +116,10 @@ class PointwiseNet(nn.Module):
 
 
 def test_eval_arguments_are_checked():
-    with pytest.raises(ValueError, match="eval_scales"):
-        tiny_task(eval_scales=[])
-    with pytest.raises(ValueError, match="eval_output_stride"):
-        tiny_task(eval_output_stride=4)
+    with pytest.raises(ValueError, match="scales must be positive"):
+        tiny_task(evaluation=SegmentationEvaluation(scales=()))
+    with pytest.raises(ValueError, match="output_stride must be 8, 16 or null"):
+        tiny_task(evaluation=SegmentationEvaluation(output_stride=4))
 
 
 # ------------------------------------------------------------------------------------- output stride, checks
@@ -136,7 +137,7 @@ class StrideRecorder(L.Callback):
 
 
 def test_eval_output_stride_switches_for_validation_and_restores_for_training():
-    task = tiny_task(head="aspp", output_stride=16, eval_output_stride=8)
+    task = tiny_task(head="aspp", output_stride=16, evaluation=SegmentationEvaluation(output_stride=8))
     recorder = StrideRecorder()
     trainer = quiet_trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, callbacks=[recorder],
                             num_sanity_val_steps=1)
