@@ -21,8 +21,6 @@ one-part changes of it. The results and what they show are in ``docs/benchmarks/
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +37,7 @@ from mobilenetv2_dense.tasks.optim import Optimization, build_optimizer, build_s
 from mobilenetv2_dense.tasks.segmentation import ShapesVOCDataModule
 from mobilenetv2_dense.tasks.segmentation.metrics import IGNORE_INDEX, SegmentationMetrics
 
-from .common import print_table
+from .common import learning_options, print_table, read_results, write_results
 
 # Our DeepLabv3's variants: deeplabv3_mobilenet_v2 keyword arguments over the defaults of "ours".
 OURS = dict(width_mult=0.5, head="lite", output_stride=16)
@@ -173,23 +171,14 @@ def report(results: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = learning_options(__doc__, epochs=16, eval_every=2, num_train=1200, num_val=100,
+                              data_root="data/train_vs_peers/shapes_voc",
+                              channels_last_help="train ours in NHWC memory, as the demo config does (the peers as "
+                                                 "they ship)")
     parser.add_argument("--models", nargs="+", default=["ours", "lraspp", "smp"], choices=[*VARIANTS, *PEERS])
-    parser.add_argument("--epochs", type=int, default=16)
-    parser.add_argument("--eval_every", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_train", type=int, default=1200)
-    parser.add_argument("--num_val", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
-                        help="train ours in NHWC memory, as the demo config does (the peers as they ship)")
-    parser.add_argument("--data_root", default="data/train_vs_peers/shapes_voc")
-    parser.add_argument("--output", help="write the results as JSON here")
-    parser.add_argument("--report", nargs="+", metavar="JSON", help="print tables from saved results and stop")
     args = parser.parse_args(argv)
     if args.report:
-        report([run for path in args.report for run in json.loads(Path(path).read_text())])
+        report(read_results(args.report))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -204,9 +193,7 @@ def main(argv: list[str] | None = None) -> None:
                         "recipe": f"{recipe.epochs} epochs, batch 8, 128 px crops, "
                                   f"{recipe.optimization.optimizer} lr {recipe.optimization.lr}, "
                                   f"CE + {recipe.dice_weight} Dice"})
-        if args.output:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(json.dumps(results, indent=1))
+        write_results(args.output, results)
     report(results)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 

@@ -26,8 +26,6 @@ towards torchvision's parts. The results and what they show are in ``docs/benchm
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,7 +56,7 @@ from mobilenetv2_dense.tasks.detection.anchors import fit_model_anchors
 from mobilenetv2_dense.tasks.detection.evaluation import detections_to_array, evaluate_coco, scale_to_original
 from mobilenetv2_dense.tasks.optim import Optimization, build_optimizer, build_scheduler
 
-from .common import print_table
+from .common import learning_options, print_table, read_results, write_results
 
 SETS = {
     "shapes": dict(max_objects=5, object_size=(0.1, 0.5)),
@@ -325,25 +323,16 @@ def report(results: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = learning_options(__doc__, epochs=24, eval_every=3, num_train=400, num_val=80,
+                              data_root="data/train_vs_peers",
+                              channels_last_help="train ours in NHWC memory, as the configs do (torchvision's model "
+                                                 "as it ships)")
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--models", nargs="+", default=["ours", "torchvision"], choices=[*PEERS, *VARIANTS])
-    parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--eval_every", type=int, default=3)
     parser.add_argument("--width_mult", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_train", type=int, default=400)
-    parser.add_argument("--num_val", type=int, default=80)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
-                        help="train ours in NHWC memory, as the configs do (torchvision's model as it ships)")
-    parser.add_argument("--data_root", default="data/train_vs_peers")
-    parser.add_argument("--output", help="write the results as JSON here")
-    parser.add_argument("--report", nargs="+", metavar="JSON", help="print tables from saved results and stop")
     args = parser.parse_args(argv)
     if args.report:
-        report([run for path in args.report for run in json.loads(Path(path).read_text())])
+        report(read_results(args.report))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -359,9 +348,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append({**run, "set": set_name, "seed": args.seed, "width_mult": args.width_mult,
                             "recipe": f"{recipe.epochs} epochs, batch {recipe.batch_size}, {recipe.image_size} px, "
                                       f"{recipe.optimization.optimizer} lr {recipe.optimization.lr}"})
-            if args.output:
-                Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.output).write_text(json.dumps(results, indent=1))
+            write_results(args.output, results)
     report(results)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
