@@ -6,9 +6,11 @@ if __name__ != "mobilenetv2_dense.backbone":  # `import backbone` from a checkou
 
 from .features import FeatureInfo
 from .mobilenetv2 import InvertedResidual, MobileNetV2, make_divisible, mobilenet_v2
+from .settings import BackboneSettings
 from .weights import convert_torchvision_state_dict, load_weights
 
 __all__ = [
+    "BackboneSettings",
     "FeatureInfo",
     "InvertedResidual",
     "MobileNetV2",

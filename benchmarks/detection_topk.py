@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.common import print_table
+from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.datasets.detection.coco import COCODetection
 from mobilenetv2_dense.datasets.detection.dataset import detection_collate
 from mobilenetv2_dense.datasets.detection.transforms import eval_transform
@@ -38,7 +39,9 @@ def load_model(ckpt: str) -> tuple[SSDLite, dict]:
     # A Lightning checkpoint stores its hyper-parameters as Python objects (the Optimization dataclass):
     # load it only from a file you trust.
     hp = dict(torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"])
-    model = ssdlite320_mobilenet_v2(num_classes=hp["num_classes"], width_mult=hp.get("width_mult", 1.0), weights=ckpt,
+    backbone = hp.get("backbone") or BackboneSettings()
+    width = backbone["width_mult"] if isinstance(backbone, dict) else backbone.width_mult  # a CLI run saves a dict
+    model = ssdlite320_mobilenet_v2(num_classes=hp["num_classes"], width_mult=width, weights=ckpt,
                                     post_processing=hp.get("post_processing") or PostProcessing(),
                                     anchors=hp.get("anchors") or AnchorSettings(),
                                     classification=(hp.get("loss") or SSDLossSettings()).classification)

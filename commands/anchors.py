@@ -9,7 +9,6 @@ from pathlib import Path
 
 import yaml
 
-from ..tasks.detection import DetectionTask
 from ..tasks.detection.anchors import _data_boxes, fit_model_anchors
 from .cli import cli_main
 
@@ -31,10 +30,10 @@ def main(argv: list[str] | None = None) -> Path:
     configs = [option for config in args.config for option in ("--config", config)]
     with warnings.catch_warnings():  # LightningCLI warns that sys.argv differs from args: here it must
         warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
-        cli = cli_main([*configs, *overrides, "--model.init_args.backbone_weights", "null"], run=False)
-    if not isinstance(cli.model, DetectionTask):
+        cli = cli_main([*configs, *overrides, "--model.init_args.backbone.weights", "null"], run=False)
+    if cli.model.task_name not in ("detection", "joint"):
         raise TypeError(f"anchors: {', '.join(args.config)} builds a {type(cli.model).__name__}; anchors belong to "
-                        "detectors: pass a config whose model is mobilenetv2_dense.tasks.detection.DetectionTask "
+                        "detectors: pass a config whose model is a DetectionTask or JointTask "
                         "(e.g. configs/ssdlite_shapes_demo.yaml)")
     datamodule = cli.datamodule
     datamodule.prepare_data()  # writes generated data on first use; checks that real data is there

@@ -4,13 +4,13 @@ Precedence for the model's arguments, lowest first:
 
     signature defaults < --config files < the checkpoint's hyper-parameters < options typed on the command line
 
-A model trained with ``--model.init_args.width_mult 0.5`` reloads at width 0.5 under a config that says 1.0, and
-``validate --ckpt_path best.ckpt --model.init_args.evaluation.output_stride 8`` evaluates at output stride 8
+A model trained with ``--model.init_args.backbone.width_mult 0.5`` reloads at width 0.5 under a config that says 1.0,
+and ``validate --ckpt_path best.ckpt --model.init_args.evaluation.output_stride 8`` evaluates at output stride 8
 whatever the checkpoint says: evaluation-time options (the ``evaluation`` block, ``post_processing.score_thresh``,
 ``post_processing.nms_thresh``) are ordinary arguments. Lightning 2.6's own
 ``_parse_ckpt_path`` applies the checkpoint last, over the command line too. Here the arguments are parsed once more
 in precedence order: the subcommand's ``--config`` files, then the checkpoint's hyper-parameters as one ``--model``
-option, then every other option as typed. ``backbone_weights`` is always set to ``None`` under ``--ckpt_path``: the
+option, then every other option as typed. ``backbone.weights`` is always set to ``None`` under ``--ckpt_path``: the
 checkpoint holds the trained weights, so nothing is downloaded or read from the original weights file. What came
 from the checkpoint is printed.
 """
@@ -184,11 +184,12 @@ class TaskCLI(LightningCLI):
                          _flatten(self.config[subcommand].get("model"), "model."))
         model = self.config[subcommand].get("model")
         init_args = model.get("init_args") if isinstance(model, Namespace) else None
-        if init_args is not None and init_args.get("backbone_weights") is not None:
+        backbone = init_args.get("backbone") if init_args is not None else None
+        if backbone is not None and backbone.get("weights") is not None:
             # The checkpoint's state_dict replaces the backbone's start weights: never download or read them.
-            rank_zero_info(f"model.init_args.backbone_weights={init_args.backbone_weights!r} is not loaded: "
+            rank_zero_info(f"model.init_args.backbone.weights={backbone.weights!r} is not loaded: "
                            f"{ckpt_path} holds the trained weights")
-            init_args["backbone_weights"] = None
+            backbone["weights"] = None
 
     def instantiate_classes(self) -> None:
         try:
@@ -197,7 +198,7 @@ class TaskCLI(LightningCLI):
             cause = _cause(error, WeightsDownloadError)
             if cause is None:
                 raise
-            raise WeightsDownloadError(cause.name, cause.reason, option="model.init_args.backbone_weights",
+            raise WeightsDownloadError(cause.name, cause.reason, option="model.init_args.backbone.weights",
                                        none="null") from None
 
     @staticmethod

@@ -4,42 +4,63 @@
         --output runs/export/ssdlite.onnx
     mobilenetv2-dense export ...      (the same arguments)
 
-The task and data module come from the config through the project's LightningCLI (so ``--ckpt_path`` restores
-the trained architecture as ``validate`` would, and any ``--data.init_args.*`` / ``--model.init_args.*`` option
-may follow); the network is Conv+BN folded, wrapped with its normalisation and post-processing
-(:mod:`mobilenetv2_dense.deploy.graph`) and exported (:mod:`mobilenetv2_dense.deploy.formats`). When the data
-module's validation set is on disk, the exported file is run by its runtime on it and compared with the eager
-model (:mod:`mobilenetv2_dense.commands.parity`); the figures go into the sidecar ``<output>.json``.
+==============  ==========  ============================================================================
+``--format``    file        writer (``--int8``: its own quantisation)
+==============  ==========  ============================================================================
+``onnx``        ``.onnx``   :func:`write_onnx` (ONNX Runtime static QDQ on the exported float file)
+``executorch``  ``.pte``    :func:`write_executorch` (PT2E with XNNPACK's quantiser, before lowering)
+==============  ==========  ============================================================================
+
+:func:`export` runs, in order:
+
+1. :func:`parse_args`;
+2. :func:`build_task`: the task and data module from the config through the project's LightningCLI (so
+   ``--ckpt_path`` restores the trained architecture as ``validate`` would, and any ``--data.init_args.*`` /
+   ``--model.init_args.*`` option may follow);
+3. :func:`build_graph`: the network Conv+BN folded and wrapped with its normalisation and post-processing
+   (:mod:`mobilenetv2_dense.deploy.graph`; each graph states its output contract), one builder per task kind;
+4. :func:`calibration_batches`, with ``--int8``;
+5. the format's writer (table above), which owns its int8 path;
+6. :func:`sidecar`: the contract and the file's provenance as ``<output>.json``;
+7. :func:`check_parity`: when the data module's validation set is on disk, the exported file run by its runtime
+   against the eager model (:mod:`mobilenetv2_dense.commands.parity`), the figures into the sidecar.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 import mobilenetv2_dense
 
 from ..datasets.images import IMAGENET_MEAN, IMAGENET_STD
-from ..deploy.formats import ONNX_OPSET, SUFFIX, dynamic_shapes, export_graph
+from ..deploy.formats import MAX_SIZE, MIN_SIZE, ONNX_OPSET, SUFFIX, dynamic_shapes, export_graph
 from ..deploy.fuse import count_batchnorms, fold_conv_bn
-from ..deploy.graph import ClassifierGraph, DetectorGraph, JointGraph, SegmenterGraph
+from ..deploy.graph import ClassifierGraph, DetectorGraph, JointGraph, SegmenterGraph, denormalize
+from ..deploy.quantize import (
+    QUANTISED_OPS,
+    QUANTISED_OPS_DENSE,
+    count_int8_weights,
+    count_onnx_int8_layers,
+    quantize_onnx,
+    quantize_pt2e,
+)
 from ..deploy.runtime import DeployedModel, sidecar_path, write_sidecar
 from ..models.weights import load_checkpoint_weights
-from ..tasks.classification import ClassificationTask
 from ..tasks.datamodule import dataset_value
-from ..tasks.detection import DetectionTask
-from ..tasks.joint import JointTask
-from ..tasks.segmentation import SegmentationTask
 from .cli import checkpoint_hyperparameters, cli_main, json_default
+from .parity import parity
+
+Size = tuple[int, int]
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -77,7 +98,7 @@ def build_task(config: str, ckpt_path: str | None, overrides: list[str]) -> tupl
         class_path = hparams.pop("_class_path", None)
         spec = {"class_path": class_path, "init_args": hparams} if class_path else hparams
         args += ["--model", json.dumps(spec, default=json_default)]
-    args += [*overrides, "--model.init_args.backbone_weights", "null"]  # the checkpoint (or nothing) gives weights
+    args += [*overrides, "--model.init_args.backbone.weights", "null"]  # the checkpoint (or nothing) gives weights
     with warnings.catch_warnings():  # LightningCLI warns that sys.argv differs from args: here it must
         warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
         cli = cli_main(args, run=False)
@@ -90,99 +111,164 @@ def build_task(config: str, ckpt_path: str | None, overrides: list[str]) -> tupl
 
 
 def label_set(task: nn.Module, datamodule: Any, extras: dict) -> list[dict[str, Any]]:
-    """``[{"label", "id", "name"}]`` of the model's classes: detection labels 1..K with the dataset's category
-    ids, segmentation and classification labels 0..K-1 (``id`` = label)."""
+    """``[{"label", "id", "name"}]`` of the model's classes: detection (and joint) labels 1..K with the dataset's
+    category ids, segmentation and classification labels 0..K-1 (``id`` = label)."""
     names = extras.get("class_names") or dataset_value(datamodule, "class_names")
     count = task.num_classes
     names = [str(n) for n in names] if names is not None and len(names) == count else [f"class_{i}" for i in
                                                                                          range(count)]
-    if isinstance(task, DetectionTask):
+    if getattr(task, "task_name", "") in ("detection", "joint"):  # label 0 is the detector's background
         cat_ids = extras.get("label_to_cat_id") or dataset_value(datamodule, "label_to_cat_id") or {}
         return [{"label": k, "id": int(cat_ids.get(k, k)), "name": names[k - 1]} for k in range(1, count + 1)]
     return [{"label": k, "id": k, "name": names[k]} for k in range(count)]
 
 
-def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_size: tuple[int, int] | None,
-                argmax: bool) -> tuple[nn.Module, torch.Tensor, dict[str, Any]]:
-    """The deployed graph (Conv+BN folded), an example input for tracing, and the contract for the sidecar."""
+def seg_label_set(task: nn.Module, datamodule: Any, classes: list[dict]) -> list[dict[str, Any]]:
+    """``[{"label", "id", "name"}]`` of a joint model's K_seg segmentation classes, labels 0..K_seg-1: the data's
+    names, else the background then the detector's ``classes``."""
+    names = dataset_value(datamodule, "seg_class_names") or task.seg_class_names
+    if names is None or len(names) != task.num_seg_classes:
+        names = ["background", *(c["name"] for c in classes)]
+    return [{"label": k, "id": k, "name": str(name)} for k, name in enumerate(names)]
+
+
+# One builder per task kind: (task, folded model, data module, classes, image_size, argmax, mean, std) -> the graph
+# and the input size it is built (detection, joint) or traced (segmentation, classification) at.
+def detector_graph(task: nn.Module, model: nn.Module, datamodule: Any, classes: list[dict], *,
+                   image_size: Size | None, argmax: bool, mean: tuple, std: tuple) -> tuple[nn.Module, Size]:
+    """SSDLite at ``image_size``, by default the data's (the anchors are constants of it)."""
+    size = image_size or (datamodule.image_size, datamodule.image_size)
+    return DetectorGraph(model, size, mean=mean, std=std, category_ids=[c["id"] for c in classes]), size
+
+
+def joint_graph(task: nn.Module, model: nn.Module, datamodule: Any, classes: list[dict], *,
+                image_size: Size | None, argmax: bool, mean: tuple, std: tuple) -> tuple[nn.Module, Size]:
+    """SSDLite + DeepLabv3-lite at ``image_size``, by default the data's; segmentation labels with ``argmax``."""
+    size = image_size or (datamodule.image_size, datamodule.image_size)
+    return JointGraph(model, size, mean=mean, std=std, category_ids=[c["id"] for c in classes],
+                      argmax=argmax), size
+
+
+def segmenter_graph(task: nn.Module, model: nn.Module, datamodule: Any, classes: list[dict], *,
+                    image_size: Size | None, argmax: bool, mean: tuple, std: tuple) -> tuple[nn.Module, Size]:
+    """DeepLabV3 at the task's evaluation output stride, traced at ``image_size`` or the data's crop."""
+    if task.evaluation.output_stride is not None:
+        model.set_output_stride(task.evaluation.output_stride)
+    crop = getattr(datamodule, "crop_size", 512)
+    return SegmenterGraph(model, mean=mean, std=std, argmax=argmax), image_size or (crop, crop)
+
+
+def classifier_graph(task: nn.Module, model: nn.Module, datamodule: Any, classes: list[dict], *,
+                     image_size: Size | None, argmax: bool, mean: tuple, std: tuple) -> tuple[nn.Module, Size]:
+    """The classifier, traced at ``image_size`` or the data's."""
+    side = getattr(datamodule, "image_size", 224)
+    return ClassifierGraph(model, mean=mean, std=std), image_size or (side, side)
+
+
+GRAPHS: dict[str, Callable[..., tuple[nn.Module, Size]]] = {
+    "detection": detector_graph, "joint": joint_graph, "segmentation": segmenter_graph,
+    "classification": classifier_graph}
+
+
+def input_contract(size: Size, *, dynamic_size: bool, min_size: int, mean: tuple, std: tuple) -> dict[str, Any]:
+    """The ``images`` input of the sidecar: ``(N, 3, H, W)`` RGB in ``[0, 1]``, H and W fixed at ``size`` or dynamic
+    in ``size_range`` (``size`` then the tracing size)."""
+    height, width = size
+    contract = {"name": "images", "shape": ["N", 3, "H" if dynamic_size else height, "W" if dynamic_size else width],
+                "dtype": "float32", "layout": "NCHW", "channels": "RGB", "range": [0.0, 1.0],
+                "image_size": [height, width], "normalization_in_graph": {"mean": mean, "std": std}}
+    if dynamic_size:
+        contract["size_range"] = [min_size, MAX_SIZE]
+    return contract
+
+
+def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_size: Size | None,
+                argmax: bool) -> tuple[nn.Module, Tensor, dict[str, Any]]:
+    """The deployed graph of ``task`` (Conv+BN folded; the builder chosen by ``task.task_name``), an example input
+    ``(2, 3, H, W)`` for tracing, and the sidecar's contract: the graph's own (``graph.contract()``), the joint
+    model's ``seg_classes``, ``input`` and ``classes``."""
+    kind = getattr(task, "task_name", "")
+    if kind not in GRAPHS:
+        raise TypeError(f"build_graph: {type(task).__name__}.task_name is {kind!r}; export builds graphs for "
+                        f"{', '.join(GRAPHS)}: give the task one of these names or add a builder to GRAPHS")
     mean = tuple(getattr(datamodule, "mean", IMAGENET_MEAN))
     std = tuple(getattr(datamodule, "std", IMAGENET_STD))
-    folded = fold_conv_bn(task.model)
-    if isinstance(task, DetectionTask):  # a JointTask too: the detector's outputs, then the segmentation's
-        size = image_size or (datamodule.image_size, datamodule.image_size)
-        joint = isinstance(task, JointTask)
-        kind = JointGraph if joint else DetectorGraph
-        graph = kind(folded, size, mean=mean, std=std, category_ids=[c["id"] for c in classes],
-                     **({"argmax": argmax} if joint else {}))
-        d = folded.post_processing.detections_per_img
-        outputs = [{"name": "boxes", "shape": ["N", d, 4], "dtype": "float32"},
-                   {"name": "scores", "shape": ["N", d], "dtype": "float32"},
-                   {"name": "labels", "shape": ["N", d], "dtype": "int64"},
-                   {"name": "num_detections", "shape": ["N"], "dtype": "int64"}]
-        if joint:
-            height, width = size
-            outputs.append({"name": "seg_labels", "shape": ["N", height, width], "dtype": "int64"} if argmax else
-                           {"name": "seg_logits", "shape": ["N", task.num_seg_classes, height, width],
-                            "dtype": "float32"})
-        contract = {"task": "joint" if joint else "detection", "dynamic_size": False, "outputs": outputs,
-                    "post_processing": {**dataclasses.asdict(folded.post_processing),
-                                        "classification": folded.classification, "nms": "class-wise, greedy"},
-                    # the default boxes are constants of the graph; their generator values, for a reader
-                    "anchors": folded.anchor_settings.plain()}
-        if joint:
-            names = dataset_value(datamodule, "seg_class_names") or task.seg_class_names
-            names = names if names is not None and len(names) == task.num_seg_classes else \
-                ["background", *(c["name"] for c in classes)]
-            contract["seg_classes"] = [{"label": k, "id": k, "name": str(name)} for k, name in enumerate(names)]
-            contract["output_stride"] = folded.backbone.output_stride
-    elif isinstance(task, SegmentationTask):
-        if task.evaluation.output_stride is not None:
-            folded.set_output_stride(task.evaluation.output_stride)
-        crop = getattr(datamodule, "crop_size", 512)
-        size = image_size or (crop, crop)
-        graph = SegmenterGraph(folded, mean=mean, std=std, argmax=argmax)
-        output = ({"name": "labels", "shape": ["N", "H", "W"], "dtype": "int64"} if argmax else
-                  {"name": "logits", "shape": ["N", task.num_classes, "H", "W"], "dtype": "float32"})
-        contract = {"task": "segmentation", "dynamic_size": True, "outputs": [output],
-                    "output_stride": folded.output_stride}
-    elif isinstance(task, ClassificationTask):
-        side = getattr(datamodule, "image_size", 224)
-        size = image_size or (side, side)
-        graph = ClassifierGraph(folded, mean=mean, std=std)
-        contract = {"task": "classification", "dynamic_size": True, "min_size": 64,
-                    "outputs": [{"name": "logits", "shape": ["N", task.num_classes], "dtype": "float32"}]}
-    else:
-        raise TypeError(f"export: {type(task).__name__} is not a DetectionTask, JointTask, SegmentationTask or "
-                        "ClassificationTask")
-    # The tracing example must lie in the dynamic range (a classifier's starts at 64, see deploy/formats.py).
-    height, width = (max(int(s), contract.get("min_size", 0)) for s in size)
-    contract["input"] = {"name": "images", "shape": ["N", 3, "H" if contract["dynamic_size"] else height,
-                                                     "W" if contract["dynamic_size"] else width],
-                         "dtype": "float32", "layout": "NCHW", "channels": "RGB", "range": [0.0, 1.0],
-                         "image_size": [height, width], "normalization_in_graph": {"mean": mean, "std": std}}
-    if contract["dynamic_size"]:
-        contract["input"]["size_range"] = [contract.get("min_size", 32), 2048]
+    graph, size = GRAPHS[kind](task, fold_conv_bn(task.model), datamodule, classes, image_size=image_size,
+                               argmax=argmax, mean=mean, std=std)
+    contract = graph.contract()
+    if kind == "joint":
+        contract["seg_classes"] = seg_label_set(task, datamodule, classes)
+    # The tracing example must lie in the dynamic range (a classifier's starts at ClassifierGraph.min_size).
+    size = tuple(max(int(s), contract.get("min_size", 0)) for s in size)
+    contract["input"] = input_contract(size, dynamic_size=contract["dynamic_size"],
+                                       min_size=contract.get("min_size", MIN_SIZE), mean=mean, std=std)
     contract["classes"] = classes
     # Batch 2 for tracing: an example of 1 would specialise the dynamic batch dimension to 1.
-    example = torch.rand(2, 3, height, width)
-    return graph.eval(), example, contract
+    return graph.eval(), torch.rand(2, 3, *size), contract
 
 
-def calibration_batches(datamodule: Any, count: int) -> list[torch.Tensor]:
+def calibration_batches(datamodule: Any, count: int) -> list[Tensor]:
     """``count`` training images as ``[0, 1]`` batches (the exported graph's input), for int8 calibration."""
-    from .parity import unnormalize
-
     datamodule.setup("fit")
     batches, seen = [], 0
     for batch in datamodule.train_dataloader():
         images = batch[0] if isinstance(batch, (list, tuple)) else batch["images"]
-        batches.append(unnormalize(images[: count - seen], datamodule))
+        batches.append(denormalize(images[: count - seen], datamodule.mean, datamodule.std))
         seen += len(batches[-1])
         if seen >= count:
             return batches
     if not batches:
-        raise ValueError(f"export --int8: {type(datamodule).__name__} has no training images to calibrate on")
+        raise ValueError(f"calibration_batches: {type(datamodule).__name__} has no training images to calibrate "
+                         "on; give the data module a training set or export without --int8")
     return batches
+
+
+def int8_summary(graph: nn.Module, calibration: list[Tensor], int8_layers: int, **method: Any) -> dict[str, Any]:
+    """The sidecar's ``int8`` block: what was quantised of the float ``graph`` and how."""
+    return {"calibration_images": sum(len(b) for b in calibration), "weights": "int8, per output channel",
+            "int8_layers": int8_layers,
+            "float_layers": sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in graph.modules()),  # int8's target
+            "float": "normalisation and post-processing", **method}
+
+
+def write_onnx(graph: nn.Module, example: Tensor, output: Path, contract: dict[str, Any],
+               calibration: list[Tensor] | None) -> tuple[Path, float, dict[str, Any] | None]:
+    """``graph`` as ``output`` (``.onnx``); with ``calibration`` batches, int8: the float export goes to a
+    ``.fp32`` file beside it, which :func:`quantize_onnx` turns into ``output`` and which is then deleted.
+    Returns the file, the export's seconds and the ``int8`` block (``None``: float)."""
+    names = [o["name"] for o in contract["outputs"]]
+    shape = {"dynamic_size": contract["dynamic_size"], "min_size": contract.get("min_size", MIN_SIZE)}
+    if calibration is None:
+        return *export_graph(graph, example, output, format="onnx", output_names=names, **shape), None
+    float_output = output.with_name(output.stem + ".fp32" + output.suffix)
+    _, seconds = export_graph(graph, example, float_output, format="onnx", output_names=names, **shape)
+    # A detector's post-processing (and so a joint graph's) keeps float coordinates: its convolutions alone.
+    op_types = QUANTISED_OPS if contract["task"] in ("detection", "joint") else QUANTISED_OPS_DENSE
+    try:
+        path = quantize_onnx(float_output, output, calibration, op_types=op_types)
+    finally:
+        float_output.unlink(missing_ok=True)
+    return path, seconds, int8_summary(graph, calibration, count_onnx_int8_layers(path),
+                                       method="ONNX Runtime quantize_static, QDQ",
+                                       activations="uint8, per tensor, min/max", quantised_ops=list(op_types))
+
+
+def write_executorch(graph: nn.Module, example: Tensor, output: Path, contract: dict[str, Any],
+                     calibration: list[Tensor] | None) -> tuple[Path, float, dict[str, Any] | None]:
+    """``graph`` lowered to XNNPACK as ``output`` (``.pte``); with ``calibration`` batches, its network quantised
+    first (:func:`quantize_pt2e`). Returns the file, the export's seconds and the ``int8`` block (``None``: float)."""
+    names = [o["name"] for o in contract["outputs"]]
+    shape = {"dynamic_size": contract["dynamic_size"], "min_size": contract.get("min_size", MIN_SIZE)}
+    int8 = None
+    if calibration is not None:
+        quantised = quantize_pt2e(graph, example, calibration, dynamic_shapes=dynamic_shapes(**shape))
+        int8 = int8_summary(graph, calibration, count_int8_weights(quantised.network),
+                            method="PT2E, XNNPACKQuantizer (symmetric)", activations="int8, per tensor, min/max")
+        graph = quantised
+    return *export_graph(graph, example, output, format="executorch", output_names=names, **shape), int8
+
+
+WRITERS = {"onnx": write_onnx, "executorch": write_executorch}
 
 
 def versions(fmt: str) -> dict[str, str]:
@@ -200,65 +286,43 @@ def versions(fmt: str) -> dict[str, str]:
     return out
 
 
+def sidecar(contract: dict[str, Any], args: argparse.Namespace, path: Path, seconds: float,
+            int8: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``<output>.json`` a :class:`DeployedModel` reads: the contract, the int8 block, the file's provenance;
+    ``parity`` is filled by :func:`check_parity`."""
+    return {**contract, **({"int8": int8} if int8 is not None else {}), "format": args.format, "file": path.name,
+            "config": str(args.config), "checkpoint": str(args.ckpt_path) if args.ckpt_path else None,
+            "versions": versions(args.format), "export_seconds": round(seconds, 1), "parity": None}
+
+
+def check_parity(task: nn.Module, datamodule: Any, path: Path, meta: dict[str, Any], *, max_images: int,
+                 argmax: bool) -> None:
+    """Run ``path`` against the eager model on up to ``max_images`` validation images; the figures go into the
+    sidecar ``meta`` (rewritten) and are printed."""
+    figures = parity(task, DeployedModel(path), datamodule, max_images=max_images, argmax=argmax)
+    meta["parity"] = figures
+    write_sidecar(path, meta)
+    print(f"export: parity on {figures.get('images', 0)} validation images: "
+          f"{json.dumps({k: v for k, v in figures.items() if k != 'images'})}")
+
+
 def export(argv: list[str] | None = None) -> Path:
     """Run the export command on ``argv``; returns the written model file."""
     args, overrides = parse_args(argv)
     task, datamodule, extras = build_task(args.config, args.ckpt_path, overrides)
     if args.ckpt_path is None:
         print(f"export: no --ckpt_path; exporting {args.config}'s untrained weights", file=sys.stderr)
-    classes = label_set(task, datamodule, extras)
-    graph, example, contract = build_graph(task, datamodule, classes, image_size=args.image_size,
-                                           argmax=args.argmax)
+    graph, example, contract = build_graph(task, datamodule, label_set(task, datamodule, extras),
+                                           image_size=args.image_size, argmax=args.argmax)
     output = Path(args.output or Path("runs/export") / f"{Path(args.config).stem}{SUFFIX[args.format]}")
     print(f"export: {contract['task']} -> {output} ({args.format}; {count_batchnorms(task.model)} BatchNorms folded "
           f"into their convs, {count_batchnorms(graph)} left)")
-    batches = calibration_batches(datamodule, args.calibration) if args.int8 else []
-    float_layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in graph.modules())  # what int8 should take
-    min_size = contract.get("min_size", 32)
-    if args.int8 and args.format == "executorch":
-        from ..deploy.quantize import count_int8_weights, quantize_pt2e
-
-        graph = quantize_pt2e(graph, example, batches,
-                              dynamic_shapes=dynamic_shapes(contract["dynamic_size"], min_size=min_size))
-        int8_layers = count_int8_weights(graph.network)
-    onnx_int8 = args.int8 and args.format == "onnx"
-    float_output = output.with_name(output.stem + ".fp32" + output.suffix) if onnx_int8 else output
-    path, seconds = export_graph(graph, example, float_output, format=args.format,
-                                 output_names=[o["name"] for o in contract["outputs"]],
-                                 dynamic_size=contract["dynamic_size"], min_size=min_size)
-    if onnx_int8:
-        from ..deploy.quantize import (
-            QUANTISED_OPS,
-            QUANTISED_OPS_DENSE,
-            count_onnx_int8_layers,
-            quantize_onnx,
-        )
-
-        # A detector's post-processing (and so a joint graph's) keeps float coordinates: its convolutions alone.
-        op_types = QUANTISED_OPS if contract["task"] in ("detection", "joint") else QUANTISED_OPS_DENSE
-        path = quantize_onnx(float_output, output, batches, op_types=op_types)
-        float_output.unlink()
-        int8_layers = count_onnx_int8_layers(path)
-    if args.int8:
-        contract["int8"] = {
-            "calibration_images": sum(len(b) for b in batches), "weights": "int8, per output channel",
-            "int8_layers": int8_layers, "float_layers": float_layers,
-            "float": "normalisation and post-processing",
-            **({"method": "ONNX Runtime quantize_static, QDQ", "activations": "uint8, per tensor, min/max",
-                "quantised_ops": list(op_types)} if onnx_int8 else
-               {"method": "PT2E, XNNPACKQuantizer (symmetric)", "activations": "int8, per tensor, min/max"})}
-    meta = {**contract, "format": args.format, "file": path.name, "config": str(args.config),
-            "checkpoint": str(args.ckpt_path) if args.ckpt_path else None, "versions": versions(args.format),
-            "export_seconds": round(seconds, 1), "parity": None}
+    calibration = calibration_batches(datamodule, args.calibration) if args.int8 else None
+    path, seconds, int8 = WRITERS[args.format](graph, example, output, contract, calibration)
+    meta = sidecar(contract, args, path, seconds, int8)
     write_sidecar(path, meta)
     if args.parity_images > 0:
-        from .parity import parity
-
-        figures = parity(task, DeployedModel(path), datamodule, max_images=args.parity_images, argmax=args.argmax)
-        meta["parity"] = figures
-        write_sidecar(path, meta)
-        print(f"export: parity on {figures.get('images', 0)} validation images: "
-              f"{json.dumps({k: v for k, v in figures.items() if k != 'images'})}")
+        check_parity(task, datamodule, path, meta, max_images=args.parity_images, argmax=args.argmax)
     print(f"export: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {seconds:.0f} s) and {sidecar_path(path)}")
     return path
 

@@ -4,6 +4,9 @@
 - :mod:`~mobilenetv2_dense.deploy.fuse`: Conv+BN folding and compiled inference;
 - :mod:`~mobilenetv2_dense.deploy.formats`: ``torch.export`` -> ``.onnx`` / ``.pte``;
 - :mod:`~mobilenetv2_dense.deploy.runtime`: :class:`DeployedModel`, ONNX Runtime or ExecuTorch behind one call;
+- :mod:`~mobilenetv2_dense.deploy.backend`: one interface over the PyTorch network (eager, fused, compiled) and an
+  exported file, taking normalised batches and giving post-processed outputs (what the tasks evaluate and predict
+  with);
 - :mod:`~mobilenetv2_dense.deploy.quantize`: int8 weights and activations (ONNX Runtime, PT2E).
 
 Needs only the model floor; the export command and its parity checks, which read checkpoints and data through the

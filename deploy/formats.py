@@ -19,9 +19,10 @@ Format = Literal["onnx", "executorch"]
 SUFFIX = {"onnx": ".onnx", "executorch": ".pte"}
 ONNX_OPSET = 18
 MAX_BATCH = 64
+MIN_SIZE, MAX_SIZE = 32, 2048  # the range of a dynamic H and W (a graph may raise the minimum: ``min_size``)
 
 
-def dynamic_shapes(dynamic_size: bool, *, min_size: int = 32, max_size: int = 2048) -> dict:
+def dynamic_shapes(dynamic_size: bool, *, min_size: int = MIN_SIZE, max_size: int = MAX_SIZE) -> dict:
     """``torch.export`` dims of the ``images`` input: N, and H and W in ``[min_size, max_size]`` when
     ``dynamic_size`` (any size works: the segmentation head upsamples to the input, the classifier pools)."""
     dims = {0: Dim("batch", min=1, max=MAX_BATCH)}
@@ -31,7 +32,7 @@ def dynamic_shapes(dynamic_size: bool, *, min_size: int = 32, max_size: int = 20
 
 
 def export_onnx(graph: nn.Module, example: Tensor, path: str | Path, *, output_names: Sequence[str],
-                dynamic_size: bool, min_size: int = 32, opset: int = ONNX_OPSET) -> Path:
+                dynamic_size: bool, min_size: int = MIN_SIZE, opset: int = ONNX_OPSET) -> Path:
     """``torch.onnx.export(..., dynamo=True)`` of ``graph`` on ``example (N, 3, H, W)``, one input ``images``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +44,7 @@ def export_onnx(graph: nn.Module, example: Tensor, path: str | Path, *, output_n
 
 
 def export_executorch(graph: nn.Module, example: Tensor, path: str | Path, *, dynamic_size: bool,
-                      min_size: int = 32) -> Path:
+                      min_size: int = MIN_SIZE) -> Path:
     """``torch.export`` -> ``to_edge_transform_and_lower`` with the XNNPACK partitioner -> ``.pte``.
 
     The convolutions, the activations and most element-wise ops run in XNNPACK; what it does not take (top-k,
@@ -61,9 +62,9 @@ def export_executorch(graph: nn.Module, example: Tensor, path: str | Path, *, dy
 
 
 def export_graph(graph: nn.Module, example: Tensor, path: str | Path, *, format: Format,
-                 output_names: Sequence[str], dynamic_size: bool, min_size: int = 32) -> tuple[Path, float]:
+                 output_names: Sequence[str], dynamic_size: bool, min_size: int = MIN_SIZE) -> tuple[Path, float]:
     """Export in ``format``; returns the file and the seconds it took. ``min_size``: the smallest dynamic H, W
-    (a classifier needs 64: at 32 or less its last map is 1x1, which ``torch.export`` specialises)."""
+    (a classifier needs 64: :attr:`mobilenetv2_dense.deploy.graph.ClassifierGraph.min_size`)."""
     start = time.perf_counter()
     with torch.no_grad():
         if format == "onnx":

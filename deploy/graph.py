@@ -5,18 +5,25 @@ Each wrapper puts the mean/std normalisation inside the graph and, for detection
 static-shape tensor ops only, so that the same module exports to ONNX and to ExecuTorch and its outputs can be
 compared with the eager model's number for number.
 
-The output contract (README "Export"):
+The output contract (README "Export"); each graph states its own as the sidecar's JSON with ``outputs()`` (names,
+shapes, dtypes in output order) and ``contract()`` (the task, whether H and W are dynamic, the outputs and the
+task's settings):
 
-- detection: ``boxes (N, D, 4)`` xyxy input pixels, ``scores (N, D)``, ``labels (N, D)`` int64 category ids of the
-  dataset, ``num_detections (N,)`` int64; rows past ``num_detections`` are zero. ``D = detections_per_img``.
-- segmentation: ``logits (N, K, H, W)``, or ``labels (N, H, W)`` int64 with ``argmax=True``.
-- joint: the detection outputs, then ``seg_logits (N, K_seg, H, W)`` or ``seg_labels (N, H, W)`` int64.
-- classification: ``logits (N, K)``.
+- detection, fixed H and W: ``boxes (N, D, 4)`` xyxy input pixels, ``scores (N, D)``, ``labels (N, D)`` int64
+  category ids of the dataset, ``num_detections (N,)`` int64; rows past ``num_detections`` are zero.
+  ``D = detections_per_img``. Settings: ``post_processing``, ``anchors``.
+- segmentation, dynamic H and W: ``logits (N, K, H, W)``, or ``labels (N, H, W)`` int64 with ``argmax=True``.
+  Settings: ``output_stride``.
+- joint, fixed H and W: the detection outputs, then ``seg_logits (N, K_seg, H, W)`` or ``seg_labels (N, H, W)``
+  int64. Settings: the detection's and ``output_stride``.
+- classification, dynamic H and W from ``min_size`` 64: ``logits (N, K)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -59,6 +66,11 @@ class Network(nn.Module):
             return out["bbox_regression"], out["cls_logits"]
         out = self.model(images)
         return out["out"] if isinstance(self.model, DeepLabV3) else out["logits"]
+
+
+def output_spec(name: str, shape: list[int | str], dtype: str = "float32") -> dict[str, Any]:
+    """One output of a contract: ``{"name", "shape", "dtype"}``, symbolic dimensions ``"N"``, ``"H"``, ``"W"``."""
+    return {"name": name, "shape": shape, "dtype": dtype}
 
 
 def denormalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
@@ -109,6 +121,8 @@ class DetectorGraph(nn.Module):
         category_ids: the dataset's id of labels 1..K (``None``: the labels themselves).
     """
 
+    task = "detection"
+
     def __init__(self, model: SSDLite, image_size: tuple[int, int], *, mean: Sequence[float],
                  std: Sequence[float], category_ids: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -130,6 +144,21 @@ class DetectorGraph(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         regression, logits = self.network(self.normalize(images))
         return self.detections(regression, logits)
+
+    def outputs(self) -> list[dict[str, Any]]:
+        """:meth:`forward`'s outputs, ``D = detections_per_img``."""
+        d = self.model.post_processing.detections_per_img
+        return [output_spec("boxes", ["N", d, 4]), output_spec("scores", ["N", d]),
+                output_spec("labels", ["N", d], "int64"), output_spec("num_detections", ["N"], "int64")]
+
+    def contract(self) -> dict[str, Any]:
+        """``{"task", "dynamic_size": False, "outputs", "post_processing", "anchors"}``: H and W are fixed because
+        the anchors are constants of ``image_size``; ``anchors`` gives their generator's settings, for a reader."""
+        model = self.model
+        return {"task": self.task, "dynamic_size": False, "outputs": self.outputs(),
+                "post_processing": {**dataclasses.asdict(model.post_processing),
+                                    "classification": model.classification, "nms": "class-wise, greedy"},
+                "anchors": model.anchor_settings.plain()}
 
     def detections(self, regression: Tensor, logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The network's ``bbox_regression (N, A, 4)`` and ``cls_logits (N, A, K + 1)`` -> :meth:`forward`'s outputs."""
@@ -173,6 +202,8 @@ class JointGraph(DetectorGraph):
     fixed input size: one network run gives :class:`DetectorGraph`'s four outputs and the segmentation ``logits
     (N, K_seg, H, W)``, or ``labels (N, H, W)`` int64 with ``argmax``. Arguments as :class:`DetectorGraph`'s."""
 
+    task = "joint"
+
     def __init__(self, model: SSDLiteDeepLabV3, image_size: tuple[int, int], *, mean: Sequence[float],
                  std: Sequence[float], category_ids: Sequence[int] | None = None, argmax: bool = False) -> None:
         super().__init__(model, image_size, mean=mean, std=std, category_ids=category_ids)
@@ -182,10 +213,23 @@ class JointGraph(DetectorGraph):
         regression, logits, segmentation = self.network(self.normalize(images))
         return (*self.detections(regression, logits), segmentation.argmax(1) if self.argmax else segmentation)
 
+    def outputs(self) -> list[dict[str, Any]]:
+        """:class:`DetectorGraph`'s outputs, then ``seg_logits (N, K_seg, H, W)`` or ``seg_labels (N, H, W)``."""
+        height, width = self.image_size
+        segmentation = (output_spec("seg_labels", ["N", height, width], "int64") if self.argmax else
+                        output_spec("seg_logits", ["N", self.model.num_seg_classes, height, width]))
+        return [*super().outputs(), segmentation]
+
+    def contract(self) -> dict[str, Any]:
+        """:meth:`DetectorGraph.contract` with this task and outputs, and the backbone's ``output_stride``."""
+        return {**super().contract(), "output_stride": self.model.backbone.output_stride}
+
 
 class SegmenterGraph(nn.Module):
     """:class:`mobilenetv2_dense.models.DeepLabV3` + normalisation: ``images (N, 3, H, W) in [0, 1]`` ->
     ``logits (N, K, H, W)``, or ``labels (N, H, W)`` int64 with ``argmax``."""
+
+    task = "segmentation"
 
     def __init__(self, model: DeepLabV3, *, mean: Sequence[float], std: Sequence[float], argmax: bool = False) -> None:
         super().__init__()
@@ -195,9 +239,25 @@ class SegmenterGraph(nn.Module):
         logits = self.network(self.normalize(images))
         return logits.argmax(1) if self.argmax else logits
 
+    def outputs(self) -> list[dict[str, Any]]:
+        """:meth:`forward`'s one output, ``labels`` or ``logits``."""
+        if self.argmax:
+            return [output_spec("labels", ["N", "H", "W"], "int64")]
+        return [output_spec("logits", ["N", self.network.model.num_classes, "H", "W"])]
+
+    def contract(self) -> dict[str, Any]:
+        """``{"task", "dynamic_size": True, "outputs", "output_stride"}``: any H and W, since the head upsamples to
+        the input; ``output_stride`` is the backbone's, which sets the logits' resolution before that upsampling."""
+        return {"task": self.task, "dynamic_size": True, "outputs": self.outputs(),
+                "output_stride": self.network.model.output_stride}
+
 
 class ClassifierGraph(nn.Module):
     """A MobileNetV2 classifier + normalisation: ``images (N, 3, H, W) in [0, 1]`` -> ``logits (N, K)``."""
+
+    task = "classification"
+    # The smallest H and W: at 32 or less the last feature map is 1x1, a size ``torch.export`` specialises.
+    min_size = 64
 
     def __init__(self, model: nn.Module, *, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -205,3 +265,12 @@ class ClassifierGraph(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network(self.normalize(images))
+
+    def outputs(self) -> list[dict[str, Any]]:
+        """:meth:`forward`'s one output, ``logits (N, K)``."""
+        return [output_spec("logits", ["N", self.network.model.num_classes])]
+
+    def contract(self) -> dict[str, Any]:
+        """``{"task", "dynamic_size": True, "min_size", "outputs"}``: any H and W from ``min_size``, since the
+        network pools globally before its classifier."""
+        return {"task": self.task, "dynamic_size": True, "min_size": self.min_size, "outputs": self.outputs()}

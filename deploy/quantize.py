@@ -1,10 +1,11 @@
-"""int8 post-training quantisation of an exported ONNX graph: ONNX Runtime's static quantisation, QDQ format.
+"""int8 post-training quantisation: of an exported ONNX graph (ONNX Runtime's static quantisation, QDQ format,
+:func:`quantize_onnx`) and of a deployed graph's network before ExecuTorch lowering (PT2E, :func:`quantize_pt2e`).
 
-Weights int8 per output channel, activations uint8 per tensor, calibrated (min/max) on training images. In a
-detector only the convolutions are quantised (``QUANTISED_OPS``): the in-graph post-processing (softmax, box
-decoding, IoU, NMS) and the normalisation stay float, since int8 box coordinates would move boxes by whole pixels
-and change which ones NMS keeps. Segmenters and classifiers quantise their other network ops too
-(``QUANTISED_OPS_DENSE``); their normalisation (``Sub``, ``Div``) stays float.
+Weights int8 per output channel, activations per tensor (uint8 in ONNX Runtime, symmetric int8 in PT2E), calibrated
+(min/max) on training images. In a detector only the convolutions are quantised (``QUANTISED_OPS``): the in-graph
+post-processing (softmax, box decoding, IoU, NMS) and the normalisation stay float, since int8 box coordinates
+would move boxes by whole pixels and change which ones NMS keeps. Segmenters and classifiers quantise their other
+network ops too (``QUANTISED_OPS_DENSE``); their normalisation (``Sub``, ``Div``) stays float.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ width 1; ``tests/backbone/test_torchvision_parity.py``) and 0.301B MAdds at 224x
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from ..backbone import MobileNetV2, mobilenet_v2
 from .weights import load_checkpoint_weights
@@ -20,6 +21,7 @@ def mobilenet_v2_classifier(
     weights: str | Path | None = None,
     backbone_weights: str | Path | None = None,
     frozen_stages: int = -1,
+    backbone_init: Literal["kaiming", "normal"] = "kaiming",
     **kwargs,
 ) -> MobileNetV2:
     """MobileNetV2 classifier: ``forward(images (N, 3, H, W)) -> {"logits": (N, K)}``.
@@ -35,11 +37,12 @@ def mobilenet_v2_classifier(
             :func:`mobilenetv2_dense.backbone.mobilenet_v2`); a classifier of another class count is left
             initialised.
         frozen_stages: freeze the stem and the first k stages (-1: nothing).
+        backbone_init: the random init without weights (:class:`mobilenetv2_dense.backbone.MobileNetV2`'s ``init``).
         **kwargs: :class:`mobilenetv2_dense.backbone.MobileNetV2`'s other arguments (``norm_eval``, ...).
     """
     model = mobilenet_v2(width_mult=width_mult, num_classes=num_classes, dropout=dropout,
                          weights=None if weights is not None else backbone_weights, frozen_stages=frozen_stages,
-                         **kwargs)
+                         init=backbone_init, **kwargs)
     if weights is not None:
         load_checkpoint_weights(model, weights)
     return model

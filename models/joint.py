@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -134,6 +135,7 @@ def ssdlite_deeplabv3_mobilenet_v2(
     frozen_stages: int = -1,
     norm_eval: bool = False,
     taps: Sequence[str] = TAPS,
+    backbone_init: Literal["kaiming", "normal"] = "kaiming",
     **kwargs,
 ) -> SSDLiteDeepLabV3:
     """MobileNetV2 + SSDLite + DeepLabv3-lite on one trunk (see the module docstring for the costs).
@@ -150,6 +152,8 @@ def ssdlite_deeplabv3_mobilenet_v2(
         backbone_weights: torchvision ``mobilenet_v2`` state_dict file or weights name (see ``mobilenet_v2``).
         frozen_stages, norm_eval: as :func:`~mobilenetv2_dense.models.ssdlite320_mobilenet_v2`.
         taps: the detector's taps, in network order.
+        backbone_init: the backbone's random init without weights (:class:`mobilenetv2_dense.backbone.MobileNetV2`'s
+            ``init``).
         **kwargs: :class:`SSDLite`'s settings (``extra_channels``, anchors, ``classification``, post-processing).
 
     Example::
@@ -164,7 +168,8 @@ def ssdlite_deeplabv3_mobilenet_v2(
     # The detector's batch norm (TF SSDLite's eps and momentum) in the backbone, as ssdlite320_mobilenet_v2 builds it.
     backbone = mobilenet_v2(width_mult=width_mult, out_features=out_features,
                             weights=None if weights is not None else backbone_weights,
-                            frozen_stages=frozen_stages, norm_eval=norm_eval, norm_layer=SSDLiteNorm)
+                            frozen_stages=frozen_stages, norm_eval=norm_eval, norm_layer=SSDLiteNorm,
+                            init=backbone_init)
     model = SSDLiteDeepLabV3(backbone, num_classes=num_classes, num_seg_classes=num_seg_classes, taps=taps,
                              decoder=decoder, decoder_feature=decoder_feature, **kwargs)
     if weights is not None:

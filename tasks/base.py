@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from contextvars import ContextVar
+from typing import Any, Self
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..backbone.settings import BackboneSettings
+from ..deploy.backend import ExportedBackend, NetworkBackend, check_inference, inference_backend, is_exported
 from .datamodule import dataset_value
 from .optim import Optimization, build_optimizer, build_scheduler
+
+# Set while load_from_checkpoint builds a task: its backbone weights come from the checkpoint, not backbone.weights.
+_FROM_CHECKPOINT: ContextVar[bool] = ContextVar("from_checkpoint", default=False)
 
 
 class BaseTask(L.LightningModule):
@@ -18,87 +24,68 @@ class BaseTask(L.LightningModule):
 
     Args:
         optimization: optimiser, peak lr, schedule and warm-up (see
-        :class:`mobilenetv2_dense.tasks.optim.Optimization`).
+            :class:`mobilenetv2_dense.tasks.optim.Optimization`).
         channels_last: run the network in NHWC memory format (faster convolutions on recent GPUs and CPUs).
-        deployed: an exported ``.onnx`` or ``.pte`` file (``export.py``) that ``validate``, ``test`` and ``predict``
-            run through its runtime instead of the PyTorch network, with the same data, metrics, pictures and
-            files; ``fit`` refuses it.
-        inference: the network ``validate``, ``test`` and ``predict`` runs (the validations inside ``fit`` always
-            run ``self.model``): ``"eager"`` (``self.model``), ``"fused"`` (a copy with every BatchNorm folded
-            into its conv, :func:`mobilenetv2_dense.deploy.fuse.fold_conv_bn`) or ``"compiled"`` (that copy under
+        inference: what ``validate``, ``test`` and ``predict`` run (the validations inside ``fit`` always run
+            ``self.model``), through one :mod:`mobilenetv2_dense.deploy.backend`: ``"eager"`` (``self.model``),
+            ``"fused"`` (a copy with every BatchNorm folded into its conv), ``"compiled"`` (that copy under
             ``torch.compile``, inductor with freezing, after checking on the first batch that no batch-norm op is
-            left, :func:`mobilenetv2_dense.deploy.fuse.compile_for_inference`). Built at the first batch of each
-            run, from the weights the run evaluates.
+            left), or the path of an ``.onnx`` / ``.pte`` file written by the export command, run by ONNX Runtime or
+            ExecuTorch with the same data, metrics, pictures and files (an exported file computes no loss, and
+            ``fit`` refuses it). A copy is built at the first batch of each run, from the weights the run evaluates.
     """
 
     task_name: str = ""  # the "task" of an exported file's sidecar this task can run
 
     def __init__(self, optimization: Optimization = Optimization(), channels_last: bool = False,
-                 deployed: str | None = None, inference: Literal["eager", "fused", "compiled"] = "eager") -> None:
+                 inference: str = "eager") -> None:
         super().__init__()
-        if inference not in ("eager", "fused", "compiled"):
-            raise ValueError(f"{type(self).__name__}: inference must be 'eager', 'fused' or 'compiled', "
-                             f"got {inference!r}")
         self.optimization = optimization
         self.channels_last = channels_last
-        self.deployed = deployed
-        self.inference = inference
-        self._deployed_model: Any = None
-        self._inference_network: nn.Module | None = None
+        self.inference = check_inference(inference, type(self).__name__)
+        self._backend: NetworkBackend | ExportedBackend | None = None
 
     def setup(self, stage: str) -> None:
         self._check_data_classes(stage)
-        if self.deployed is not None and stage == "fit":
-            raise ValueError(f"{type(self).__name__}: model.init_args.deployed={self.deployed!r} runs an exported "
+        if is_exported(self.inference) and stage == "fit":
+            raise ValueError(f"{type(self).__name__}: model.init_args.inference={self.inference!r} runs an exported "
                              "file, which cannot be trained; use it with validate, test or predict, or remove it")
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
-    def run_network(self, images: Tensor) -> dict[str, Tensor]:
-        """``self.model(images)``, or during ``validate`` / ``test`` / ``predict`` the ``inference`` network."""
-        if self.inference == "eager" or self.training or self._trainer is None or self.trainer.state.fn == "fit":
-            return self.model(images)
-        if self._inference_network is None:
-            from ..deploy.fuse import compile_for_inference, fold_conv_bn
+    def backend(self) -> NetworkBackend | ExportedBackend:
+        """What evaluation and prediction run: the backend ``inference`` names (made once per run; an exported file is
+        loaded and checked against this task once), but ``self.model`` while training and inside ``fit``."""
+        exported = is_exported(self.inference)  # never trains: fit refuses it at set-up
+        if not exported and (self.training or self._trainer is None or self.trainer.state.fn == "fit"):
+            return NetworkBackend(self.model, channels_last=self.channels_last)
+        if self._backend is None:
+            self._backend = inference_backend(self.inference, self.model, task=self.task_name,
+                                              num_classes=self.num_classes,
+                                              num_seg_classes=getattr(self, "num_seg_classes", None),
+                                              channels_last=self.channels_last, owner=type(self).__name__)
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            if isinstance(self._backend, ExportedBackend) and hasattr(datamodule, "mean"):
+                self._backend.check_normalization(datamodule.mean, datamodule.std, type(datamodule).__name__)
+        return self._backend
 
-            self._inference_network = (fold_conv_bn(self.model) if self.inference == "fused" else
-                                       compile_for_inference(self.model, example=images))
-        return self._inference_network(images)
+    # Each evaluation run starts from the weights it evaluates (a --ckpt_path is loaded before these hooks); an
+    # exported file keeps its loaded runtime.
+    def _new_backend(self) -> None:
+        if not isinstance(self._backend, ExportedBackend):
+            self._backend = None
 
-    # Each evaluation run starts from the weights it evaluates (a --ckpt_path is loaded before these hooks).
     def on_validation_model_eval(self) -> None:
         super().on_validation_model_eval()
-        self._inference_network = None
+        self._new_backend()
 
     def on_test_model_eval(self) -> None:
         super().on_test_model_eval()
-        self._inference_network = None
+        self._new_backend()
 
     def on_predict_model_eval(self) -> None:
         super().on_predict_model_eval()
-        self._inference_network = None
-
-    @property
-    def deployed_model(self) -> Any:
-        """The :class:`mobilenetv2_dense.deploy.runtime.DeployedModel` of ``deployed`` (loaded once), checked
-        against this task's kind and class count."""
-        if self._deployed_model is None:
-            from ..deploy.runtime import DeployedModel  # onnxruntime / executorch only when used
-
-            model = DeployedModel(self.deployed)
-            if model.task != self.task_name or len(model.meta["classes"]) != self.num_classes:
-                raise ValueError(
-                    f"{type(self).__name__}: {self.deployed} is a {model.task} model of "
-                    f"{len(model.meta['classes'])} classes, this task a {self.task_name} of {self.num_classes}; "
-                    "pass the config the file was exported from")
-            self._deployed_model = model
-        return self._deployed_model
-
-    def deployed_inputs(self, images: Tensor) -> Tensor:
-        """A normalised batch back to the ``[0, 1]`` RGB an exported graph takes (it normalises inside)."""
-        from ..deploy.graph import denormalize
-
-        return denormalize(images, self.trainer.datamodule.mean, self.trainer.datamodule.std)
+        self._new_backend()
 
     def _check_data_classes(self, stage: str) -> None:
         """``num_classes`` (the number of classes the data's annotations define, see ``commands/cli.py``) must
@@ -116,10 +103,18 @@ class BaseTask(L.LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Self:
-        """Lightning's, but ``backbone_weights`` is not loaded (unless given): the checkpoint holds the trained
-        weights, so a checkpoint naming torchvision's ImageNet weights or a file since gone loads offline."""
-        kwargs.setdefault("backbone_weights", None)
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        """Lightning's, but ``backbone.weights`` is not read: the checkpoint holds the trained weights, so a
+        checkpoint naming torchvision's ImageNet weights or a file since gone loads offline."""
+        token = _FROM_CHECKPOINT.set(True)
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        finally:
+            _FROM_CHECKPOINT.reset(token)
+
+    @staticmethod
+    def backbone_to_build(backbone: BackboneSettings) -> BackboneSettings:
+        """``backbone`` as the network is built from it: without ``weights`` inside :meth:`load_from_checkpoint`."""
+        return backbone.replace(weights=None) if _FROM_CHECKPOINT.get() else backbone
 
     def prepare_images(self, images: Tensor) -> Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images

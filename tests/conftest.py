@@ -198,7 +198,8 @@ def joint_options(root: Path) -> list[str]:
     return ["--config", JOINT_CONFIG, "--data.init_args.root", str(root), "--data.init_args.image_size", "64",
             "--data.init_args.num_workers", "0", "--data.init_args.pin_memory", "false",
             "--data.init_args.batch_size", "4", "--data.init_args.val_batch_size", "4",
-            "--model.init_args.width_mult", "0.35", "--model.init_args.dice_weight", "0.5", *JOINT_POST,
+            "--model.init_args.backbone.width_mult", "0.35", "--model.init_args.segmentation_loss.dice_weight", "0.5",
+            *JOINT_POST,
             "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0"]
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ...backbone.settings import BackboneSettings
 from ...models.classifier import mobilenet_v2_classifier
 from ..base import BaseTask
 from ..optim import Optimization
@@ -21,34 +20,32 @@ class ClassificationTask(BaseTask):
 
     Args:
         num_classes: K, the classes the data defines (class folders); the CLI links it from ``data.num_classes``.
-        width_mult: the paper's width multiplier alpha.
-        backbone_weights: a torchvision mobilenet_v2 state_dict file or ImageNet weights name (see
-            ``mobilenetv2_dense.backbone.mobilenet_v2``); a classifier of another class count is left initialised.
+        backbone: width, starting weights (a torchvision mobilenet_v2 state_dict file or ImageNet weights name; a
+            classifier of another class count is left initialised), random init and freezing
+            (:class:`mobilenetv2_dense.backbone.BackboneSettings`, a YAML block).
+        dropout: before the last linear layer.
         label_smoothing: cross-entropy label smoothing (0 in the paper).
-        optimization, channels_last, deployed, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`.
+        optimization, channels_last, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`.
     """
 
     task_name = "classification"
 
-    def __init__(self, num_classes: int, width_mult: float = 1.0, dropout: float = 0.2,
-                 backbone_weights: str | None = None, frozen_stages: int = -1, label_smoothing: float = 0.0,
-                 optimization: Optimization = Optimization(), channels_last: bool = False,
-                 deployed: str | None = None, inference: Literal["eager", "fused", "compiled"] = "eager") -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed,
-                         inference=inference)
+    def __init__(self, num_classes: int, backbone: BackboneSettings = BackboneSettings(), dropout: float = 0.2,
+                 label_smoothing: float = 0.0, optimization: Optimization = Optimization(),
+                 channels_last: bool = False, inference: str = "eager") -> None:
+        super().__init__(optimization=optimization, channels_last=channels_last, inference=inference)
         self.save_hyperparameters()
         self.num_classes = num_classes
-        self.model = mobilenet_v2_classifier(num_classes=num_classes, width_mult=width_mult, dropout=dropout,
-                                             backbone_weights=backbone_weights, frozen_stages=frozen_stages)
+        self.model = mobilenet_v2_classifier(num_classes=num_classes, dropout=dropout,
+                                             **self.backbone_to_build(backbone).builder_kwargs())
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         top_k = min(5, num_classes)
         self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
 
     def forward(self, images: Tensor) -> Tensor:
-        if self.deployed is not None:
-            return self.deployed_model(self.deployed_inputs(images))["logits"].to(images.device)
-        return self.run_network(self.prepare_images(images))["logits"]
+        """``(N, 3, H, W)`` -> ``(N, K)`` logits of the network (training) or the ``inference`` backend."""
+        return self.backend()(images)["logits"]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch

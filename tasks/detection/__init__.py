@@ -7,12 +7,16 @@ from .datamodule import (
     ShapesCOCODataModule,
     VOCDetectionDataModule,
 )
+from .evaluator import DetectionEvaluator
+from .labels import LabelSet
 from .module import DetectionTask
 
 __all__ = [
     "COCODataModule",
     "DetectionDataModule",
+    "DetectionEvaluator",
     "DetectionTask",
+    "LabelSet",
     "ShapesCOCODataModule",
     "VOCDetectionDataModule",
 ]

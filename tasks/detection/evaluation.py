@@ -178,3 +178,22 @@ def scale_to_original(detections: list[dict[str, Tensor]], input_size: tuple[int
         scale = det["boxes"].new_tensor([orig_w / width, orig_h / height, orig_w / width, orig_h / height])
         out.append({**det, "boxes": det["boxes"] * scale})  # (D, 4) * (4,)
     return out
+
+
+def split_predict_batch(batch: Any) -> tuple[Tensor, list[dict[str, Any]]]:
+    """``(images, per-image dicts with path, image_id, orig_size)`` from a predict batch.
+
+    Accepts the detection contract's ``(images, targets)`` (targets carrying ``path``) and the image-folder
+    form ``{"images", "paths", "sizes"}``.
+    """
+    if isinstance(batch, dict):
+        images = batch["images"]
+        sizes = batch.get("orig_sizes", batch.get("sizes"))
+        ids = batch.get("image_ids", [-1] * len(images))
+        metas = [{"path": str(p), "image_id": int(i), "orig_size": torch.as_tensor(s)}
+                 for p, i, s in zip(batch["paths"], ids, sizes)]
+        return images, metas
+    images, targets = batch
+    metas = [{"path": str(t.get("path", t.get("file_name", ""))), "image_id": int(t.get("image_id", -1)),
+              "orig_size": torch.as_tensor(t["orig_size"])} for t in targets]
+    return images, metas

@@ -141,7 +141,8 @@ class DetectionPredictionWriter(BasePredictionWriter):
 def _label_set(trainer: Trainer, pl_module: LightningModule) -> tuple[list[str] | None, dict[int, int] | None]:
     """Class names of labels 1..K and label -> category id: the task's (from its data or its checkpoint), else the
     data module's."""
-    names, cat_ids = getattr(pl_module, "class_names", None), getattr(pl_module, "label_to_cat_id", None)
+    labels = getattr(pl_module, "labels", None)
+    names, cat_ids = getattr(labels, "class_names", None), getattr(labels, "label_to_cat_id", None)
     if names is None or cat_ids is None:
         names = names or dataset_value(trainer.datamodule, "class_names")
         cat_ids = cat_ids or dataset_value(trainer.datamodule, "label_to_cat_id")

@@ -8,14 +8,17 @@ from .datamodule import (
     ShapesJointDataModule,
     VOCJointDataModule,
 )
+from .loss import JointLoss, LossWeights
 from .module import JointTask
 from .visualize import JointPredictionWriter
 
 __all__ = [
     "COCOJointDataModule",
     "JointData",
+    "JointLoss",
     "JointPredictionWriter",
     "JointTask",
+    "LossWeights",
     "ShapesJointDataModule",
     "VOCJointDataModule",
 ]

@@ -9,16 +9,33 @@ each on the terms its outputs allow): ``detection_weight`` x SSD's multibox loss
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
-from segmentation_models_pytorch.losses import DiceLoss
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ...heads.box_coder import BoxCoder
 from ...heads.deeplab import upsample_logits
 from ...heads.loss import SSDLoss
-from ..segmentation.metrics import IGNORE_INDEX
+from ..segmentation.loss import SegmentationLoss, SegmentationLossSettings
+
+
+@dataclass
+class LossWeights:
+    """The joint task's ``loss_weights`` block: ``train/loss = detection * SSD loss + segmentation * segmentation
+    loss`` (the validation ``loss`` likewise)."""
+
+    detection: float = 1.0
+    segmentation: float = 1.0
+
+    def __post_init__(self) -> None:
+        if min(self.detection, self.segmentation) < 0:
+            raise ValueError(f"LossWeights: weights must be >= 0, got detection={self.detection}, "
+                             f"segmentation={self.segmentation}")
+
+
+# The joint task keeps its LossWeights in its hyper-parameters: checkpoints must load with weights_only=True.
+torch.serialization.add_safe_globals([LossWeights])
 
 
 class JointLoss(nn.Module):
@@ -44,9 +61,8 @@ class JointLoss(nn.Module):
             raise ValueError(f"JointLoss: weights must be >= 0, got detection_weight={detection_weight}, "
                              f"segmentation_weight={segmentation_weight}, dice_weight={dice_weight}")
         self.detection = detection
+        self.segmentation = SegmentationLoss(SegmentationLossSettings(dice_weight))
         self.detection_weight, self.segmentation_weight = detection_weight, segmentation_weight
-        self.dice_weight = dice_weight
-        self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX) if dice_weight > 0 else None
 
     def forward(self, outputs: dict[str, Tensor], targets: list[dict], box_coder: BoxCoder | None = None
                 ) -> dict[str, Tensor]:
@@ -60,14 +76,9 @@ class JointLoss(nn.Module):
         if "out" in outputs:
             logits = outputs["out"]
             masks = torch.stack([t["mask"] for t in targets]).to(logits.device)  # (N, H, W), the logits' size
-            ce = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX)
-            segmentation = ce
-            losses["ce"] = ce
-            if self.dice is not None:
-                losses["dice"] = self.dice(logits.float(), masks)
-                segmentation = ce + self.dice_weight * losses["dice"]
-            losses["segmentation"] = segmentation
-            total.append(self.segmentation_weight * segmentation)
+            segmentation = self.segmentation(logits, masks)
+            losses.update(segmentation=segmentation.pop("loss"), **segmentation)
+            total.append(self.segmentation_weight * losses["segmentation"])
         if not total:
             raise KeyError(f"JointLoss: outputs {sorted(outputs)} have neither 'cls_logits' (detection) nor 'out' "
                            "(segmentation)")

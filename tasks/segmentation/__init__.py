@@ -3,11 +3,15 @@ Lightning task and the data modules (the network is in ``mobilenetv2_dense.model
 ``mobilenetv2_dense.datasets.segmentation``)."""
 
 from .datamodule import ShapesVOCDataModule, VOCSegmentationDataModule
-from .evaluation import SegmentationEvaluation
+from .evaluation import SegmentationEvaluation, SegmentationEvaluator
+from .loss import SegmentationLoss, SegmentationLossSettings
 from .module import SegmentationTask
 
 __all__ = [
     "SegmentationEvaluation",
+    "SegmentationEvaluator",
+    "SegmentationLoss",
+    "SegmentationLossSettings",
     "SegmentationTask",
     "ShapesVOCDataModule",
     "VOCSegmentationDataModule",

@@ -17,15 +17,16 @@ from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
-from segmentation_models_pytorch.losses import DiceLoss
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ...backbone.settings import BackboneSettings
 from ...heads.deeplab import label_map, upsample_logits
 from ...models.deeplab import deeplabv3_mobilenet_v2
 from ..base import BaseTask
 from ..optim import Optimization
 from .evaluation import SegmentationEvaluation, SegmentationEvaluator
+from .loss import SegmentationLoss, SegmentationLossSettings
 from .metrics import IGNORE_INDEX
 
 
@@ -46,23 +47,17 @@ class SegmentationTask(BaseTask):
     Args:
         num_classes: K, the classes the data defines: mask labels, background included (21 for VOC); the CLI
             links it from ``data.num_classes``.
-        width_mult: MobileNetV2 width multiplier.
+        backbone: width, starting weights (torchvision ``mobilenet_v2``: a local state_dict file, or a name that
+            downloads), random init and freezing (:class:`mobilenetv2_dense.backbone.BackboneSettings`, a YAML block).
         output_stride: training output stride (16 in the paper; 8 costs ~4x the head MAdds).
-        head: ``"lite"`` (no ASPP: 1x1 + image pooling, the paper's 75.32 mIoU model) or ``"aspp"``.
+        head: ``"lite"`` (no ASPP: 1x1 + image pooling, the paper's DeepLabv3-lite) or ``"aspp"``.
         decoder: add the DeepLabv3+ decoder on the stride-4 feature.
-        backbone_weights: torchvision ``mobilenet_v2`` weights (local state_dict file, or a name that downloads).
-        frozen_stages: freeze the backbone stem and first k stages (-1: nothing).
-        norm_eval: freeze every backbone BatchNorm's running statistics (batches too small to estimate them).
-        dice_weight: add ``dice_weight *`` smp's multiclass Dice loss to the cross-entropy (0: off).
+        loss: cross-entropy, optionally plus Dice (:class:`SegmentationLossSettings`, a YAML block).
         evaluation: how validate, test and predict run (:class:`SegmentationEvaluation`, a YAML block): their
-            ``output_stride`` (``None``: the training one), test-time ``scales`` and ``flip``.
-        optimization: optimiser and schedule (DeepLab: SGD, poly 0.9, lr 0.007, wd 4e-5).
-        channels_last: NHWC memory format.
-        inference: ``"eager"``, ``"fused"`` or ``"compiled"`` network for validate, test and predict (see
-            :class:`mobilenetv2_dense.tasks.base.BaseTask`).
-        deployed: an exported ``.onnx`` / ``.pte`` file (exported with logits, not ``--argmax``) that validate,
-            test and predict run instead of the network (see :class:`mobilenetv2_dense.tasks.base.BaseTask`);
-            ``evaluation.scales`` and ``flip`` apply to it too, its output stride is the one it was exported at.
+            ``output_stride`` (``None``: the training one), test-time ``scales`` and ``flip``; they apply to an
+            exported file too, whose output stride is the one it was exported at.
+        optimization, channels_last, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask` (DeepLab's
+            optimisation: SGD, poly 0.9, lr 0.007, wd 4e-5); an exported file must carry logits (not ``--argmax``).
     """
 
     task_name = "segmentation"
@@ -70,36 +65,27 @@ class SegmentationTask(BaseTask):
     def __init__(
         self,
         num_classes: int,
-        width_mult: float = 1.0,
+        backbone: BackboneSettings = BackboneSettings(),
         output_stride: int = 16,
         head: Literal["lite", "aspp"] = "lite",
         decoder: bool = False,
-        backbone_weights: str | None = None,
-        frozen_stages: int = -1,
-        norm_eval: bool = False,
-        dice_weight: float = 0.0,
+        loss: SegmentationLossSettings = SegmentationLossSettings(),
         evaluation: SegmentationEvaluation = SegmentationEvaluation(),
         optimization: Optimization = Optimization(),
         channels_last: bool = False,
-        deployed: str | None = None,
-        inference: Literal["eager", "fused", "compiled"] = "eager",
+        inference: str = "eager",
     ) -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last, deployed=deployed,
-                         inference=inference)
+        super().__init__(optimization=optimization, channels_last=channels_last, inference=inference)
         self.save_hyperparameters()
         if not 2 <= num_classes <= IGNORE_INDEX:
             raise ValueError(f"SegmentationTask: num_classes must be in 2..255 (255 is the void label), "
                              f"got {num_classes}")
-        if dice_weight < 0:
-            raise ValueError(f"SegmentationTask: dice_weight must be >= 0, got {dice_weight}")
         self.num_classes = num_classes
         self.output_stride = output_stride
         self.evaluation = evaluation
-        self.dice_weight = dice_weight
-        self.model = deeplabv3_mobilenet_v2(num_classes=num_classes, width_mult=width_mult, output_stride=output_stride,
-                                            head=head, decoder=decoder, backbone_weights=backbone_weights,
-                                            frozen_stages=frozen_stages, norm_eval=norm_eval)
-        self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX) if dice_weight > 0 else None
+        self.model = deeplabv3_mobilenet_v2(num_classes=num_classes, output_stride=output_stride, head=head,
+                                            decoder=decoder, **self.backbone_to_build(backbone).builder_kwargs())
+        self.criterion = SegmentationLoss(loss)
         self.evaluators = nn.ModuleDict({stage: SegmentationEvaluator(num_classes) for stage in ("val", "test")})
         self.class_names: list[str] | None = None
         # The last epoch's scores per stage ("val", "test"), per-class IoU included, for scripts and callbacks.
@@ -141,14 +127,8 @@ class SegmentationTask(BaseTask):
         return total - math.log(count)
 
     def _logits(self, images: Tensor) -> Tensor:
-        """``(N, 3, H, W)`` normalised -> ``(N, K, H, W)`` logits of the network, or of the ``deployed`` file."""
-        if self.deployed is None:
-            return self.run_network(self.prepare_images(images))["out"]
-        outputs = self.deployed_model(self.deployed_inputs(images))
-        if "logits" not in outputs:
-            raise ValueError(f"SegmentationTask: {self.deployed} outputs labels (exported with --argmax); validate, "
-                             "test and predict need its logits: export it again without --argmax")
-        return outputs["logits"].to(images.device)
+        """``(N, 3, H, W)`` normalised -> ``(N, K, H, W)`` logits of the ``inference`` backend."""
+        return self.backend()(images)["seg_logits"]
 
     def log_probabilities_by_size(self, images: Tensor, sizes: Sequence[tuple[int, int]],
                                   keep: Sequence[bool] | None = None) -> Iterator[tuple[list[int], Tensor]]:
@@ -185,15 +165,12 @@ class SegmentationTask(BaseTask):
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         images, masks = batch[0], batch[1]  # training crops share one size: no per-image sizes needed
-        logits = self.model(self.prepare_images(images))["out"]  # (N, K, H, W)
-        loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
-        if self.dice is not None:
-            dice = self.dice(logits, masks)
-            self.log("train/dice", dice, batch_size=images.shape[0])
-            self.log("train/ce", loss, batch_size=images.shape[0])
-            loss = loss + self.dice_weight * dice
-        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
-        return loss
+        losses = self.criterion(self.model(self.prepare_images(images))["out"], masks)
+        if "dice" in losses:
+            self.log("train/dice", losses["dice"], batch_size=images.shape[0])
+            self.log("train/ce", losses["ce"], batch_size=images.shape[0])
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=images.shape[0])
+        return losses["loss"]
 
     def _evaluate(self, batch: tuple[Tensor, ...], stage: str, dataloader_idx: int) -> None:
         images, masks = batch[0], batch[1]

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.commands.cli import cli_main, nested_nulls
 from mobilenetv2_dense.heads import AnchorSettings, PostProcessing
+from mobilenetv2_dense.tasks.joint import LossWeights
 from mobilenetv2_dense.tasks.optim import Optimization
-from mobilenetv2_dense.tasks.segmentation import SegmentationEvaluation
+from mobilenetv2_dense.tasks.segmentation import SegmentationEvaluation, SegmentationLossSettings
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -18,7 +20,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def parsed_model(config: str, *overrides: str):
     """The task ``fit --config config overrides`` builds (no data is read, nothing is trained)."""
     # num_classes given: the real datasets are not on this machine, and the task is all this reads
-    cli = cli_main(["--config", str(CONFIGS / config), *overrides, "--model.init_args.backbone_weights", "null",
+    cli = cli_main(["--config", str(CONFIGS / config), *overrides, "--model.init_args.backbone.weights", "null",
                     "--model.init_args.num_classes", "21"], run=False)
     return cli.model
 
@@ -29,7 +31,7 @@ def test_a_null_for_a_settings_field_is_rewritten_as_a_one_key_block():
     assert nested_nulls(["--model.init_args.optimization.reference_batch_size=null"]) == [
         "--model.init_args.optimization", '{"reference_batch_size": null}']
     # a task argument (one level under init_args) and a typed value pass through
-    kept = ["--model.init_args.deployed", "null", "--model.init_args.optimization.lr", "0.1"]
+    kept = ["--model.init_args.num_seg_classes", "null", "--model.init_args.optimization.lr", "0.1"]
     assert nested_nulls(kept) == kept
 
 
@@ -88,3 +90,52 @@ def test_segmentation_evaluation_takes_typed_values_and_a_null_from_the_command_
     assert task.evaluation.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     task = parsed_model(config, *paper, "--model.init_args.evaluation.output_stride", "null")
     assert task.evaluation.output_stride is None and task.evaluation.flip
+
+
+@pytest.mark.parametrize("config", ["ssdlite_mobilenetv2_coco.yaml", "deeplabv3lite_mobilenetv2_voc.yaml",
+                                    "ssdlite_deeplabv3lite_voc.yaml"])
+def test_backbone_takes_typed_values_and_a_null_from_the_command_line(config, capsys):
+    """The backbone block: a typed width and init reach the network; ``weights`` (ImageNet in two of these
+    configs) is set back to null; the fields not typed keep the config's values."""
+    configured = parsed_model(config).hparams.backbone
+    task = parsed_model(config, "--model.init_args.backbone.width_mult", "0.35",
+                        "--model.init_args.backbone.init", "normal", "--model.init_args.backbone.weights", "null")
+    backbone = BackboneSettings(**task.hparams.backbone)
+    assert (backbone.width_mult, backbone.init, backbone.weights) == (0.35, "normal", None)
+    assert (backbone.norm_eval, backbone.frozen_stages) == (configured["norm_eval"], configured["frozen_stages"])
+    stem = task.model.backbone.stem[0]
+    assert stem.out_channels == 16  # make_divisible(32 * 0.35, 8)
+    assert abs(stem.weight.std().item() - 0.03) < 0.01  # N(0, 0.03)
+    with pytest.raises(SystemExit):  # jsonargparse checks the Literal and names the option
+        parsed_model(config, "--model.init_args.backbone.init", "xavier")
+    assert "Expected a typing.Literal['kaiming', 'normal']. Got value: xavier" in capsys.readouterr().err
+
+
+def test_segmentation_loss_takes_a_typed_value_from_the_command_line():
+    task = parsed_model("deeplabv3lite_mobilenetv2_voc.yaml", "--model.init_args.loss.dice_weight", "0.5")
+    assert isinstance(task.criterion.settings, SegmentationLossSettings)
+    assert task.criterion.settings.dice_weight == 0.5 and task.criterion.dice is not None
+    with pytest.raises(ValueError, match="SegmentationLossSettings: dice_weight must be >= 0, got -1.0"):
+        parsed_model("deeplabv3lite_mobilenetv2_voc.yaml", "--model.init_args.loss.dice_weight", "-1")
+
+
+def test_joint_blocks_take_typed_values_and_a_null_from_the_command_line():
+    """The joint task's loss weights, segmentation loss and decoder from the command line; decoder null drops it."""
+    config = "ssdlite_deeplabv3lite_voc.yaml"
+    task = parsed_model(config, "--model.init_args.loss_weights.segmentation", "30",
+                        "--model.init_args.segmentation_loss.dice_weight", "0.5",
+                        "--model.init_args.decoder", "stage6_expansion")
+    assert isinstance(task.hparams.loss_weights, dict | LossWeights)
+    assert (task.criterion.detection_weight, task.criterion.segmentation_weight) == (1.0, 30.0)
+    assert task.criterion.segmentation.settings.dice_weight == 0.5
+    assert task.model.segmentation_decoder is not None and task.model.low_level_feature == "stage6_expansion"
+    task = parsed_model(config, "--model.init_args.decoder", "stage6_expansion", "--model.init_args.decoder", "null")
+    assert task.model.segmentation_decoder is None and task.model.low_level_feature is None
+
+
+def test_inference_takes_a_mode_or_an_exported_file_and_refuses_anything_else():
+    task = parsed_model("deeplabv3lite_mobilenetv2_voc.yaml", "--model.init_args.inference", "fused")
+    assert task.inference == "fused"
+    with pytest.raises(ValueError, match=r"inference must be 'eager', 'fused', 'compiled' or an exported .onnx / "
+                                         r"\.pte file, got 'model.tflite'"):
+        parsed_model("deeplabv3lite_mobilenetv2_voc.yaml", "--model.init_args.inference", "model.tflite")

@@ -23,7 +23,7 @@ def _in(folder: Path, command, args: list[str]):
 
 def _fit(folder: Path, config: str, options: list[str], steps: int) -> tuple[Path, Path]:
     """(folder, last checkpoint) of ``config`` trained ``steps`` steps at width 0.35, without validation."""
-    _in(folder, cli_main, ["fit", "--config", config, *options, *QUIET, "--model.init_args.width_mult", "0.35",
+    _in(folder, cli_main, ["fit", "--config", config, *options, *QUIET, "--model.init_args.backbone.width_mult", "0.35",
                            "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0"])
     return folder, next(folder.rglob("last.ckpt"))
 

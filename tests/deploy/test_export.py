@@ -84,13 +84,13 @@ def test_validate_and_predict_run_the_exported_detector(det_onnx: Path, det_run,
     common = ["--config", DET_CONFIG, *det_data(shapes_coco), *DET_POST, *QUIET, "--ckpt_path", str(checkpoint),
               "--data.init_args.predict_images", str(shapes_coco / "val2017")]
     eager = cli_main(["validate", *common]).trainer.callback_metrics
-    deployed = cli_main(["validate", *common, "--model.init_args.deployed", str(det_onnx)]).trainer.callback_metrics
+    deployed = cli_main(["validate", *common, "--model.init_args.inference", str(det_onnx)]).trainer.callback_metrics
     assert "val/loss" in eager and "val/loss" not in deployed  # the exported graph gives detections, no loss
     for key in ("val/map", "val/map_50", "val/mar_100"):
         assert round(float(deployed[key]), 3) == round(float(eager[key]), 3)
 
     written = {}
-    for name, extra in (("eager", []), ("deployed", ["--model.init_args.deployed", str(det_onnx)])):
+    for name, extra in (("eager", []), ("deployed", ["--model.init_args.inference", str(det_onnx)])):
         cli_main(["predict", *common, *extra])
         out = folder / "runs" / "ssdlite_mobilenetv2_coco" / "predictions"
         written[name] = (json.loads((out / "predictions.json").read_text()), sorted(p.name for p in out.glob("*.jpg")))
@@ -112,7 +112,7 @@ def test_exported_detector_refuses_fit_and_other_sizes(det_onnx: Path, det_run, 
     folder, checkpoint = det_run
     monkeypatch.chdir(folder)
     common = ["--config", DET_CONFIG, *det_data(shapes_coco), *QUIET, "--ckpt_path", str(checkpoint),
-              "--model.init_args.deployed", str(det_onnx)]
+              "--model.init_args.inference", str(det_onnx)]
     with pytest.raises(ValueError, match="cannot be trained"):
         cli_main(["fit", *common, "--trainer.max_steps", "1"])
     with pytest.raises(ValueError, match=r"exported for \[96, 96\].*--image_size"):
@@ -165,14 +165,14 @@ def test_segmentation_argmax_export_and_predict(seg_run, seg_onnx: Path, monkeyp
     predictions = folder / "runs" / "deeplabv3lite_shapes_demo" / "predictions" / "masks"
     common = ["predict", "--config", SEG_CONFIG, *SEG_DATA, *QUIET, "--ckpt_path", str(checkpoint),
               "--data.init_args.predict_images", "data/shapes_voc/VOCdevkit/VOC2012/JPEGImages"]
-    for name, extra in (("eager", []), ("deployed", ["--model.init_args.deployed", str(logits)])):
+    for name, extra in (("eager", []), ("deployed", ["--model.init_args.inference", str(logits)])):
         cli_main([*common, *extra])
         masks[name] = {p.name: np.asarray(Image.open(p)) for p in sorted(predictions.glob("*.png"))}
     assert masks["eager"].keys() == masks["deployed"].keys() and masks["eager"]
     for name, mask in masks["eager"].items():
         assert np.array_equal(mask, masks["deployed"][name])
     with pytest.raises(ValueError, match="without --argmax"):
-        cli_main([*common, "--model.init_args.deployed", str(labels)])
+        cli_main([*common, "--model.init_args.inference", str(labels)])
 
 
 def test_deployed_model_needs_its_sidecar(tmp_path: Path) -> None:

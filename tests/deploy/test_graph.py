@@ -8,9 +8,10 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
-from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, SegmenterGraph, greedy_nms_mask
+from mobilenetv2_dense.deploy.graph import ClassifierGraph, DetectorGraph, JointGraph, SegmenterGraph, greedy_nms_mask
 from mobilenetv2_dense.heads.postprocess import PostProcessing
 from mobilenetv2_dense.models import deeplabv3_mobilenet_v2, mobilenet_v2_classifier, ssdlite320_mobilenet_v2
+from mobilenetv2_dense.models.joint import ssdlite_deeplabv3_mobilenet_v2
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -94,3 +95,44 @@ def test_segmenter_and_classifier_graphs_normalise_inside() -> None:
         assert labels.dtype == torch.int64 and torch.equal(labels, logits.argmax(1))
         torch.testing.assert_close(ClassifierGraph(classifier, mean=MEAN, std=STD).eval()(images),
                                    classifier(normalised)["logits"])
+
+
+def _graph(kind: str) -> nn.Module:
+    post = PostProcessing(topk_candidates=12, detections_per_img=6)
+    if kind == "detector":
+        return DetectorGraph(ssdlite320_mobilenet_v2(num_classes=3, width_mult=0.35, post_processing=post), (64, 80),
+                             mean=MEAN, std=STD)
+    if kind.startswith("joint"):
+        model = ssdlite_deeplabv3_mobilenet_v2(num_classes=3, num_seg_classes=4, width_mult=0.35, post_processing=post)
+        return JointGraph(model, (64, 80), mean=MEAN, std=STD, argmax=kind.endswith("argmax"))
+    if kind.startswith("segmenter"):
+        return SegmenterGraph(deeplabv3_mobilenet_v2(num_classes=4, width_mult=0.35), mean=MEAN, std=STD,
+                              argmax=kind.endswith("argmax"))
+    return ClassifierGraph(mobilenet_v2_classifier(num_classes=6, width_mult=0.35), mean=MEAN, std=STD)
+
+
+@pytest.mark.parametrize("kind", ["detector", "joint", "joint_argmax", "segmenter", "segmenter_argmax", "classifier"])
+def test_graph_outputs_are_what_its_contract_states(kind: str) -> None:
+    """Each graph's ``outputs()``: one entry per output of ``forward``, in order, with its shape and dtype (at every
+    input size a dynamic graph takes)."""
+    graph = _graph(kind).eval()
+    contract = graph.contract()
+    assert contract["task"] == graph.task and contract["outputs"] == graph.outputs()
+    sizes = [(64, 80), (72, 96)] if contract["dynamic_size"] else [(64, 80)]
+    for height, width in sizes:
+        with torch.no_grad():
+            out = graph(torch.rand(2, 3, height, width))
+        out = out if isinstance(out, tuple) else (out,)
+        assert len(out) == len(contract["outputs"])
+        for tensor, spec in zip(out, contract["outputs"]):
+            shape = [{"N": 2, "H": height, "W": width}.get(d, d) for d in spec["shape"]]
+            assert list(tensor.shape) == shape and tensor.dtype == getattr(torch, spec["dtype"]), spec["name"]
+
+
+def test_graph_contracts_carry_their_task_settings() -> None:
+    detector, joint = _graph("detector").contract(), _graph("joint").contract()
+    assert detector["post_processing"]["detections_per_img"] == 6 and detector["post_processing"]["nms"]
+    assert "anchors" in detector and "output_stride" not in detector
+    assert joint["task"] == "joint" and joint["output_stride"] == 32 and joint["anchors"] == detector["anchors"]
+    assert _graph("segmenter").contract()["output_stride"] in (8, 16)
+    assert _graph("classifier").contract()["min_size"] == ClassifierGraph.min_size == 64

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.commands.export import export
 from mobilenetv2_dense.deploy.runtime import DeployedModel, read_sidecar
@@ -61,7 +62,7 @@ def test_validate_runs_the_exported_joint_model(joint_onnx: Path, joint_run, sha
     folder, checkpoint = joint_run
     monkeypatch.chdir(folder)
     deployed = cli_main(["validate", *joint_options(shapes_coco), "--ckpt_path", str(checkpoint),
-                         "--model.init_args.deployed", str(joint_onnx)]).trainer.callback_metrics
+                         "--model.init_args.inference", str(joint_onnx)]).trainer.callback_metrics
     assert "val/detection_loss" not in deployed  # the graph gives detections, not the raw outputs of the loss
     eager = read_sidecar(joint_onnx)["parity"]
     assert float(deployed["val/map"]) == pytest.approx(eager["detection"]["eager"]["map"], abs=1e-4)
@@ -71,4 +72,5 @@ def test_validate_runs_the_exported_joint_model(joint_onnx: Path, joint_run, sha
         eager["segmentation"]["eager"]["pixel_accuracy"], abs=1e-3)
     # A detection task is not handed the joint file (nor a joint task a detector's).
     with pytest.raises(ValueError, match="is a joint model of 4 classes, this task a detection of 4"):
-        DetectionTask(num_classes=4, width_mult=0.35, deployed=str(joint_onnx)).deployed_model  # noqa: B018
+        DetectionTask(num_classes=4, backbone=BackboneSettings(width_mult=0.35, init="normal"),
+                      inference=str(joint_onnx)).backend()

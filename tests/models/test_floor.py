@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.heads.loss import SSDLossSettings
 from mobilenetv2_dense.heads.postprocess import PostProcessing, postprocess_detections
 from mobilenetv2_dense.models import (
@@ -101,18 +102,21 @@ def _detection_loader() -> DataLoader:
 # Each task as its test builds it, the floor builder arguments of the same network, and one batch to fit on.
 # ``optimization`` puts a dataclass in the hyper-parameters, which weights_only only reads with tasks/ imported.
 TASKS = {
-    "detection": (lambda: DetectionTask(num_classes=2, width_mult=0.35, loss=SSDLossSettings(classification="focal"),
+    "detection": (lambda: DetectionTask(num_classes=2, backbone=BackboneSettings(width_mult=0.35, init="normal"),
+                                        loss=SSDLossSettings(classification="focal"),
                                         post_processing=PostProcessing(score_thresh=0.0),
                                         optimization=Optimization(lr=1e-3)),
                   "ssdlite320_mobilenet_v2", dict(num_classes=2, width_mult=0.35, classification="focal",
                                                   post_processing=PostProcessing(score_thresh=0.0)),
                   _detection_loader),
-    "segmentation": (lambda: SegmentationTask(num_classes=3, width_mult=0.35, head="aspp", decoder=True,
+    "segmentation": (lambda: SegmentationTask(num_classes=3, backbone=BackboneSettings(width_mult=0.35), head="aspp",
+                                              decoder=True,
                                               optimization=Optimization(lr=1e-3)),
                      "deeplabv3_mobilenet_v2", dict(num_classes=3, width_mult=0.35, head="aspp", decoder=True),
                      lambda: DataLoader(TensorDataset(torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))),
                                         batch_size=2)),
-    "classification": (lambda: ClassificationTask(num_classes=4, width_mult=0.35, optimization=Optimization(lr=1e-3)),
+    "classification": (lambda: ClassificationTask(num_classes=4, backbone=BackboneSettings(width_mult=0.35),
+                                                  optimization=Optimization(lr=1e-3)),
                        "mobilenet_v2_classifier", dict(num_classes=4, width_mult=0.35),
                        lambda: DataLoader(TensorDataset(torch.randn(2, 3, 32, 32), torch.tensor([0, 3])),
                                           batch_size=2)),
@@ -238,11 +242,12 @@ def test_postprocess_equals_the_head_function(settings: dict) -> None:
 
 
 def test_detection_task_detects_as_before() -> None:
-    """``DetectionTask.detect``: the head's post-processing with the task's settings, scaled to original pixels,
-    as the task computed it before the model owned its post-processing."""
+    """The task's detections (its inference backend): the head's post-processing with the task's settings, scaled
+    to original pixels, as the task computed it before the model owned its post-processing."""
     torch.manual_seed(0)
     settings = PostProcessing(score_thresh=0.02, nms_thresh=0.5, detections_per_img=9, topk_candidates=60)
-    task = DetectionTask(num_classes=2, width_mult=0.35, loss=SSDLossSettings(classification="focal"),
+    task = DetectionTask(num_classes=2, backbone=BackboneSettings(width_mult=0.35, init="normal"),
+                         loss=SSDLossSettings(classification="focal"),
                          post_processing=settings).eval()
     post = task.model.post_processing
     assert (post.score_thresh, post.nms_thresh, post.detections_per_img,
@@ -251,7 +256,7 @@ def test_detection_task_detects_as_before() -> None:
     orig_sizes = [torch.tensor([128, 64]), torch.tensor([64, 96])]
     with torch.no_grad():
         outputs = task(images)
-        found = task.detect(outputs, (64, 64), orig_sizes)
+        found = scale_to_original(task.backend()(images)["detections"], (64, 64), orig_sizes)
     expected = scale_to_original(postprocess_detections(
         outputs["bbox_regression"], outputs["cls_logits"], outputs["anchors"], task.model.box_coder,
         image_size=(64, 64), classification="focal", settings=settings), (64, 64), orig_sizes)

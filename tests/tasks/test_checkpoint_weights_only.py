@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.datasets.detection import DetectionAugment
 from mobilenetv2_dense.tasks.detection import COCODataModule, DetectionTask
 from mobilenetv2_dense.tasks.optim import Optimization
@@ -36,14 +37,16 @@ def test_segmentation_task_with_optimization(tmp_path: Path) -> None:
     optimization = Optimization(optimizer="adamw", lr=1e-3, schedule="poly")
     loader = DataLoader(TensorDataset(torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))), batch_size=2)
     first = trainer(max_steps=1)
-    first.fit(SegmentationTask(num_classes=3, width_mult=0.35, optimization=optimization), loader)
+    first.fit(SegmentationTask(num_classes=3, backbone=BackboneSettings(width_mult=0.35), optimization=optimization),
+              loader)
     path = tmp_path / "seg.ckpt"
     first.save_checkpoint(path)
 
     task = SegmentationTask.load_from_checkpoint(path)
     assert task.optimization == optimization
     resumed = trainer(max_steps=2)
-    resumed.fit(SegmentationTask(num_classes=3, width_mult=0.35, optimization=optimization), loader, ckpt_path=path)
+    resumed.fit(SegmentationTask(num_classes=3, backbone=BackboneSettings(width_mult=0.35),
+                                 optimization=optimization), loader, ckpt_path=path)
     assert resumed.global_step == 2
 
 
@@ -55,7 +58,8 @@ def test_detection_data_module_with_augment(shapes_coco: Path, tmp_path: Path) -
                             augment=augment)
 
     def task() -> DetectionTask:
-        return DetectionTask(num_classes=4, width_mult=0.35, optimization=Optimization(lr=1e-3))
+        return DetectionTask(num_classes=4, backbone=BackboneSettings(width_mult=0.35, init="normal"),
+                             optimization=Optimization(lr=1e-3))
 
     first = trainer(max_steps=1)
     first.fit(task(), data())

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.datasets.checks import DatasetError, DatasetWarning
 from mobilenetv2_dense.datasets.classification import ImageFolderDataset, classification_transforms
@@ -60,7 +61,7 @@ def test_grayscale_and_rgba_images_become_rgb(tmp_path):
 
 
 def test_top1_and_top5_accuracy_are_computed_over_the_epoch():
-    task = ClassificationTask(num_classes=6, width_mult=0.35)
+    task = ClassificationTask(num_classes=6, backbone=BackboneSettings(width_mult=0.35))
     logits = torch.tensor([[5.0, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5]])
     labels = torch.tensor([0, 0])  # first: top-1 right; second: label 0 ranks last (outside the top 5)
     task.val_acc1(logits, labels)

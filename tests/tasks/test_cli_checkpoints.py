@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.commands.cli import cli_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -34,7 +35,7 @@ def seg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("seg_run")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)  # the config's relative data/ and runs/ folders land here
-        cli_main(["fit", "--config", SEG_DEMO, *SEG_DATA, *QUIET, "--model.init_args.width_mult", "0.35",
+        cli_main(["fit", "--config", SEG_DEMO, *SEG_DATA, *QUIET, "--model.init_args.backbone.width_mult", "0.35",
                   "--model.init_args.channels_last", "false", "--trainer.max_steps", "2",
                   "--trainer.limit_val_batches", "0"])
     return folder
@@ -89,13 +90,13 @@ def test_command_line_wins_over_the_checkpoint(in_seg_run: Path, monkeypatch, ca
     assert float(os8.trainer.callback_metrics["val/loss"]) != float(plain.trainer.callback_metrics["val/loss"])
     report = caplog.text
     assert "model.init_args.evaluation.output_stride: 8 from the command line (checkpoint: None)" in report
-    assert "model.init_args.width_mult: 0.35 from the checkpoint (config: 0.5)" in report
+    assert "model.init_args.backbone.width_mult: 0.35 from the checkpoint (config: 0.5)" in report
 
 
 def test_architecture_in_the_config_file_comes_from_the_checkpoint(in_seg_run: Path) -> None:
     """The config says width 0.5 and channels_last; the checkpoint was trained at 0.35 without: its values load."""
     cli = cli_main(["validate", "--config", SEG_DEMO, *SEG_DATA, *QUIET, "--ckpt_path", str(in_seg_run)])
-    assert cli.model.hparams.width_mult == 0.35 and cli.model.channels_last is False
+    assert cli.model.hparams.backbone["width_mult"] == 0.35 and cli.model.channels_last is False
     assert cli.model.output_stride == 16 and "val/miou" in cli.trainer.callback_metrics
 
 
@@ -104,7 +105,7 @@ def test_fit_resumes_from_the_checkpoint(in_seg_run: Path) -> None:
                     "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"])
     assert torch.load(in_seg_run, weights_only=True)["global_step"] == 2
     assert cli.trainer.global_step == 3  # one more step, not three from scratch
-    assert cli.model.hparams.width_mult == 0.35
+    assert cli.model.hparams.backbone["width_mult"] == 0.35
 
 
 # ---------------------------------------------------------------------------------------- no backbone weights
@@ -116,7 +117,7 @@ def test_checkpoint_loads_without_its_backbone_weights(in_seg_run: Path, weights
     from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 
     checkpoint = torch.load(in_seg_run, weights_only=True)
-    checkpoint["hyper_parameters"]["backbone_weights"] = weights
+    checkpoint["hyper_parameters"]["backbone"]["weights"] = weights
     path = tmp_path / "trained_from_imagenet.ckpt"
     torch.save(checkpoint, path)
 
@@ -130,7 +131,7 @@ def test_checkpoint_loads_without_its_backbone_weights(in_seg_run: Path, weights
                         "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"])
     assert resumed.trainer.global_step == 3
     task = SegmentationTask.load_from_checkpoint(path)
-    assert task.hparams.width_mult == 0.35
+    assert task.hparams.backbone.width_mult == 0.35  # built by load_from_checkpoint: a BackboneSettings
     torch.testing.assert_close(task.state_dict(), checkpoint["state_dict"])
 
 
@@ -145,10 +146,10 @@ def test_unreachable_torchvision_weights_name_the_option_and_the_fix(tmp_path: P
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(WeightsDownloadError) as error:
-        cli_main(["fit", "--config", SEG_DEMO, "--model.init_args.backbone_weights", "IMAGENET1K_V1",
-                  "--model.init_args.width_mult", "1.0"])
+        cli_main(["fit", "--config", SEG_DEMO, "--model.init_args.backbone.weights", "IMAGENET1K_V1",
+                  "--model.init_args.backbone.width_mult", "1.0"])
     message = str(error.value)
-    assert message.startswith("model.init_args.backbone_weights='IMAGENET1K_V1': could not download")
+    assert message.startswith("model.init_args.backbone.weights='IMAGENET1K_V1': could not download")
     assert "Temporary failure in name resolution" in message
     assert "local .pth file" in message and "or to null" in message
     assert "Union" not in message
@@ -166,7 +167,7 @@ def test_detection_predict_needs_only_the_checkpoint(shapes_coco: Path, tmp_path
              "--data.init_args.pin_memory", "false"]
     cli_main(["fit", "--config", config, *small, *QUIET, "--data.init_args.root", str(shapes_coco),
               "--data.init_args.batch_size", "4", "--model.init_args.num_classes", "4",
-              "--model.init_args.width_mult", "0.35", "--trainer.max_steps", "1"])
+              "--model.init_args.backbone.width_mult", "0.35", "--trainer.max_steps", "1"])
     checkpoint = _last_checkpoint(tmp_path / "runs")
 
     names_drawn = []
@@ -197,7 +198,8 @@ def test_segmentation_predict_needs_only_the_checkpoint(tmp_path: Path, monkeypa
     from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 
     monkeypatch.chdir(tmp_path)
-    task = SegmentationTask(num_classes=21, width_mult=0.35, optimization=Optimization(lr=1e-3))
+    task = SegmentationTask(num_classes=21, backbone=BackboneSettings(width_mult=0.35),
+                            optimization=Optimization(lr=1e-3))
     trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(task, DataLoader(TensorDataset(torch.randn(2, 3, 32, 32), torch.randint(0, 21, (2, 32, 32)))))
@@ -210,7 +212,7 @@ def test_segmentation_predict_needs_only_the_checkpoint(tmp_path: Path, monkeypa
     cli = cli_main(["predict", "--config", str(CONFIGS / "deeplabv3lite_mobilenetv2_voc.yaml"), *QUIET,
                     "--ckpt_path", str(tmp_path / "voc.ckpt"), "--data.init_args.predict_images", str(folder),
                     "--data.init_args.num_workers", "0"])
-    assert cli.model.hparams.width_mult == 0.35 and cli.model.hparams.backbone_weights is None
+    assert cli.model.hparams.backbone["width_mult"] == 0.35 and cli.model.hparams.backbone["weights"] is None
     masks = tmp_path / "runs" / "deeplabv3lite_mobilenetv2_voc" / "predictions" / "masks"
     assert sorted(p.name for p in masks.glob("*.png")) == ["photo0.png", "photo1.png"]
     assert not (tmp_path / "data").exists()

@@ -105,7 +105,7 @@ def test_norm_eval_reaches_the_backbone_from_the_config(config, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(mobilenetv2_dense.backbone.weights, "load_weights", lambda model, weights: None)
     # num_classes given: the CLI would otherwise read it from the dataset, absent here
-    cli = cli_main(["--config", str(config), "--model.init_args.norm_eval", "true",
+    cli = cli_main(["--config", str(config), "--model.init_args.backbone.norm_eval", "true",
                     "--model.init_args.num_classes", "3"], run=False)
     network = cli.model.model.backbone
     assert network.norm_eval
@@ -128,14 +128,15 @@ def test_detection_configs_train_from_scratch_with_the_measured_defaults(config,
     """backbone_init normal, fit_anchors and matching at IoU 0.4 (docs/benchmarks/train_vs_peers.md) reach the task
     from each detection config, and the command line sets the paper's values back."""
     monkeypatch.chdir(tmp_path)
-    common = ["--config", str(config), "--model.init_args.num_classes", "3", "--model.init_args.width_mult", "0.35"]
+    common = ["--config", str(config), "--model.init_args.num_classes", "3", "--model.init_args.backbone.width_mult",
+              "0.35"]
     cli = cli_main(common, run=False)
     assert cli.model.hparams.fit_anchors and cli.model.criterion.settings.iou_threshold == 0.4
-    assert cli.model.hparams.backbone_init == "normal"
+    assert cli.model.hparams.backbone["init"] == "normal"
     convs = [m.weight for m in cli.model.model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     assert abs(torch.cat([w.flatten() for w in convs]).std().item() - 0.03) < 2e-3
     paper = cli_main([*common, "--model.init_args.fit_anchors", "false", "--model.init_args.loss.iou_threshold", "0.5",
-                      "--model.init_args.backbone_init", "kaiming"], run=False)
+                      "--model.init_args.backbone.init", "kaiming"], run=False)
     assert not paper.model.hparams.fit_anchors and paper.model.criterion.settings.iou_threshold == 0.5
     stem_conv = paper.model.model.backbone.stem[0].weight  # He normal, fan out: std sqrt(2 / (C_out * 9))
     assert abs(stem_conv.std().item() - (2 / (stem_conv.shape[0] * 9)) ** 0.5) < 0.03

@@ -52,7 +52,7 @@ def thin_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     """(folder, data root, last checkpoint) of 2 steps at width 0.35 with fit_anchors."""
     folder = tmp_path_factory.mktemp("thin_run")
     data = folder / "thin"
-    run_in(folder, ["fit", "--config", THIN, *thin_data(data), *QUIET, "--model.init_args.width_mult", "0.35",
+    run_in(folder, ["fit", "--config", THIN, *thin_data(data), *QUIET, "--model.init_args.backbone.width_mult", "0.35",
                     "--model.init_args.fit_anchors", "true", "--trainer.max_steps", "2",
                     "--trainer.limit_val_batches", "0"])
     return folder, data, next(folder.rglob("last.ckpt"))
@@ -109,7 +109,7 @@ def test_anchors_command_writes_a_config_that_loads(thin_run, tmp_path: Path, ca
         patch.chdir(tmp_path)
         cli = cli_main(["--config", THIN, "--config", str(output), *thin_data(data)], run=False)
     assert anchor_values(cli.model.model.anchor_settings) == values
-    assert cli.model.hparams.width_mult == 0.5  # the rest of the experiment's config is kept
+    assert cli.model.hparams.backbone["width_mult"] == 0.5  # the rest of the experiment's config is kept
 
 
 def test_anchors_command_refuses_a_model_that_is_not_a_detector(tmp_path: Path, monkeypatch):

@@ -11,6 +11,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
+from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.tasks.optim import Optimization
 from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 
@@ -45,7 +46,7 @@ class RecordLR(L.Callback):
 
 
 def fit(reference: int | None, *, batch_size: int = 2, accumulate: int = 1, tmp_path: Path, **trainer_kwargs):
-    task = SegmentationTask(num_classes=3, width_mult=0.35, optimization=Optimization(
+    task = SegmentationTask(num_classes=3, backbone=BackboneSettings(width_mult=0.35), optimization=Optimization(
         lr=0.1, schedule="constant", reference_batch_size=reference))
     trainer_kwargs = {"accelerator": "cpu", "devices": 1, **trainer_kwargs}
     trainer = L.Trainer(max_steps=1, accumulate_grad_batches=accumulate, logger=False, enable_checkpointing=False,

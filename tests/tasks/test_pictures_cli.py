@@ -19,7 +19,7 @@ from tests.deploy.runs import DET_CONFIG, QUIET, SEG_CONFIG, SEG_DATA, det_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = [*QUIET, "--model.init_args.width_mult", "0.35", "--trainer.log_every_n_steps", "1"]
+TINY = [*QUIET, "--model.init_args.backbone.width_mult", "0.35", "--trainer.log_every_n_steps", "1"]
 TENSORBOARD = ["--trainer.logger.class_path", "lightning.pytorch.loggers.TensorBoardLogger"]  # the config switch
 
 

@@ -31,7 +31,7 @@ EVERY_2_STEPS = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoi
 
 def tiny(root: Path, *, workers: int = 0, epochs: int = 2) -> list[str]:
     return ["--data.root", str(root), "--data.image_size", "32", "--data.batch_size", "4", "--data.num_workers",
-            str(workers), "--model.width_mult", "0.35", "--trainer.max_epochs", str(epochs),
+            str(workers), "--model.backbone.width_mult", "0.35", "--trainer.max_epochs", str(epochs),
             "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1"]
 
 

@@ -22,8 +22,9 @@ KEEP_EVERY_EPOCH = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheck
 def fit(root: Path, *args: str, workers: int = 0, epochs: int = 2):
     # the classification model has dropout: the global torch RNG drives shuffle, augmentation and dropout
     return cli_main(["fit", "--config", CONFIG, "--data.root", str(root), "--data.image_size", "32",
-                     "--data.batch_size", "4", "--data.num_workers", str(workers), "--model.width_mult", "0.35",
-                     "--trainer.max_epochs", str(epochs), "--trainer.limit_val_batches", "1",
+                     "--data.batch_size", "4", "--data.num_workers", str(workers),
+                     "--model.backbone.width_mult", "0.35", "--trainer.max_epochs", str(epochs),
+                     "--trainer.limit_val_batches", "1",
                      "--trainer.accelerator", "cpu", *args])  # exactness is a CPU claim (GPU kernels may not be)
 
 

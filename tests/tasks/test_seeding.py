@@ -53,7 +53,7 @@ def one_image_folder(tmp_path_factory) -> Path:
 
 def classification_args(root: Path, workers: int) -> list[str]:
     return ["--data.root", str(root), "--data.image_size", "32", "--data.batch_size", "4",
-            "--data.num_workers", str(workers), "--model.width_mult", "0.35"]
+            "--data.num_workers", str(workers), "--model.backbone.width_mult", "0.35"]
 
 
 @pytest.mark.parametrize("persistent", [False, True], ids=["workers", "persistent_workers"])

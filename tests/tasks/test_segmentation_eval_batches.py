@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.tasks.segmentation.datamodule import ShapesVOCDataModule
 from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 
@@ -56,7 +57,7 @@ def make_task(network: str = "stand-in") -> SegmentationTask:
     """The task around the stand-in, or around the real (untrained) DeepLabv3-lite, whose scores are constant
     untrained but whose loss shows any padding that leaks."""
     torch.manual_seed(0)
-    task = SegmentationTask(num_classes=5, width_mult=0.35)
+    task = SegmentationTask(num_classes=5, backbone=BackboneSettings(width_mult=0.35))
     if network == "stand-in":
         task.model = ImagePoolingLogits(5)
     return task

@@ -12,8 +12,10 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.datasets.segmentation.voc import voc_palette
 from mobilenetv2_dense.tasks.segmentation import SegmentationEvaluation
+from mobilenetv2_dense.tasks.segmentation.loss import SegmentationLossSettings
 from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 from mobilenetv2_dense.tasks.segmentation.visualize import overlay_mask, save_index_png
 
@@ -21,8 +23,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def tiny_task(**kwargs) -> SegmentationTask:
-    kwargs = {"num_classes": 3, "width_mult": 0.35, **kwargs}
-    return SegmentationTask(**kwargs)
+    if "dice_weight" in kwargs:
+        kwargs["loss"] = SegmentationLossSettings(dice_weight=kwargs.pop("dice_weight"))
+    return SegmentationTask(**{"num_classes": 3, "backbone": BackboneSettings(width_mult=0.35), **kwargs})
 
 
 class RandomSegmentationData(L.LightningDataModule):
@@ -309,7 +312,8 @@ def test_overfits_a_small_generated_set(tmp_path):
     dataset = SegmentationDataset(voc_samples(voc, "train"), eval_transforms(), num_classes=5, name="overfit")
     train = DataLoader(dataset, batch_size=8, shuffle=True, collate_fn=segmentation_collate)
     val = DataLoader(dataset, batch_size=8, collate_fn=segmentation_collate)
-    task = SegmentationTask(num_classes=5, width_mult=0.5, dice_weight=0.5,
+    task = SegmentationTask(num_classes=5, backbone=BackboneSettings(width_mult=0.5),
+                            loss=SegmentationLossSettings(dice_weight=0.5),
                             optimization=Optimization(optimizer="sgd", lr=0.05, weight_decay=0.0, schedule="poly"))
     before = quiet_trainer().validate(task, val, verbose=False)[0]["val/miou"]
     trainer = quiet_trainer(max_epochs=60, check_val_every_n_epoch=60, num_sanity_val_steps=0)
