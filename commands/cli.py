@@ -30,8 +30,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..backbone.weights import WeightsDownloadError
+from ..pictures.curves import TrainingCurves
 from ..tasks.checkpointing import ResumableTraining
-from ..tasks.curves import TrainingCurves
 
 _CONFIG_OPTIONS = ("-c", "--config")
 

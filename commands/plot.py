@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..tasks.curves import find_log, plot_run
+from ..pictures.curves import find_log, plot_run
 
 DESCRIPTION = ("Plot the training curves of a run folder (its CSVLogger metrics.csv or TensorBoard events) as "
                "one PNG.")

@@ -24,8 +24,9 @@ import torch
 
 from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.datasets.images import read_rgb
+from mobilenetv2_dense.pictures.detection import draw_detections, save_image
+from mobilenetv2_dense.tasks.detection import DetectionPredictionWriter
 from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
-from mobilenetv2_dense.tasks.detection.visualize import DetectionPredictionWriter, draw_detections, save_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

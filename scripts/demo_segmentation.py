@@ -22,8 +22,9 @@ from PIL import Image
 from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.datasets.images import read_rgb
 from mobilenetv2_dense.datasets.segmentation.voc import find_voc2012, read_list, read_mask
+from mobilenetv2_dense.pictures.segmentation import overlay_mask
+from mobilenetv2_dense.tasks.segmentation import SegmentationPredictionWriter
 from mobilenetv2_dense.tasks.segmentation.metrics import format_iou_table
-from mobilenetv2_dense.tasks.segmentation.visualize import SegmentationPredictionWriter, overlay_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 

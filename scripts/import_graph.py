@@ -5,8 +5,8 @@
 
 Every import inside the package is relative (``from ..heads.anchors import ssd_anchors``), so the folder it names
 is read from the file's place in the tree; nothing is imported or executed. The floors, lowest first: ``backbone``,
-``heads``, ``models`` with ``datasets`` beside it, ``deploy`` (on ``models``), ``tasks``, ``commands``. An arrow
-may only point to a lower floor.
+``heads``, ``models`` with ``datasets`` beside it, ``deploy`` (on ``models``) with ``pictures`` beside it, ``tasks``,
+``commands``. An arrow may only point to a lower floor.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # folder -> floor; an import may only point at a lower floor (datasets sits beside models)
-FLOORS = {"backbone": 0, "heads": 1, "models": 2, "datasets": 2, "deploy": 3, "tasks": 4, "commands": 5}
+FLOORS = {"backbone": 0, "heads": 1, "models": 2, "datasets": 2, "deploy": 3, "pictures": 3, "tasks": 4, "commands": 5}
 
 
 def folder_imports(root: Path = ROOT) -> Counter[tuple[str, str]]:

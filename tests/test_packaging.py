@@ -103,7 +103,7 @@ def test_wheel_install_has_one_top_level_name_and_every_module_imports(tmp_path)
     assert all(Path(f).resolve().is_relative_to(site.resolve()) for f in files)
 
 
-LIBRARY_FOLDERS = ("backbone", "heads", "models", "datasets", "tasks", "deploy", "commands")
+LIBRARY_FOLDERS = ("backbone", "heads", "models", "datasets", "tasks", "deploy", "pictures", "commands")
 
 
 def test_every_library_folder_is_mapped_in_pyproject():

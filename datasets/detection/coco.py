@@ -6,12 +6,25 @@ import contextlib
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
 
 from ..checks import DatasetError, DatasetReport
 from .dataset import DetectionDataset, Transform, build_index
+
+
+def coco_dataset(coco_gt: Any) -> dict:
+    """The COCO ground-truth dict from a COCO object (either library), a dict or a JSON path."""
+    if isinstance(coco_gt, dict):
+        return coco_gt
+    if isinstance(coco_gt, (str, Path)):
+        with open(coco_gt) as handle:
+            return json.load(handle)
+    if hasattr(coco_gt, "dataset"):
+        return coco_gt.dataset
+    raise TypeError(f"coco_dataset: coco_gt must be a COCO object, a dict or a JSON path, got {type(coco_gt)}")
 
 
 def load_coco(annotations: str | Path) -> COCO:

@@ -10,11 +10,13 @@ from .datamodule import (
 from .evaluator import DetectionEvaluator
 from .labels import LabelSet
 from .module import DetectionTask
+from .writer import DetectionPredictionWriter
 
 __all__ = [
     "COCODataModule",
     "DetectionDataModule",
     "DetectionEvaluator",
+    "DetectionPredictionWriter",
     "DetectionTask",
     "LabelSet",
     "ShapesCOCODataModule",

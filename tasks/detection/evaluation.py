@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -19,23 +17,13 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert
 
+from ...datasets.detection.coco import coco_dataset
+
 Backend = Literal["faster_coco_eval", "pycocotools"]
 
 # Order of COCOeval.stats[:6] (both backends): AP@[.5:.95], AP50, AP75, AP small, medium, large.
 METRIC_NAMES = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large")
 RECALL_NAMES = ("mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
-
-
-def _gt_dataset(coco_gt: Any) -> dict:
-    """The COCO ground-truth dict from a COCO object (either library), a dict or a JSON path."""
-    if isinstance(coco_gt, dict):
-        return coco_gt
-    if isinstance(coco_gt, (str, Path)):
-        with open(coco_gt) as handle:
-            return json.load(handle)
-    if hasattr(coco_gt, "dataset"):
-        return coco_gt.dataset
-    raise TypeError(f"evaluation.py: coco_gt must be a COCO object, a dict or a JSON path, got {type(coco_gt)}")
 
 
 def _coco_objects(coco_gt: Any, backend: Backend) -> tuple[Any, type]:
@@ -47,7 +35,7 @@ def _coco_objects(coco_gt: Any, backend: Backend) -> tuple[Any, type]:
         if isinstance(coco_gt, COCO):
             return coco_gt, COCOeval
         gt = COCO()
-        gt.dataset = _gt_dataset(coco_gt)
+        gt.dataset = coco_dataset(coco_gt)
         with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress lines
             gt.createIndex()
         return gt, COCOeval
@@ -56,7 +44,7 @@ def _coco_objects(coco_gt: Any, backend: Backend) -> tuple[Any, type]:
 
         if isinstance(coco_gt, COCO):
             return coco_gt, COCOeval_faster
-        return COCO(_gt_dataset(coco_gt)), COCOeval_faster
+        return COCO(coco_dataset(coco_gt)), COCOeval_faster
     raise ValueError(f"evaluation.py: backend must be 'faster_coco_eval' or 'pycocotools', got {backend!r}")
 
 

@@ -9,11 +9,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from ...pictures.charts import evaluation_folder
+from ...pictures.detection import write_detection_pictures
 from ..distributed import gather_per_image
-from ..plots import evaluation_folder
 from .evaluation import METRIC_NAMES, Backend, detections_to_array, evaluate_coco
 from .labels import LabelSet
-from .pictures import write_detection_pictures
 
 LOGGED_METRICS = (*METRIC_NAMES, "mar_100")
 

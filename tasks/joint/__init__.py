@@ -10,7 +10,7 @@ from .datamodule import (
 )
 from .loss import JointLoss, LossWeights
 from .module import JointTask
-from .visualize import JointPredictionWriter
+from .writer import JointPredictionWriter
 
 __all__ = [
     "COCOJointDataModule",

@@ -6,12 +6,14 @@ from .datamodule import ShapesVOCDataModule, VOCSegmentationDataModule
 from .evaluation import SegmentationEvaluation, SegmentationEvaluator
 from .loss import SegmentationLoss, SegmentationLossSettings
 from .module import SegmentationTask
+from .writer import SegmentationPredictionWriter
 
 __all__ = [
     "SegmentationEvaluation",
     "SegmentationEvaluator",
     "SegmentationLoss",
     "SegmentationLossSettings",
+    "SegmentationPredictionWriter",
     "SegmentationTask",
     "ShapesVOCDataModule",
     "VOCSegmentationDataModule",

@@ -9,18 +9,20 @@ reports (per-class table, pictures) and resets. Scores are summed over DDP ranks
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ...heads.deeplab import label_map
+from ...pictures.charts import evaluation_folder
+from ...pictures.segmentation import write_segmentation_pictures
 from ..distributed import sampler_repeats
-from .metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics
-from .pictures import report_segmentation_scores
+from .metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
 
 
 @dataclass
@@ -102,3 +104,24 @@ class SegmentationEvaluator(nn.Module):
         self.loss.reset()
         report_segmentation_scores(task, stage, scores, class_names, self.num_classes, pictures=pictures)
         return scores, loss
+
+
+def report_segmentation_scores(task: Any, stage: str, scores: Mapping[str, Tensor], class_names: Sequence[str] | None,
+                               num_classes: int, *, pictures: str = "") -> None:
+    """What a segmenting LightningModule does with an epoch's ``scores``: keep them in ``task.last_scores[stage]``,
+    log ``<stage>/miou`` and ``<stage>/pixel_accuracy``, print the per-class IoU table (not in the sanity check),
+    and in ``validate`` / ``test`` (not fit's validations) write the pictures with file prefix ``pictures`` into
+    ``<log dir>/<validate|test>`` on rank 0 (none without a logger)."""
+    task.last_scores[stage] = scores
+    task.log(f"{stage}/miou", scores["miou"], prog_bar=True)
+    task.log(f"{stage}/pixel_accuracy", scores["pixel_accuracy"])
+    trainer = task.trainer
+    if not trainer.sanity_checking:
+        table = format_iou_table(scores["iou"], class_names, miou=scores["miou"],
+                                 pixel_accuracy=scores["pixel_accuracy"])
+        rank_zero_info(f"\n{stage} per-class IoU (epoch {task.current_epoch}):\n{table}")
+    folder = evaluation_folder(trainer) if trainer.state.fn != "fit" and trainer.is_global_zero else None
+    if folder is not None:
+        names = class_names or [f"class {k}" for k in range(num_classes)]
+        paths = write_segmentation_pictures(folder, scores, names, prefix=pictures)
+        rank_zero_info("Pictures: " + ", ".join(str(path) for path in paths))

@@ -16,10 +16,11 @@ from torch.utils.data import DataLoader
 from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.heads.loss import SSDLossSettings
 from mobilenetv2_dense.heads.postprocess import PostProcessing
+from mobilenetv2_dense.pictures.detection import draw_detections
+from mobilenetv2_dense.tasks.detection import DetectionPredictionWriter
 from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco, scale_to_original
 from mobilenetv2_dense.tasks.detection.evaluator import DetectionEvaluator
 from mobilenetv2_dense.tasks.detection.module import DetectionTask
-from mobilenetv2_dense.tasks.detection.visualize import DetectionPredictionWriter, draw_detections
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTION_CONFIGS = [ROOT / "configs" / f"{name}.yaml"

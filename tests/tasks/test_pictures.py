@@ -9,16 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenetv2_dense.tasks.curves import find_log, read_metrics
-from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
-from mobilenetv2_dense.tasks.detection.pictures import (
-    category_names,
-    detection_confusion_matrix,
-    image_confusion,
-    match_greedy,
-    write_detection_pictures,
-)
-from mobilenetv2_dense.tasks.plots import (
+from mobilenetv2_dense.pictures.charts import (
     Series,
     normalize_rows,
     plot_confusion_matrix,
@@ -28,6 +19,15 @@ from mobilenetv2_dense.tasks.plots import (
     pr_curves,
     training_panels,
 )
+from mobilenetv2_dense.pictures.curves import find_log, read_metrics
+from mobilenetv2_dense.pictures.detection import (
+    category_names,
+    detection_confusion_matrix,
+    image_confusion,
+    match_greedy,
+    write_detection_pictures,
+)
+from mobilenetv2_dense.tasks.detection.evaluation import evaluate_coco
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -328,7 +328,7 @@ def test_evaluation_pictures_go_to_the_loggers_folder(tmp_path) -> None:
     from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.trainer.states import TrainerFn
 
-    from mobilenetv2_dense.tasks.plots import evaluation_folder
+    from mobilenetv2_dense.pictures.charts import evaluation_folder
 
     options = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "enable_model_summary": False}
     assert evaluation_folder(L.Trainer(logger=False, **options)) is None  # no logger: no files

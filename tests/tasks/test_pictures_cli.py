@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from mobilenetv2_dense.__main__ import main
-from mobilenetv2_dense.tasks.curves import CURVES_FILE, find_log, read_metrics
-from mobilenetv2_dense.tasks.plots import training_panels
+from mobilenetv2_dense.pictures.charts import training_panels
+from mobilenetv2_dense.pictures.curves import CURVES_FILE, find_log, read_metrics
 from tests.deploy.runs import DET_CONFIG, QUIET, SEG_CONFIG, SEG_DATA, det_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.datasets.segmentation.voc import voc_palette
+from mobilenetv2_dense.pictures.segmentation import overlay_mask, save_index_png
 from mobilenetv2_dense.tasks.segmentation import SegmentationEvaluation
 from mobilenetv2_dense.tasks.segmentation.loss import SegmentationLossSettings
 from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
-from mobilenetv2_dense.tasks.segmentation.visualize import overlay_mask, save_index_png
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -274,8 +274,8 @@ def test_demo_config_fast_dev_run_fit(monkeypatch, tmp_path):
 
 
 def test_predict_writes_palette_pngs_at_original_size_and_overlays(tmp_path):
+    from mobilenetv2_dense.tasks.segmentation import SegmentationPredictionWriter
     from mobilenetv2_dense.tasks.segmentation.datamodule import ShapesVOCDataModule
-    from mobilenetv2_dense.tasks.segmentation.visualize import SegmentationPredictionWriter
 
     data = ShapesVOCDataModule(root=str(tmp_path / "shapes"), num_train=2, num_val=3, image_size=(40, 72),
                                num_workers=0, val_batch_size=3,

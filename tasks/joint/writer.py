@@ -10,12 +10,13 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 
 from ...datasets.images import read_rgb
-from ..detection.visualize import DetectionPredictionWriter, draw_detections
-from ..segmentation.visualize import overlay_mask, save_index_png
+from ...pictures.detection import draw_detections
+from ...pictures.segmentation import overlay_mask, save_index_png
+from ..detection.writer import DetectionPredictionWriter
 
 
 class JointPredictionWriter(DetectionPredictionWriter):
-    """:class:`~mobilenetv2_dense.tasks.detection.visualize.DetectionPredictionWriter` for ``JointTask.predict_step``:
+    """:class:`~mobilenetv2_dense.tasks.detection.writer.DetectionPredictionWriter` for ``JointTask.predict_step``:
     ``predictions.json`` (COCO results) as the detector's, one picture per image with the boxes drawn over the
     predicted mask's colours (VOC palette), and ``masks/<image stem>.png``, palette index PNGs at the original size
     (the VOC format) for every image. Arguments as the detection writer's."""

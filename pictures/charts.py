@@ -3,8 +3,8 @@ and per-class IoU bars, each written as a PNG by plain matplotlib (the Agg canva
 
 Each ``plot_*`` function takes numbers (numpy arrays or tensors), draws them and returns the path it wrote; the
 numbers a picture shows come from a function here that tests can check (:func:`pr_curves`,
-:func:`normalize_rows`, :func:`training_panels`). Who calls them: ``tasks/curves.py`` (after ``fit``, and the
-``plot`` command), ``DetectionTask`` and ``SegmentationTask`` under ``validate`` and ``test``.
+:func:`normalize_rows`, :func:`training_panels`). Who calls them: :mod:`.curves` (after ``fit``, and the
+``plot`` command), the detection and segmentation evaluators under ``validate`` and ``test``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pictures of detections, and the callback that writes them (plus a COCO results JSON) during ``predict``."""
+"""The callback that writes pictures of detections (plus a COCO results JSON) during ``predict``."""
 
 from __future__ import annotations
 
@@ -7,61 +7,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
-from PIL import Image
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes
 
 from ...datasets.images import read_rgb
+from ...pictures.detection import draw_detections, save_image
 from ..datamodule import dataset_value
 from ..distributed import gather_per_image
 from .evaluation import array_to_results, detections_to_array
-
-# Distinct, saturated colours; class k uses _PALETTE[(k - 1) % len].
-_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075")
-
-
-def draw_detections(image: np.ndarray | Tensor, boxes: Tensor, labels: Tensor, scores: Tensor | None = None, *,
-                    class_names: list[str] | None = None, score_thresh: float = 0.3, width: int = 2) -> Tensor:
-    """Draw boxes with ``"name score"`` captions on an image.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 array (as :func:`mobilenetv2_dense.datasets.images.read_rgb` gives) or ``(3, H, W)``
-        uint8 tensor.
-        boxes: ``(D, 4)`` xyxy in the pixels of ``image``.
-        labels: ``(D,)`` in 1..K; ``class_names[k - 1]`` names label k.
-        scores: ``(D,)`` or ``None`` (ground truth: every box drawn, no score).
-        score_thresh: boxes scoring below it are not drawn (the evaluator keeps them; a picture cannot).
-
-    Returns:
-        ``(3, H, W)`` uint8 tensor.
-    """
-    if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W); a writable copy
-    boxes, labels = boxes.detach().cpu().float(), labels.detach().cpu()
-    if scores is not None:
-        keep = scores.detach().cpu() >= score_thresh
-        boxes, labels, scores = boxes[keep], labels[keep], scores.detach().cpu()[keep]
-    if len(boxes) == 0:
-        return image.clone()
-    names = [class_names[k - 1] if class_names and 0 < k <= len(class_names) else str(k) for k in labels.tolist()]
-    captions = names if scores is None else [f"{n} {s:.2f}" for n, s in zip(names, scores.tolist())]
-    colours = [_PALETTE[(k - 1) % len(_PALETTE)] for k in labels.tolist()]
-    return draw_bounding_boxes(image, boxes, labels=captions, colors=colours, width=width)
-
-
-def save_image(image: Tensor, path: str | Path, quality: int = 90) -> Path:
-    """Save a ``(3, H, W)`` uint8 tensor; the suffix picks the format (``.jpg`` / ``.png``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = image.permute(1, 2, 0).cpu().numpy()  # (3, H, W) -> (H, W, 3)
-    options = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-    Image.fromarray(array).save(path, **options)
-    return path
 
 
 class DetectionPredictionWriter(BasePredictionWriter):

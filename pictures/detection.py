@@ -1,5 +1,5 @@
-"""Detection evaluation pictures: the (K + 1) x (K + 1) confusion matrix with a background class, and the files
-``validate`` / ``test`` write (precision-recall curves from COCOeval, the confusion matrix as PNG and CSV).
+"""Detection pictures: boxes drawn on an image, and what ``validate`` / ``test`` write: the (K + 1) x (K + 1)
+confusion matrix with a background class, as PNG and CSV, and precision-recall curves from COCOeval.
 
 The confusion matrix follows the matching of COCO and YOLO, class-agnostic so that a box of the wrong class shows
 off the diagonal: detections scoring at least ``score_thresh`` are taken in order of score, each matched to the
@@ -19,8 +19,57 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision.ops import box_convert, box_iou
+from torchvision.utils import draw_bounding_boxes
+
+from ..datasets.detection.coco import coco_dataset
+from .charts import plot_confusion_matrix, plot_pr_curves
+
+# Distinct, saturated colours; class k uses _PALETTE[(k - 1) % len].
+_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075")
+
+
+def draw_detections(image: np.ndarray | Tensor, boxes: Tensor, labels: Tensor, scores: Tensor | None = None, *,
+                    class_names: list[str] | None = None, score_thresh: float = 0.3, width: int = 2) -> Tensor:
+    """Draw boxes with ``"name score"`` captions on an image.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 array (as :func:`mobilenetv2_dense.datasets.images.read_rgb` gives) or ``(3, H, W)``
+        uint8 tensor.
+        boxes: ``(D, 4)`` xyxy in the pixels of ``image``.
+        labels: ``(D,)`` in 1..K; ``class_names[k - 1]`` names label k.
+        scores: ``(D,)`` or ``None`` (ground truth: every box drawn, no score).
+        score_thresh: boxes scoring below it are not drawn (the evaluator keeps them; a picture cannot).
+
+    Returns:
+        ``(3, H, W)`` uint8 tensor.
+    """
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W); a writable copy
+    boxes, labels = boxes.detach().cpu().float(), labels.detach().cpu()
+    if scores is not None:
+        keep = scores.detach().cpu() >= score_thresh
+        boxes, labels, scores = boxes[keep], labels[keep], scores.detach().cpu()[keep]
+    if len(boxes) == 0:
+        return image.clone()
+    names = [class_names[k - 1] if class_names and 0 < k <= len(class_names) else str(k) for k in labels.tolist()]
+    captions = names if scores is None else [f"{n} {s:.2f}" for n, s in zip(names, scores.tolist())]
+    colours = [_PALETTE[(k - 1) % len(_PALETTE)] for k in labels.tolist()]
+    return draw_bounding_boxes(image, boxes, labels=captions, colors=colours, width=width)
+
+
+def save_image(image: Tensor, path: str | Path, quality: int = 90) -> Path:
+    """Save a ``(3, H, W)`` uint8 tensor; the suffix picks the format (``.jpg`` / ``.png``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = image.permute(1, 2, 0).cpu().numpy()  # (3, H, W) -> (H, W, 3)
+    options = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    Image.fromarray(array).save(path, **options)
+    return path
+
 
 CONFUSION_SCORE_THRESH = 0.25  # the detections a user would show (YOLO's default), not COCO's 0.01 for AP
 CONFUSION_IOU_THRESH = 0.5
@@ -110,9 +159,7 @@ def detection_confusion_matrix(coco_gt: Any, results: np.ndarray, category_ids: 
         category_ids: the COCO category id of class index 0..K-1 (row / column k); others are left out.
         image_ids: the images evaluated (``None``: every image of ``coco_gt``).
     """
-    from .evaluation import _gt_dataset
-
-    dataset = _gt_dataset(coco_gt)
+    dataset = coco_dataset(coco_gt)
     index_of = np.full(max([*category_ids, 0]) + 1, -1, dtype=np.int64)
     index_of[list(category_ids)] = np.arange(len(category_ids))
     ids = [image["id"] for image in dataset["images"]] if image_ids is None else list(image_ids)
@@ -178,16 +225,14 @@ def write_detection_pictures(folder: str | Path, evaluator: Any, coco_gt: Any, r
     """``pr_curves.png`` (from ``evaluator.eval["precision"]``; none without detections), ``confusion_matrix.png``
     and ``confusion_matrix.csv`` (counts, with a header of class names) in ``folder``; returns their paths.
 
-    ``evaluator`` is the accumulated COCOeval of :func:`evaluate_coco` (``return_eval=True``), or ``None``.
+    ``evaluator`` is an accumulated COCOeval (``evaluate_coco(..., return_eval=True)`` of the detection evaluation),
+    or ``None``.
     """
-    from ..plots import plot_confusion_matrix, plot_pr_curves
-    from .evaluation import _gt_dataset
-
     folder = Path(folder)
     if label_to_cat_id:
         category_ids = [label_to_cat_id[label] for label in sorted(label_to_cat_id)]  # label order: 1..K
     else:
-        category_ids = sorted(int(c["id"]) for c in _gt_dataset(coco_gt)["categories"])
+        category_ids = sorted(int(c["id"]) for c in coco_dataset(coco_gt)["categories"])
     names = category_names(category_ids, class_names, label_to_cat_id)
     written = []
     if evaluator is not None:

@@ -22,7 +22,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from .plots import Series, plot_training_curves
+from .charts import Series, plot_training_curves
 
 CURVES_FILE = "training_curves.png"
 _EVENTS = "events.out.tfevents.*"
