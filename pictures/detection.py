@@ -37,8 +37,8 @@ def draw_detections(image: np.ndarray | Tensor, boxes: Tensor, labels: Tensor, s
     """Draw boxes with ``"name score"`` captions on an image.
 
     Args:
-        image: ``(H, W, 3)`` uint8 array (as :func:`mobilenetv2_dense.datasets.images.read_rgb` gives) or ``(3, H, W)``
-        uint8 tensor.
+        image: ``(H, W, 3)`` uint8 array (as :func:`mobilenetv2_dense.datasets.images.read_rgb` gives) or
+            ``(3, H, W)`` uint8 tensor.
         boxes: ``(D, 4)`` xyxy in the pixels of ``image``.
         labels: ``(D,)`` in 1..K; ``class_names[k - 1]`` names label k.
         scores: ``(D,)`` or ``None`` (ground truth: every box drawn, no score).
