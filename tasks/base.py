@@ -1,4 +1,5 @@
-"""What every task shares: the network as ``self.model``, optimisation from config, channels_last."""
+"""What every task shares: the network as ``self.model``, optimisation from config, channels_last, and the inference
+backend that validate, test and predict run."""
 
 from __future__ import annotations
 
