@@ -8,7 +8,7 @@ running from a checkout; the command itself is ``mobilenetv2_dense.commands.expo
     python export.py --config configs/deeplabv3lite_shapes_demo.yaml --ckpt_path ... --format executorch --argmax
 
 Beside the model it writes ``<output>.json``: the input and output contract, class names and ids, thresholds,
-versions, and the parity figures against the eager model on the config's validation set (README "Export").
+versions, and the parity figures against the eager model on the config's validation set (docs/export.md).
 """
 
 from mobilenetv2_dense.commands.export import main

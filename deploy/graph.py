@@ -5,7 +5,7 @@ Each wrapper puts the mean/std normalisation inside the graph and, for detection
 static-shape tensor ops only, so that the same module exports to ONNX and to ExecuTorch and its outputs can be
 compared with the eager model's number for number.
 
-The output contract (README "Export"); each graph states its own as the sidecar's JSON with ``outputs()`` (names,
+The output contract (docs/export.md); each graph states its own as the sidecar's JSON with ``outputs()`` (names,
 shapes, dtypes in output order) and ``contract()`` (the task, whether H and W are dynamic, the outputs and the
 task's settings):
 

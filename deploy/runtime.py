@@ -44,7 +44,7 @@ class DeployedModel:
     """An exported detector, segmenter, joint detector + segmenter or classifier, run by its runtime on the CPU.
 
     ``model(images (N, 3, H, W) float32 RGB in [0, 1]) -> {output name: tensor}`` with the names and shapes of the
-    contract (README "Export"): detection ``boxes``, ``scores``, ``labels`` (category ids), ``num_detections``;
+    contract (docs/export.md): detection ``boxes``, ``scores``, ``labels`` (category ids), ``num_detections``;
     segmentation ``logits`` or ``labels``; joint the detection outputs and ``seg_logits`` or ``seg_labels``;
     classification ``logits``.
 

@@ -1,4 +1,4 @@
-"""The backbone in another Lightning project, through the public API only (README "Reuse")."""
+"""The backbone in another Lightning project, through the public API only (docs/backbone.md)."""
 
 import lightning as L
 import torch

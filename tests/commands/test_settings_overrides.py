@@ -37,7 +37,7 @@ def test_a_null_for_a_settings_field_is_rewritten_as_a_one_key_block():
 
 @pytest.mark.parametrize("config", ["ssdlite_mobilenetv2_coco.yaml", "deeplabv3lite_mobilenetv2_voc.yaml"])
 def test_optimization_takes_a_typed_value_and_a_null_from_the_command_line(config):
-    """The README's ``reference_batch_size: null`` (use the lr as given) typed on the command line, beside a typed
+    """The documented ``reference_batch_size: null`` (use the lr as given) typed on the command line, beside a typed
     lr: both apply, and the config's other optimisation values stay."""
     configured = parsed_model(config).optimization
     assert configured.reference_batch_size is not None
@@ -80,7 +80,7 @@ def test_a_settings_value_out_of_range_is_refused_with_the_field_named():
 
 
 def test_segmentation_evaluation_takes_typed_values_and_a_null_from_the_command_line():
-    """The paper's OS8 + MF evaluation typed as README gives it, then the output stride set back to null."""
+    """The paper's OS8 + MF evaluation typed as docs/segmentation.md gives it, then the output stride set back to null."""
     config = "deeplabv3lite_mobilenetv2_voc.yaml"
     paper = ["--model.init_args.evaluation.output_stride", "8", "--model.init_args.evaluation.flip", "true",
              "--model.init_args.evaluation.scales", "[0.5, 0.75, 1.0, 1.25, 1.5, 1.75]"]

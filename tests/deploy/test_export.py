@@ -1,4 +1,4 @@
-"""The export command as a user runs it, and the exported files against the eager model (README "Export").
+"""The export command as a user runs it, and the exported files against the eager model (docs/export.md).
 
 A detector and a segmenter are trained a few steps through the CLI on generated data in the real formats; each is
 exported with ``export.py`` (in-process, and once through ``python export.py``) and run by ONNX Runtime and

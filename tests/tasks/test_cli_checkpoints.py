@@ -76,7 +76,7 @@ def _record_validation(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
 
 # ------------------------------------------------------------------------------------------------ precedence
 def test_command_line_wins_over_the_checkpoint(in_seg_run: Path, monkeypatch, caplog) -> None:
-    """README's paper evaluation: the OS8 + flip options typed with --ckpt_path must be the ones that run."""
+    """The paper's evaluation (docs/segmentation.md): the OS8 + flip options typed with --ckpt_path must be the ones that run."""
     seen = _record_validation(monkeypatch)
     caplog.set_level(logging.INFO)
     plain = cli_main(["validate", "--config", SEG_DEMO, *SEG_DATA, *QUIET, "--ckpt_path", str(in_seg_run)])
@@ -158,7 +158,7 @@ def test_unreachable_torchvision_weights_name_the_option_and_the_fix(tmp_path: P
 # ---------------------------------------------------------------------------------- predict with a checkpoint
 def test_detection_predict_needs_only_the_checkpoint(shapes_coco: Path, tmp_path: Path, monkeypatch) -> None:
     """COCO config, no COCO on this machine: names and category ids come from the checkpoint."""
-    import mobilenetv2_dense.tasks.detection.visualize as visualize
+    import mobilenetv2_dense.tasks.detection.writer as visualize  # where the writer draws
     from mobilenetv2_dense.datasets.synthetic import SHAPE_CLASSES
 
     monkeypatch.chdir(tmp_path)
