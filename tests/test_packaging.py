@@ -27,7 +27,8 @@ def run_python(code: str, cwd: Path, env: dict | None = None) -> str:
 
 
 def test_a_project_with_its_own_backbone_and_tasks_imports_ours_without_collision(tmp_path):
-    """The reuse case of docs/backbone.md: a detection repo with its own ``backbone/``, ``heads.py`` and ``tasks/`` packages."""
+    """The reuse case of docs/backbone.md: a detection repo with its own ``backbone/``, ``heads.py`` and ``tasks/``
+    packages."""
     for name in ("backbone", "tasks"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text(f"OWNER = 'their {name}'\n")

@@ -80,7 +80,8 @@ def test_a_settings_value_out_of_range_is_refused_with_the_field_named():
 
 
 def test_segmentation_evaluation_takes_typed_values_and_a_null_from_the_command_line():
-    """The paper's OS8 + MF evaluation typed as docs/segmentation.md gives it, then the output stride set back to null."""
+    """The paper's OS8 + MF evaluation typed as docs/segmentation.md gives it, then the output stride set back to
+    null."""
     config = "deeplabv3lite_mobilenetv2_voc.yaml"
     paper = ["--model.init_args.evaluation.output_stride", "8", "--model.init_args.evaluation.flip", "true",
              "--model.init_args.evaluation.scales", "[0.5, 0.75, 1.0, 1.25, 1.5, 1.75]"]

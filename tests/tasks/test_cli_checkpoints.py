@@ -76,7 +76,8 @@ def _record_validation(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
 
 # ------------------------------------------------------------------------------------------------ precedence
 def test_command_line_wins_over_the_checkpoint(in_seg_run: Path, monkeypatch, caplog) -> None:
-    """The paper's evaluation (docs/segmentation.md): the OS8 + flip options typed with --ckpt_path must be the ones that run."""
+    """The paper's evaluation (docs/segmentation.md): the OS8 + flip options typed with --ckpt_path must be the ones
+    that run."""
     seen = _record_validation(monkeypatch)
     caplog.set_level(logging.INFO)
     plain = cli_main(["validate", "--config", SEG_DEMO, *SEG_DATA, *QUIET, "--ckpt_path", str(in_seg_run)])
