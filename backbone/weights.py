@@ -14,6 +14,7 @@ import torch
 from .mobilenetv2 import INVERTED_RESIDUAL_SETTING, STEM_CHANNELS, MobileNetV2, make_divisible
 
 TORCHVISION_WEIGHT_NAMES = ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT")
+_COUNTER = ".num_batches_tracked"  # BatchNorm's batch counter: a buffer other norm layers do not have
 
 
 class WeightsDownloadError(RuntimeError):
@@ -115,7 +116,9 @@ def load_weights(model: MobileNetV2, weights: str | Path) -> None:
     """Load ``weights`` into ``model``, or raise naming every missing, unexpected and mis-shaped key.
 
     Keys of layers that ``model`` does not build (past its last ``out_features``) are skipped, and so is a
-    classifier of another class count (fine-tuning on a new label set).
+    classifier of another class count (fine-tuning on a new label set). BatchNorm's ``num_batches_tracked``
+    counters are skipped where the model's norm layer has none (``torchvision.ops.FrozenBatchNorm2d``), so
+    torchvision's weights load into the frozen norm layer its detectors use.
     """
     if str(weights) in TORCHVISION_WEIGHT_NAMES and model.width_mult != 1.0:
         raise ValueError(f"torchvision's {weights} weights are for width_mult=1.0, not {model.width_mult}; "
@@ -131,13 +134,15 @@ def load_weights(model: MobileNetV2, weights: str | Path) -> None:
             return int(key.split(".")[1]) < stage_count
         return root in built_roots
 
-    loadable = {k: v for k, v in state.items() if is_built(k)}
+    # Only BatchNorm keeps a batch counter: a norm layer without one (torchvision's FrozenBatchNorm2d, as its
+    # detectors use) takes BatchNorm weights without it, and a BatchNorm missing it from the file keeps its own.
+    loadable = {k: v for k, v in state.items() if is_built(k) and (k in ours or not k.endswith(_COUNTER))}
     if model.classifier is not None and "classifier.1.weight" in loadable:
         if loadable["classifier.1.weight"].shape != ours["classifier.1.weight"].shape:
             loadable.pop("classifier.1.weight"), loadable.pop("classifier.1.bias", None)
     mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(ours[k].shape)}"
                   for k, v in loadable.items() if k in ours and v.shape != ours[k].shape]
-    missing = [k for k in ours if k not in loadable and not k.startswith("classifier.")]
+    missing = [k for k in ours if k not in loadable and not k.startswith("classifier.") and not k.endswith(_COUNTER)]
     unexpected = foreign + [k for k in loadable if k not in ours]
     if mismatched or missing or unexpected:
         hint = _width_hint(state, model.width_mult)
