@@ -1,4 +1,4 @@
-"""Detection data: COCO-format and PASCAL VOC datasets over one checked index, the batch contract
+"""Detection data: COCO-format, PASCAL VOC and YOLO-format datasets over one checked index, the batch contract
 (``detection_collate``), SSD's box-safe augmentation, and the generated shapes written as COCO."""
 
 from .coco import COCODetection, load_coco
@@ -19,6 +19,7 @@ from .transforms import (
     train_transform,
 )
 from .voc import VOC_CLASSES, VOCAnnotation, VOCDetection, parse_voc_xml
+from .yolo import YOLODataConfig, YOLODetection, label_path, read_data_yaml
 
 __all__ = [
     "COCODetection",
@@ -31,12 +32,16 @@ __all__ = [
     "VOCAnnotation",
     "VOCDetection",
     "VOC_CLASSES",
+    "YOLODataConfig",
+    "YOLODetection",
     "ZoomOut",
     "build_index",
     "detection_collate",
     "eval_transform",
+    "label_path",
     "load_coco",
     "parse_voc_xml",
+    "read_data_yaml",
     "train_transform",
     "write_shapes_coco",
 ]

@@ -1,11 +1,13 @@
-"""SSDLite detection: the Lightning task and the data modules for COCO, VOC and the generated shapes (the network
-is in ``mobilenetv2_dense.models``, the datasets and transforms in ``mobilenetv2_dense.datasets.detection``)."""
+"""SSDLite detection: the Lightning task and the data modules for COCO, VOC, YOLO-format data and the generated
+shapes (the network is in ``mobilenetv2_dense.models``, the datasets and transforms in
+``mobilenetv2_dense.datasets.detection``)."""
 
 from .datamodule import (
     COCODataModule,
     DetectionDataModule,
     ShapesCOCODataModule,
     VOCDetectionDataModule,
+    YOLODataModule,
 )
 from .evaluator import DetectionEvaluator
 from .labels import LabelSet
@@ -21,4 +23,5 @@ __all__ = [
     "LabelSet",
     "ShapesCOCODataModule",
     "VOCDetectionDataModule",
+    "YOLODataModule",
 ]

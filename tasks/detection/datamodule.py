@@ -1,4 +1,5 @@
-"""Lightning data modules for detection: COCO-format data, PASCAL VOC and the generated shapes, one interface.
+"""Lightning data modules for detection: COCO-format data, PASCAL VOC, YOLO-format data and the generated shapes, one
+interface.
 
 All expose ``num_classes`` (K object classes), ``class_names``, ``label_to_cat_id`` (label 1..K -> the category
 id the ground truth uses) and ``val_coco`` (a pycocotools ``COCO`` ground truth of the validation split), so one
@@ -17,7 +18,7 @@ from typing import Any
 
 from pycocotools.coco import COCO
 from torch import Tensor
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ...datasets.checks import DatasetError
 from ...datasets.detection.coco import COCODetection
@@ -25,12 +26,13 @@ from ...datasets.detection.dataset import ImageFolderDetection, Transform, detec
 from ...datasets.detection.shapes import MARKER, shape_categories, write_shapes_coco
 from ...datasets.detection.transforms import DetectionAugment, eval_transform, train_transform
 from ...datasets.detection.voc import VOC_CLASSES, VOCDetection
+from ...datasets.detection.yolo import YOLODataConfig, YOLODetection, read_data_yaml
 from ..datamodule import BaseDataModule
 
 
 class DetectionDataModule(BaseDataModule):
-    """Transforms and the predict folder shared by :class:`COCODataModule` and :class:`VOCDetectionDataModule`;
-    subclasses say how to build a split (``make_dataset``).
+    """Transforms and the predict folder shared by :class:`COCODataModule`, :class:`VOCDetectionDataModule` and
+    :class:`YOLODataModule`; subclasses say how to build a split (``make_dataset``).
 
     Args:
         image_size: the square network input ``S`` (images are resized to ``S x S``, no letterbox).
@@ -71,7 +73,7 @@ class DetectionDataModule(BaseDataModule):
     def train_boxes(self) -> list[Tensor]:
         """The training split's boxes per image, ``(M_i, 4)`` xyxy in the pixels of the network input (each image
         resized to ``image_size``, no augmentation; crowd / difficult boxes left out), read from the annotations
-        (COCO json, VOC xml) and the image headers: no image is decoded (for fitting anchors, see
+        (COCO json, VOC xml, YOLO txt) and the image headers: no image is decoded (for fitting anchors, see
         :mod:`mobilenetv2_dense.tasks.detection.anchors`)."""
         dataset = self.train_dataset if self.train_dataset is not None else self.make_dataset("train", None)
         parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
@@ -228,6 +230,89 @@ class VOCDetectionDataModule(DetectionDataModule):
                 self.setup("validate")
             self._val_coco = self.val_dataset.to_coco()
         return self._val_coco
+
+
+class YOLODataModule(DetectionDataModule):
+    """YOLO-format data read as it is: ``data_yaml`` names the dataset folder, the ``train`` / ``val`` (and
+    optionally ``test``) images and the class ``names``; each image's labels are in the ``labels`` twin of its
+    ``images`` folder (:mod:`mobilenetv2_dense.datasets.detection.yolo`).
+
+    Labels are 1..K in increasing YAML class id; ``label_to_cat_id`` maps them back to the YAML's ids, which
+    ``predictions.json`` and exported models report. ``val_coco`` (and ``test_coco`` when the YAML has ``test``) is
+    the ground truth built in memory, so :class:`~mobilenetv2_dense.tasks.detection.DetectionTask` scores it with
+    COCO's metrics; without ``test`` the test split is the val split. ``**options``: :class:`DetectionDataModule`'s
+    (``image_size``, ``augment``, ...) and the loader options.
+    """
+
+    def __init__(self, data_yaml: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.data_yaml = data_yaml
+        self.test_dataset: Dataset | None = None
+        self._coco: dict[str, COCO] = {}
+
+    @cached_property
+    def config(self) -> YOLODataConfig:
+        """The parsed ``data_yaml`` (read once; raises naming the file when it is missing or malformed)."""
+        return read_data_yaml(self.data_yaml)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.class_names)
+
+    @property
+    def label_to_cat_id(self) -> dict[int, int]:
+        return self.config.label_to_cat_id
+
+    @property
+    def paths(self) -> dict[str, str | None]:
+        """``val_images``: the folder the ground truth's ``file_name`` entries are relative to (the dataset
+        folder), so predictions on val images carry their val image ids; ``None`` without a readable val split."""
+        try:
+            self.config.sources("val")
+        except (FileNotFoundError, ValueError):
+            return {"val_images": None}
+        return {"val_images": str(self.config.root)}
+
+    def prepare_data(self) -> None:
+        """Only checks that ``data_yaml`` and the folders it names exist (nothing is downloaded); ``predict``
+        needs none of them."""
+        if self.trainer is not None and self.trainer.predicting:
+            return
+        for split in ("train", "val"):
+            self.config.sources(split)
+
+    def make_dataset(self, split: str, transform: Transform) -> YOLODetection:
+        return YOLODetection(self.config, split, transform=transform, strict=self.strict)
+
+    def setup(self, stage: str) -> None:
+        if stage == "test" and "test" in self.config.splits:
+            if self.test_dataset is None:
+                self.test_dataset = self.make_dataset("test", self.eval_transform())
+            return
+        super().setup(stage)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self.test_dataset if self.test_dataset is not None else self.val_dataset, train=False)
+
+    def _ground_truth(self, split: str) -> COCO:
+        if split not in self._coco:
+            dataset = self.test_dataset if split == "test" else self.val_dataset
+            if dataset is None:
+                self.setup("test" if split == "test" else "validate")
+                dataset = self.test_dataset if split == "test" else self.val_dataset
+            self._coco[split] = dataset.to_coco()
+        return self._coco[split]
+
+    @property
+    def val_coco(self) -> COCO:
+        """The val split's ground truth (category ids: the YAML's class ids)."""
+        return self._ground_truth("val")
+
+    @property
+    def test_coco(self) -> COCO | None:
+        """The test split's ground truth when the YAML has ``test``, else ``None`` (the evaluator then uses
+        ``val_coco``)."""
+        return self._ground_truth("test") if "test" in self.config.splits else None
 
 
 class ShapesCOCODataModule(COCODataModule):

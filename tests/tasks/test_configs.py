@@ -52,9 +52,20 @@ def write_tiny_imagenet(root: Path) -> None:
     source.unlink()
 
 
+def write_tiny_yolo(data_yaml: Path) -> None:
+    """``data_yaml`` naming three classes, and ``images/{train,val}/0.jpg`` (40x30) + ``labels/{train,val}/0.txt``
+    beside it, one box each."""
+    for split in ("train", "val"):
+        (data_yaml.parent / "images" / split).mkdir(parents=True)
+        (data_yaml.parent / "labels" / split).mkdir(parents=True)
+        Image.fromarray(np.full((30, 40, 3), 128, dtype=np.uint8)).save(data_yaml.parent / "images" / split / "0.jpg")
+        (data_yaml.parent / "labels" / split / "0.txt").write_text("2 0.5 0.5 0.5 0.5\n")
+    data_yaml.write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a, b, c]\n")
+
+
 # Data modules whose dataset is not generated on first use, with the writer of a tiny copy of its layout.
 TINY_LAYOUTS = {"COCODataModule": write_tiny_coco, "COCOJointDataModule": write_tiny_coco,
-                "ImageFolderDataModule": write_tiny_imagenet}
+                "ImageFolderDataModule": write_tiny_imagenet, "YOLODataModule": write_tiny_yolo}
 
 
 def test_there_are_configs():
@@ -72,7 +83,7 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
     data = yaml.safe_load(config.read_text())["data"]
     write_tiny = TINY_LAYOUTS.get(data["class_path"].rsplit(".", 1)[-1])
     if write_tiny is not None:
-        root = Path(data["init_args"]["root"])
+        root = Path(data["init_args"].get("root") or data["init_args"]["data_yaml"])
         assert not root.is_absolute(), f"{config.name}: data root {root} should be relative (set on the command line)"
         write_tiny(tmp_path / root)
     cli = cli_main(["--config", str(config)], run=False)
