@@ -116,8 +116,8 @@ def mobilenet_v2_fpn(
             only the body loads it (the pyramid starts from torchvision's FPN init).
         out_features: the backbone features the pyramid is built on (any spatial ones, see :class:`MobileNetV2`).
         frozen_stages: freeze the stem and the first ``k`` stages (``-1`` freezes nothing). torchvision's
-            ``trainable_layers`` counts the other way, from the top: it trains the last ``trainable_layers`` of its
-            6 stride groups and freezes the rest.
+            ``trainable_layers`` counts its 6 stride groups from the top: its 6, 5, 4, 3 (its detectors' default
+            with weights), 2 and 1 are ``frozen_stages`` -1, 1, 2, 3, 5 and 7.
         norm_layer: the body's norm layer: ``torchvision.ops.FrozenBatchNorm2d`` as torchvision's detectors use with
             pretrained weights (frozen statistics and affine), ``None`` for ``nn.BatchNorm2d``.
         norm_eval: keep the body's BatchNorm statistics frozen while training (affine parameters still train).
