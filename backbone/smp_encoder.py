@@ -105,8 +105,10 @@ class MobileNetV2Encoder(MobileNetV2, EncoderMixin):
         conv.in_channels, conv.weight = 3, nn.Parameter(built.new_empty(conv.out_channels, 3, *conv.kernel_size))
         try:
             super().load_weights(weights)
-        except ValueError:
-            conv.in_channels, conv.weight = in_channels, built
+        except Exception as error:
+            conv.in_channels, conv.weight = in_channels, built  # no half-changed stem, whatever went wrong
+            if not isinstance(error, ValueError):  # a missing or unreadable file
+                raise
             super().load_weights(weights)  # a file saved at in_channels; otherwise its error names the model's shapes
             return
         patch_first_conv(self, new_in_channels=in_channels, default_in_channels=3, pretrained=True)

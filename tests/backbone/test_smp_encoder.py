@@ -216,6 +216,10 @@ def test_weights_saved_at_in_channels_load_and_other_shapes_name_the_model(torch
     torch.testing.assert_close(again.stem[0].weight, four.stem[0].weight, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"stem\.0\.weight: file \(16, 4, 3, 3\) vs model \(16, 5, 3, 3\)"):
         _encoder(5, saved)
+    stem = four.stem[0].weight
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        four.load_weights(tmp_path / "missing.pth")
+    assert four.stem[0].weight is stem and four.stem[0].in_channels == 4  # the stem is left as it was
 
 
 def test_saved_model_loads_in_a_new_process(tmp_path) -> None:
