@@ -1,7 +1,7 @@
 """MkDocs hook: the package laid out as Python sees it, for mkdocstrings.
 
 ``pyproject.toml`` maps ``mobilenetv2_dense.backbone`` onto ``backbone/`` and so on; an import finds them through
-the editable install, but mkdocstrings (griffe) reads source from folders named as the package. Before each build
+the editable install, but mkdocstrings (griffe) reads source from folders named as the package. Before a build
 this writes ``.cache/docs_package/mobilenetv2_dense/``: the package's own files and one symlink per mapped folder,
 which ``mkdocs.yml`` gives mkdocstrings as its path.
 """
@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_TREE = ROOT / ".cache" / "docs_package"
 
 
-def on_config(config: Any) -> Any:
+def on_startup(command: str, dirty: bool) -> None:
+    # At start-up, before any plugin's on_config: mkdocstrings drops search paths that do not exist yet.
+    write_package_tree()
+
+
+def write_package_tree() -> None:
     mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     package = PACKAGE_TREE / "mobilenetv2_dense"
     package.mkdir(parents=True, exist_ok=True)
@@ -29,7 +33,6 @@ def on_config(config: Any) -> Any:
                 copy.write_text(source.read_text())
         else:
             _link(package / name.split(".")[-1], ROOT / folder)
-    return config
 
 
 def _link(link: Path, target: Path) -> None:
