@@ -63,18 +63,21 @@ def probe_images(files: Sequence[str]) -> list[tuple[str | None, tuple[int, int]
 
 def build_index(report: DatasetReport, *, files: Sequence[str], image_ids: np.ndarray, listed_sizes: np.ndarray,
                 box_image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, ignore: np.ndarray,
-                box_names: np.ndarray) -> DetectionIndex:
+                box_names: np.ndarray,
+                probes: list[tuple[str | None, tuple[int, int]]] | None = None) -> DetectionIndex:
     """Check images and boxes, record every problem in ``report`` and return what is usable.
 
     ``files`` (I,) image paths; ``image_ids`` (I,); ``listed_sizes`` (I, 2) (H, W) as the annotations state
     (0 = not stated); per box: ``box_image`` (B,) index into ``files`` (-1 = unknown image), ``boxes`` (B, 4) xyxy,
     ``labels`` (B,) (0 = unknown category), ``ignore`` (B,) bool, ``box_names`` (B,) how messages name the box.
-    Broken images are left out (with their boxes); bad boxes are dropped or clipped; all counted.
+    ``probes``: :func:`probe_images` of ``files`` when the caller already needed them (YOLO boxes are fractions of
+    the image size), so the headers are read once. Broken images are left out (with their boxes); bad boxes are
+    dropped or clipped; all counted.
     """
     num_images = len(files)
     if num_images == 0:
         raise DatasetError(f"{report.name}: the annotations list no images; check that the file is the right one")
-    probes = probe_images(files)
+    probes = probe_images(files) if probes is None else probes
     sizes = np.array([size for _, size in probes], dtype=np.int64).reshape(-1, 2)
     usable = np.ones(num_images, dtype=bool)
     for i, (problem, _) in enumerate(probes):

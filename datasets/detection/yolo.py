@@ -284,7 +284,8 @@ class YOLODetection(DetectionDataset):
         kept_files = [f for f, ok in zip(files, usable) if ok]
         new_image = np.cumsum(usable) - 1  # (I,) index of each image among the usable ones
         rows = np.flatnonzero(keep)
-        sizes = np.array([size for _, size in probe_images(kept_files)], dtype=np.float64).reshape(-1, 2)
+        probes = probe_images(kept_files)
+        sizes = np.array([size for _, size in probes], dtype=np.float64).reshape(-1, 2)  # (I', 2) H, W; 0 if broken
         box_image = new_image[labels.owner[rows]]
         height, width = sizes[box_image, 0], sizes[box_image, 1]  # (B,) of each box's image
         cx, cy, w, h = values[rows, 1:].T
@@ -295,7 +296,7 @@ class YOLODetection(DetectionDataset):
                             listed_sizes=sizes.astype(np.int64), box_image=box_image, boxes=xyxy,
                             labels=np.searchsorted(ids, values[rows, 0]) + 1, ignore=np.zeros(len(rows), bool),
                             box_names=np.array([f"{label_files[labels.owner[r]]} line {labels.line[r]}"
-                                                for r in rows], dtype=str))
+                                                for r in rows], dtype=str), probes=probes)
         return dataclasses.replace(index, image_ids=np.arange(len(index.files), dtype=np.int64))
 
     def to_coco(self) -> COCO:
