@@ -19,7 +19,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..checks import DatasetReport
 from ..images import image_problem, load_or_replace, read_rgb
-from .voc import IGNORE_INDEX, Sample, check_samples, read_mask
+from .voc import IGNORE_INDEX, MaskReader, Sample, check_samples, read_mask
 
 _FIX = "Remove or replace these files, or pass strict=False to skip them."
 
@@ -50,23 +50,36 @@ class SegmentationDataset(Dataset):
 
     Construction runs the set-up check (:func:`mobilenetv2_dense.datasets.segmentation.voc.check_samples`):
     missing, unreadable or truncated files, masks of the wrong size, labels outside ``0..num_classes-1`` and 255,
-    RGB masks with colours outside the VOC palette. One summary is printed; bad samples are skipped with a warning,
-    or ``strict=True`` raises :class:`mobilenetv2_dense.datasets.checks.DatasetError` naming the files. A file that
-    still fails to decode later is replaced by the next sample with a warning naming it
-    (:func:`mobilenetv2_dense.datasets.images.load_or_replace`).
+    RGB masks with colours outside the VOC palette (or the dataset's colour table). One summary is printed; bad
+    samples are skipped with a warning, or ``strict=True`` raises
+    :class:`mobilenetv2_dense.datasets.checks.DatasetError` naming the files. A file that still fails to decode later
+    is replaced by the next sample with a warning naming it (:func:`mobilenetv2_dense.datasets.images.load_or_replace`).
+
+    Args:
+        read_mask: path -> ``((H, W) uint8 labels, converted from colours)``: VOC's
+            :func:`~mobilenetv2_dense.datasets.segmentation.voc.read_mask`, or a dataset's
+            :class:`~mobilenetv2_dense.datasets.segmentation.masks.MaskDecoder`.
+        report: the summary to add the check's problems to (pairing problems a layout found before), printed even
+            with ``check=False``; ``None``: a new one called ``name``.
     """
 
     def __init__(self, samples: list[Sample], transform: A.Compose, *, num_classes: int, name: str,
-                 strict: bool = False, check: bool = True, counts: dict[str, int] | None = None) -> None:
+                 strict: bool = False, check: bool = True, counts: dict[str, int] | None = None,
+                 read_mask: MaskReader = read_mask, report: DatasetReport | None = None) -> None:
         self.samples = samples
+        found_before = report is not None and bool(report)
+        report = DatasetReport(name) if report is None else report
+        report.counts.update(counts or {})
         if check:
-            report = DatasetReport(name)
-            report.counts.update(counts or {})
-            self.samples = check_samples(samples, num_classes=num_classes, report=report)
+            note = getattr(read_mask, "converted_note", "RGB masks converted through the VOC palette")
+            self.samples = check_samples(samples, num_classes=num_classes, report=report, read=read_mask,
+                                         converted_note=note)
+        if check or found_before:
             report.finish(strict, fix=_FIX)
         if not self.samples:
             raise ValueError(f"{name}: no usable samples left out of {len(samples)}; see the summary above")
         self.transform = transform
+        self.read_mask = read_mask
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -76,7 +89,7 @@ class SegmentationDataset(Dataset):
 
     def load(self, index: int) -> tuple[Tensor, Tensor]:
         sample = self.samples[index]
-        image, (mask, _) = read_rgb(sample.image), read_mask(sample.mask)
+        image, (mask, _) = read_rgb(sample.image), self.read_mask(sample.mask)
         out = self.transform(image=image, mask=mask)
         return out["image"], out["mask"].long()
 

@@ -13,7 +13,7 @@ trainaug set ship them):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +48,17 @@ VOC_PALETTE = voc_palette()
 _CODE_TO_INDEX = {(int(r) << 16) | (int(g) << 8) | int(b): i for i, (r, g, b) in enumerate(VOC_PALETTE)}
 
 
+# What reads one mask file: path -> ((H, W) uint8 labels, converted from colours).
+MaskReader = Callable[[str | Path], tuple[np.ndarray, bool]]
+
+
 class MaskError(ImageReadError):
-    """A label file that cannot be turned into indices; the message names the file and the reason."""
+    """A label file that cannot be turned into indices; the message names the file and the reason, ``kind`` the
+    problem as the set-up summary counts it."""
+
+    def __init__(self, message: str, kind: str = "unreadable masks") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def rgb_to_index(rgb: np.ndarray, *, path: str | Path = "<array>") -> np.ndarray:
@@ -65,7 +74,7 @@ def rgb_to_index(rgb: np.ndarray, *, path: str | Path = "<array>") -> np.ndarray
         shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255})" for c in unknown[:8])
         raise MaskError(f"RGB mask {str(path)!r} has {len(unknown)} colour(s) not in the VOC palette: {shown}"
                         f"{', ...' if len(unknown) > 8 else ''}; save it as a palette/index PNG (values 0..K-1, "
-                        "255 void) or use only VOC palette colours")
+                        "255 void) or use only VOC palette colours", kind="masks with colours outside the VOC palette")
     lookup = np.array([_CODE_TO_INDEX[c] for c in colours.tolist()], dtype=np.uint8)
     return lookup[inverse.reshape(codes.shape)]
 
@@ -220,9 +229,12 @@ def remove_names(samples: list[Sample], names: Iterable[str]) -> tuple[list[Samp
 # ---------------------------------------------------------------------------------------- set-up check
 
 
-def sample_problem(sample: Sample, num_classes: int) -> tuple[str, str, str] | str | None:
-    """Check one sample: ``None`` when usable, ``"rgb"`` when usable after palette conversion, otherwise a
-    problem ``(kind, file, detail)``. Reads the image header only, but decodes the whole mask for its values."""
+def sample_problem(sample: Sample, num_classes: int,
+                   read: MaskReader = read_mask) -> tuple[str, str, str] | str | None:
+    """Check one sample: ``None`` when usable, ``"rgb"`` when usable after colour conversion, otherwise a
+    problem ``(kind, file, detail)``. Reads the image header only, but decodes the whole mask (with ``read``, VOC's
+    :func:`read_mask` or a dataset's :class:`~mobilenetv2_dense.datasets.segmentation.masks.MaskDecoder`) for its
+    values."""
     problem = image_problem(sample.image)
     if problem:
         return (f"{problem.split(' ')[0]} images", sample.image, problem)
@@ -234,10 +246,9 @@ def sample_problem(sample: Sample, num_classes: int) -> tuple[str, str, str] | s
         if problem:
             return (f"{problem.split(' ')[0]} masks", sample.mask, problem)
     try:
-        mask, converted = read_mask(mask_path)
+        mask, converted = read(mask_path)
     except MaskError as error:
-        kind = "masks with colours outside the VOC palette" if "palette:" in str(error) else "unreadable masks"
-        return (kind, sample.mask, str(error))
+        return (error.kind, sample.mask, str(error))
     height, width = image_size(sample.image)
     if mask.shape != (height, width):
         detail = f"mask {mask.shape[0]}x{mask.shape[1]}, image {sample.image} {height}x{width} (H x W)"
@@ -255,12 +266,14 @@ def sample_problem(sample: Sample, num_classes: int) -> tuple[str, str, str] | s
     return "rgb" if converted else None
 
 
-def check_samples(samples: list[Sample], *, num_classes: int, report: DatasetReport,
-                  workers: int = 4) -> list[Sample]:
+def check_samples(samples: list[Sample], *, num_classes: int, report: DatasetReport, workers: int = 4,
+                  read: MaskReader = read_mask,
+                  converted_note: str = "RGB masks converted through the VOC palette") -> list[Sample]:
     """Run :func:`sample_problem` on every sample (threads: PNG and JPEG decoding release the GIL); record the
-    problems in ``report`` and return the usable samples."""
+    problems in ``report`` and return the usable samples. ``converted_note`` counts the RGB masks ``read``
+    converted."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda s: sample_problem(s, num_classes), samples, chunksize=16))
+        results = list(pool.map(lambda s: sample_problem(s, num_classes, read), samples, chunksize=16))
     kept, converted = [], 0
     for sample, result in zip(samples, results):
         if isinstance(result, tuple):
@@ -272,5 +285,5 @@ def check_samples(samples: list[Sample], *, num_classes: int, report: DatasetRep
     report.counts["images"] = len(samples)
     report.counts["images kept"] = len(kept)
     if converted:
-        report.counts["RGB masks converted through the VOC palette"] = converted
+        report.counts[converted_note] = converted
     return kept
