@@ -75,7 +75,7 @@ def read_data_yaml(path: str | Path) -> YOLODataConfig:
         raise FileNotFoundError(f"YOLO data.yaml {str(path)!r} not found; pass the dataset's data.yaml "
                                 "(path, train, val, names)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise DatasetError(f"{str(path)!r} is not readable YAML ({type(error).__name__}: {error})") from error
     if not isinstance(data, dict):
@@ -125,7 +125,7 @@ def list_images(sources: list[Path]) -> list[str]:
             found = (p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             files += sorted(str(p) for p in found)
         else:
-            lines = (line.strip() for line in source.read_text().splitlines())
+            lines = (line.strip() for line in source.read_text(encoding="utf-8-sig").splitlines())
             files += [str(p if p.is_absolute() else source.parent / p) for p in map(Path, lines) if str(p) != "."]
     return files
 
@@ -164,7 +164,7 @@ def read_labels(label_files: list[Path], report: DatasetReport) -> YOLOLabels:
     line: list[int] = []
     for i, path in enumerate(label_files):
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             missing[i] = True
             continue

@@ -84,7 +84,7 @@ def test_boxes_read_back_in_pixels_equal_the_ones_written(data_yaml: Path) -> No
     assert [Path(f).name for f in val.index.files] == ["v0.png", "v1.png"]
 
 
-def test_polygon_lines_give_their_bounding_box_and_exif_rotation_is_applied(tmp_path: Path) -> None:
+def test_polygon_lines_give_their_bounding_box_and_exif_rotation_and_a_bom_are_handled(tmp_path: Path) -> None:
     root = tmp_path / "yolo"
     # Displayed 40 wide, 60 high; stored sideways with EXIF orientation 6. Labels are in the displayed frame.
     display = Image.fromarray(scene(60, 40, [((5, 30, 25, 55), RED)]))
@@ -93,7 +93,8 @@ def test_polygon_lines_give_their_bounding_box_and_exif_rotation_is_applied(tmp_
     (root / "images").mkdir(parents=True)
     display.transpose(Image.Transpose.ROTATE_90).save(root / "images" / "exif.jpg", quality=95, exif=exif)
     polygon = "0 0.125 0.5 0.625 0.5 0.625 0.9166666 0.125 0.9166666"  # the red patch's corners, x / 40, y / 60
-    write_labels(root / "images" / "exif.jpg", [polygon])
+    write_labels(root / "images" / "exif.jpg", [])
+    label_path(root / "images" / "exif.jpg").write_bytes(b"\xef\xbb\xbf" + polygon.encode())  # a Windows tool's BOM
     (root / "data.yaml").write_text("train: images\nval: images\nnames: [red]\n")  # no path: data.yaml's folder
     dataset = YOLODetection(root / "data.yaml", "train")
     image, target = dataset[0]
