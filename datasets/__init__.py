@@ -1,6 +1,8 @@
 """Data: datasets, transforms, set-up checks and generated demo sets; no Lightning module is imported here.
 
 - ``images``: reading images as real datasets need (EXIF, colour modes, truncation), replacing unreadable samples;
+  what ``predict`` reads (a folder, an image file, a glob, videos);
+- ``video``: video files decoded frame by frame (OpenCV) as ``predict`` samples, with each frame's index and time;
 - ``checks``: the set-up report every dataset prints (and raises under ``strict``);
 - ``seeding``: loaders whose augmentation ``seed_everything`` reaches, different in every worker and epoch;
 - ``synthetic``: generated scenes of coloured shapes, written by the ``shapes`` modules in real dataset layouts;

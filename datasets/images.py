@@ -1,17 +1,23 @@
 """Reading images the way real datasets need: EXIF orientation, any colour mode to RGB, truncation checks, and
-a file that breaks after the set-up check replaced by the next sample."""
+a file that breaks after the set-up check replaced by the next sample; and what ``predict`` reads: a folder, an image
+file, a glob or video files (:func:`predict_dataset`)."""
 
 from __future__ import annotations
 
+import glob
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
+from torch.utils.data import Dataset
 
-from .checks import DatasetWarning
+from .checks import DatasetReport, DatasetWarning
+from .video import VIDEO_SUFFIXES, PredictSample, VideoFrames
 
 # A JPEG ends with the EOI marker and a PNG with its IEND chunk; checking the tail finds truncated
 # files without decoding every image of a 118k-image dataset at set-up.
@@ -22,6 +28,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # How many other samples a dataset tries when images fail to decode, before giving up.
 MAX_REPLACEMENTS = 10
+# The image files predict reads from a folder or a glob (what PIL decodes; torchvision's IMG_EXTENSIONS).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 T = TypeVar("T")
 
@@ -118,3 +126,97 @@ def load_or_replace(load: Callable[[int], T], index: int, length: int) -> T:
             warnings.warn(f"{error}; using sample {(j + 1) % length} instead", DatasetWarning, stacklevel=3)
     raise ImageReadError(f"{tries} samples in a row from sample {index} failed to decode (the warnings name the "
                          "files); check the files (or the disk) and re-run the set-up check")
+
+
+# ------------------------------------------------------------------------------------------------ predict inputs
+_KINDS = (f"a folder of images, an image file ({', '.join(IMAGE_SUFFIXES)}), a glob such as 'photos/*.jpg' "
+          f"('**' for subfolders) or a video file ({', '.join(VIDEO_SUFFIXES)})")
+
+
+def predict_files(source: str | Path) -> tuple[str, list[str]]:
+    """What ``predict_images`` names, as ``(kind, files)``: ``kind`` is ``"images"`` or ``"videos"``, ``files``
+    sorted.
+
+    ``source`` is a folder (the images directly in it; its videos when it holds no image), one image or video file,
+    or a glob (``photos/*.jpg``, ``clips/*.mp4``, ``photos/**/*.png``), ``~`` expanded. Raises
+    ``FileNotFoundError`` or ``ValueError`` naming ``source`` and what to pass instead when nothing usable is there:
+    a path that does not exist, a glob that matches nothing, a file of another kind, images and videos mixed.
+    """
+    text = os.path.expanduser(str(source))
+    if any(char in text for char in "*?["):
+        matches = sorted(path for path in glob.glob(text, recursive=True) if os.path.isfile(path))
+        if not matches:
+            raise FileNotFoundError(f"predict_images: nothing matches the glob {text!r} (relative paths start in "
+                                    f"{os.getcwd()!r}); check the pattern and quote it so the shell passes it whole")
+        where = f"the glob {text!r}"
+    else:
+        path = Path(text)
+        if path.is_dir():
+            matches = sorted(str(p) for p in path.iterdir() if p.is_file())
+            images = [p for p in matches if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+            if images:  # videos beside photos are left to an explicit file or glob
+                return "images", images
+            where = f"folder {text!r}"
+        elif path.is_file():
+            suffix = path.suffix.lower()
+            if suffix not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+                raise ValueError(f"predict_images: {text!r} is neither an image nor a video file (suffix "
+                                 f"{suffix or 'none'!r}); pass {_KINDS}, or convert the file to one of those formats")
+            return ("videos" if suffix in VIDEO_SUFFIXES else "images"), [text]
+        else:
+            raise FileNotFoundError(f"predict_images: {text!r} not found; pass {_KINDS}")
+    images = [p for p in matches if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+    videos = [p for p in matches if Path(p).suffix.lower() in VIDEO_SUFFIXES]
+    if images and videos:
+        raise ValueError(f"predict_images: {where} holds {len(images)} images and {len(videos)} videos; predict "
+                         "them in two runs, with a glob for each kind ('dir/*.jpg', 'dir/*.mp4')")
+    if not (images or videos):
+        found = f"{len(matches)} files, e.g. {Path(matches[0]).name!r}" if matches else "no files"
+        raise ValueError(f"predict_images: {where} holds {found}, but no image ({', '.join(IMAGE_SUFFIXES)}) or "
+                         f"video ({', '.join(VIDEO_SUFFIXES)}); for images in subfolders pass a glob such as "
+                         "'folder/**/*.jpg'")
+    return ("images", images) if images else ("videos", videos)
+
+
+class PredictImages(Dataset):
+    """Image files as ``predict`` items: item ``i`` is ``sample(image, {"path": files[i], "image_id": i})``, with
+    ``image`` the ``(H, W, 3)`` uint8 RGB decode of the file (:func:`read_rgb`) and ``sample`` the task's item
+    builder (its transform and batch contract).
+
+    Construction is the set-up check (:func:`image_problem`: missing, unreadable, truncated); one summary is
+    printed, and the files named there are left out, or ``strict=True`` raises
+    :class:`~mobilenetv2_dense.datasets.checks.DatasetError`. A file that breaks after the check raises
+    :class:`ImageReadError` naming it: a prediction is not replaced by another image's.
+    """
+
+    def __init__(self, files: Sequence[str | Path], sample: PredictSample, *, name: str = "predict images",
+                 strict: bool = False) -> None:
+        files = [str(f) for f in files]
+        with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:  # overlap the file reads
+            problems = list(pool.map(image_problem, files, chunksize=64))
+        report = DatasetReport(name)
+        for file, problem in zip(files, problems):
+            if problem:
+                report.add(f"{problem.split(' (')[0]} (image skipped)", file, problem)
+        self.files = [file for file, problem in zip(files, problems) if not problem]
+        report.counts = {"images": len(files), "images kept": len(self.files)}
+        report.finish(strict, fix="Remove or replace the files named above.")
+        if not self.files:
+            raise ValueError(f"{name}: none of the {len(files)} images is usable (see the summary above)")
+        self.sample = sample
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.sample(read_rgb(self.files[index]), {"path": self.files[index], "image_id": index})
+
+
+def predict_dataset(source: str | Path, sample: PredictSample, *, strict: bool = False) -> Dataset:
+    """The ``predict`` dataset of ``source`` (see :func:`predict_files`): :class:`PredictImages` over image files,
+    :class:`~mobilenetv2_dense.datasets.video.VideoFrames` (frames streamed in order) over video files. ``sample``
+    builds the task's item from an ``(H, W, 3)`` uint8 RGB image and ``{"path", "image_id"}``."""
+    kind, files = predict_files(source)
+    if kind == "videos":
+        return VideoFrames(files, sample, name=f"predict_images {str(source)!r}", strict=strict)
+    return PredictImages(files, sample, name=f"predict_images {str(source)!r}", strict=strict)

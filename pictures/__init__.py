@@ -8,6 +8,7 @@ curves), drawings of detections and masks, and the files an evaluation writes.
   ``validate`` / ``test`` write for a detector;
 - :mod:`~mobilenetv2_dense.pictures.segmentation`: masks in the VOC palette, overlays, and what ``validate`` /
   ``test`` write for a segmenter.
+- :mod:`~mobilenetv2_dense.pictures.video`: the annotated video and per-frame JSON ``predict`` writes for a video.
 
 The tasks' prediction writers (``tasks/*/writer.py``) draw with these.
 """

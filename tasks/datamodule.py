@@ -10,20 +10,32 @@ LightningCLI (jsonargparse) follows ``**loader_options`` into ``BaseDataModule._
 ordinary, flat keys of every data module: ``data.init_args.batch_size`` in a config, ``--data.init_args.num_workers
 0`` on the command line, and listed by ``--print_config``. A subclass whose data want another default (a larger
 batch for ImageNet) names that one option in its signature and passes it on.
+
+``predict`` reads ``predict_images``: a folder, an image file, a glob or video files
+(:func:`mobilenetv2_dense.datasets.images.predict_dataset`). A data module builds that dataset with
+:meth:`BaseDataModule.predict_images_dataset` and its item builder (:func:`detection_predict_sample`,
+:func:`segmentation_predict_sample`); the loader streams a video's frames in order and puts each frame in the batch
+for the prediction writers (:class:`mobilenetv2_dense.datasets.video.FrameCollate`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import albumentations as A
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..datasets.images import IMAGENET_MEAN, IMAGENET_STD
+from ..datasets.detection.dataset import Transform
+from ..datasets.images import IMAGENET_MEAN, IMAGENET_STD, predict_dataset
 from ..datasets.seeding import seeded_loader
+from ..datasets.video import FrameCollate, PredictSample, VideoFrames
 
 # Set-up messages on stdout, once under DDP (every rank runs ``setup``).
 rank_zero_print = rank_zero_only(print)
@@ -41,6 +53,28 @@ def dataset_value(datamodule: Any, name: str) -> Any:
         return getattr(datamodule, name, None)
     except (FileNotFoundError, ValueError):
         return None
+
+
+def _detection_sample(transform: Transform, image: np.ndarray, meta: dict[str, Any]) -> tuple[Tensor, dict]:
+    image_size = torch.as_tensor(image.shape[:2], dtype=torch.int64)
+    image, boxes, labels = transform(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    return image, {"boxes": boxes, "labels": labels, "image_id": int(meta["image_id"]), "orig_size": image_size,
+                   "path": str(meta["path"])}
+
+
+def _segmentation_sample(transform: A.Compose, image: np.ndarray, meta: dict[str, Any]) -> tuple[Tensor, str]:
+    return transform(image=image)["image"], str(meta["path"])
+
+
+def detection_predict_sample(transform: Transform) -> PredictSample:
+    """The detection contract's predict item: ``(image (3, S, S), target)``, the target without boxes and with
+    ``image_id``, ``orig_size`` ``(H, W)`` and ``path`` (``detection_collate`` batches it)."""
+    return partial(_detection_sample, transform)
+
+
+def segmentation_predict_sample(transform: A.Compose) -> PredictSample:
+    """The segmentation contract's predict item: ``(image (3, H, W), path)`` (``predict_collate`` batches it)."""
+    return partial(_segmentation_sample, transform)
 
 
 class BaseDataModule(L.LightningDataModule):
@@ -86,11 +120,30 @@ class BaseDataModule(L.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}: call setup() for this stage before asking for its loader")
         batch_size = self.batch_size if train else self.val_batch_size
         collate = (self.predict_collate or self.collate) if predict else self.collate
+        num_workers = self.num_workers
+        if isinstance(dataset, VideoFrames):  # one process decodes the stream in order, ahead of the model
+            collate, num_workers = FrameCollate(collate), min(num_workers, 1)
         pin_memory = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
-        return seeded_loader(dataset, batch_size=batch_size, shuffle=train, num_workers=self.num_workers,
+        return seeded_loader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
                              collate_fn=collate, pin_memory=pin_memory,
                              drop_last=train and len(dataset) > batch_size,
-                             persistent_workers=self.persistent_workers and self.num_workers > 0)
+                             persistent_workers=self.persistent_workers and num_workers > 0)
+
+    def predict_images_dataset(self, source: str | None, sample: PredictSample) -> Dataset:
+        """The ``predict`` dataset of ``source`` (the ``predict_images`` option: a folder, an image file, a glob or
+        video files), items built by ``sample`` (:func:`detection_predict_sample`, :func:`segmentation_predict_sample`);
+        see :func:`mobilenetv2_dense.datasets.images.predict_dataset`. A video's frames are one ordered stream, so a
+        run on several devices is refused for them."""
+        if source is None:
+            raise ValueError(f"{type(self).__name__}: predict needs predict_images: a folder of images, an image "
+                             "file, a glob such as 'photos/*.jpg' or a video file")
+        dataset = predict_dataset(source, sample, strict=self.strict)
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if isinstance(dataset, VideoFrames) and world_size > 1:
+            raise ValueError(f"{type(self).__name__}: predict_images={source!r} is video, whose frames one process "
+                             f"reads in order, but the run has {world_size} processes; predict it with "
+                             "--trainer.devices 1 --trainer.num_nodes 1")
+        return dataset
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.train_dataset, train=True)

@@ -4,8 +4,8 @@ interface.
 All expose ``num_classes`` (K object classes), ``class_names``, ``label_to_cat_id`` (label 1..K -> the category
 id the ground truth uses) and ``val_coco`` (a pycocotools ``COCO`` ground truth of the validation split), so one
 COCOeval path evaluates any. The test split is the validation split. Batches follow the detection contract
-(see ``datasets/detection/dataset.py``); ``predict_images`` (a folder) gives batches whose targets carry ``path``
-and ``orig_size``. The loader options (``batch_size``, ``num_workers``, ...) are
+(see ``datasets/detection/dataset.py``); ``predict_images`` (a folder, a file, a glob, a video) gives batches whose
+targets carry ``path`` and ``orig_size``. The loader options (``batch_size``, ``num_workers``, ...) are
 :class:`mobilenetv2_dense.tasks.datamodule.BaseDataModule`'s.
 """
 
@@ -22,12 +22,12 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ...datasets.checks import DatasetError
 from ...datasets.detection.coco import COCODetection
-from ...datasets.detection.dataset import ImageFolderDetection, Transform, detection_collate
+from ...datasets.detection.dataset import Transform, detection_collate
 from ...datasets.detection.shapes import MARKER, shape_categories, write_shapes_coco
 from ...datasets.detection.transforms import DetectionAugment, eval_transform, train_transform
 from ...datasets.detection.voc import VOC_CLASSES, VOCDetection
 from ...datasets.detection.yolo import YOLODataConfig, YOLODetection, read_data_yaml
-from ..datamodule import BaseDataModule
+from ..datamodule import BaseDataModule, detection_predict_sample
 
 
 class DetectionDataModule(BaseDataModule):
@@ -37,7 +37,7 @@ class DetectionDataModule(BaseDataModule):
     Args:
         image_size: the square network input ``S`` (images are resized to ``S x S``, no letterbox).
         augment: which parts of SSD's training augmentation to use (all by default).
-        predict_images: a folder of images for ``predict``.
+        predict_images: what ``predict`` reads: a folder of images, an image file, a glob or a video file.
         **loader_options: :class:`~mobilenetv2_dense.tasks.datamodule.BaseDataModule`'s (``batch_size``,
             ``num_workers``, ``pin_memory``, ``persistent_workers``, ``mean``, ``std``, ``strict``, ...).
     """
@@ -85,10 +85,8 @@ class DetectionDataModule(BaseDataModule):
         if stage in ("fit", "validate", "test") and self.val_dataset is None:
             self.val_dataset = self.make_dataset("val", self.eval_transform())
         if stage == "predict" and self.predict_dataset is None:
-            if self.predict_images is None:
-                raise ValueError(f"{type(self).__name__}: predict needs predict_images=<folder of images>")
-            self.predict_dataset = ImageFolderDetection(self.predict_images, transform=self.eval_transform(),
-                                                        strict=self.strict)
+            self.predict_dataset = self.predict_images_dataset(self.predict_images,
+                                                               detection_predict_sample(self.eval_transform()))
 
 
 class COCODataModule(DetectionDataModule):

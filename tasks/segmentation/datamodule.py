@@ -14,7 +14,6 @@ from typing import Any, Literal
 import numpy as np
 
 from ...datasets.segmentation.dataset import (
-    ImageFolderPredictDataset,
     SegmentationDataset,
     predict_collate,
     segmentation_collate,
@@ -32,7 +31,7 @@ from ...datasets.segmentation.voc import (
     trainaug_samples,
     voc_samples,
 )
-from ..datamodule import BaseDataModule, rank_zero_print
+from ..datamodule import BaseDataModule, rank_zero_print, segmentation_predict_sample
 
 _MARKER, _WRITING = ".shapes_voc_complete", ".shapes_voc_writing"
 
@@ -51,7 +50,7 @@ class VOCSegmentationDataModule(BaseDataModule):
         crop_size: square training crop (DeepLab: 513; 512 here).
         scale_range: random scale factors for training.
         check: run the set-up check (every mask is decoded once); ``False`` trusts the files.
-        predict_images: a folder of images for ``predict``.
+        predict_images: what ``predict`` reads: a folder of images, an image file, a glob or a video file.
         batch_size / val_batch_size: training batch (>= 12 for good BN statistics) / full-resolution evaluation.
         **loader_options: :class:`~mobilenetv2_dense.tasks.datamodule.BaseDataModule`'s (``num_workers``,
             ``pin_memory``, ``persistent_workers``, ``mean``, ``std``, ``strict``).
@@ -116,10 +115,8 @@ class VOCSegmentationDataModule(BaseDataModule):
                 voc_samples(voc_dir, "val"), eval_transforms(mean=self.mean, std=self.std),
                 num_classes=self.num_classes, name=f"VOC val {voc_dir}", strict=self.strict, check=self.check)
         if stage == "predict" and self.predict_dataset is None:
-            if self.predict_images is None:
-                raise ValueError("predict needs data.predict_images: a folder of images to segment")
-            self.predict_dataset = ImageFolderPredictDataset(self.predict_images,
-                                                             eval_transforms(mean=self.mean, std=self.std))
+            self.predict_dataset = self.predict_images_dataset(
+                self.predict_images, segmentation_predict_sample(eval_transforms(mean=self.mean, std=self.std)))
 
 
 class ShapesVOCDataModule(VOCSegmentationDataModule):

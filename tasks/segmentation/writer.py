@@ -1,7 +1,8 @@
 """The callback that writes segmentation predictions during ``predict``.
 
 It produces what the PASCAL VOC evaluation server takes (palette-mode index PNGs, one per image,
-named after it) and an overlay per image for a human to look at.
+named after it) and an overlay per image for a human to look at; for a video, the overlaid video and the pixels of
+each class per frame.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from ...datasets.images import read_rgb
-from ...pictures.segmentation import save_index_png, save_overlay
+from ...datasets.video import batch_frames
+from ...pictures.segmentation import overlay_mask, save_index_png, save_overlay
+from ...pictures.video import VideoPredictions, class_pixels
+from ..datamodule import dataset_value
 
 
 class SegmentationPredictionWriter(BasePredictionWriter):
@@ -26,6 +30,11 @@ class SegmentationPredictionWriter(BasePredictionWriter):
     Expects ``predict_step`` to return a list of ``(h, w)`` index masks at each image's original size, and
     the predict batch to carry ``"paths"`` (the contract of :mod:`mobilenetv2_dense.datasets.segmentation.dataset`).
     Each DDP rank writes the images it predicted.
+
+    For video frames (``predict_images`` names video files) it writes, per video, ``<output_dir>/<stem>.mp4`` (the
+    colour overlay on every frame, at the source's frame rate and size; not with ``overlays=False``) and
+    ``<output_dir>/<stem>.frames.json``: per frame ``frame``, ``time`` (seconds) and ``pixels``, ``{class name:
+    pixels}`` of the classes in its mask (:mod:`mobilenetv2_dense.pictures.video`); no PNG per frame.
 
     Args:
         output_dir: where the two folders go.
@@ -44,9 +53,14 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         self.alpha = alpha
         self.overlay_format = overlay_format
         self.written = 0
+        self.videos = VideoPredictions(self.output_dir)
+        self.class_names: list[str] | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.written = 0
+        self.videos = VideoPredictions(self.output_dir)
+        names = getattr(pl_module, "class_names", None) or dataset_value(trainer.datamodule, "class_names")
+        self.class_names = list(names) if names else None
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Sequence[Tensor],
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
@@ -54,9 +68,14 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         if not isinstance(batch, dict) or "paths" not in batch:
             raise TypeError("SegmentationPredictionWriter needs predict batches as dicts with 'paths' "
                             "(mobilenetv2_dense.datasets.segmentation.dataset.predict_collate makes them)")
-        for mask, path in zip(prediction, batch["paths"]):
+        frames = batch_frames(batch)
+        for i, (mask, path) in enumerate(zip(prediction, batch["paths"])):
             stem = Path(path).stem
             mask = mask.cpu().numpy()
+            if frames is not None:
+                picture = overlay_mask(frames[i].image, mask, alpha=self.alpha) if self.overlays else None
+                self.videos.add(frames[i], picture, {"pixels": class_pixels(mask, self.class_names)})
+                continue
             save_index_png(mask, self.output_dir / "masks" / f"{stem}.png")
             if self.overlays:
                 save_overlay(read_rgb(path), mask, self.output_dir / "overlays" / f"{stem}.{self.overlay_format}",
@@ -64,6 +83,13 @@ class SegmentationPredictionWriter(BasePredictionWriter):
             self.written += 1
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        what = "masks and overlays" if self.overlays else "masks"
-        rank_zero_info(f"SegmentationPredictionWriter: wrote {what} of {self.written} images under "
-                       f"{self.output_dir.resolve()}")
+        self.videos.close()
+        if self.videos.written:
+            rank_zero_info(f"SegmentationPredictionWriter: {self.videos.summary()} in {self.output_dir.resolve()}")
+        if self.written or not self.videos.written:
+            what = "masks and overlays" if self.overlays else "masks"
+            rank_zero_info(f"SegmentationPredictionWriter: wrote {what} of {self.written} images under "
+                           f"{self.output_dir.resolve()}")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.videos.close()  # the frames predicted before the error stay a playable video and valid JSON
