@@ -24,6 +24,7 @@ from ...backbone.settings import BackboneSettings
 from ...heads.deeplab import label_map, upsample_logits
 from ...models.deeplab import deeplabv3_mobilenet_v2
 from ..base import BaseTask
+from ..datamodule import dataset_value
 from ..optim import Optimization
 from .evaluation import SegmentationEvaluation, SegmentationEvaluator
 from .loss import SegmentationLoss, SegmentationLossSettings
@@ -95,9 +96,15 @@ class SegmentationTask(BaseTask):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # checks num_classes against the data
-        datamodule = getattr(self.trainer, "datamodule", None)
-        names = getattr(datamodule, "class_names", None)
-        self.class_names = list(names) if names is not None and len(names) == self.num_classes else None
+        names = dataset_value(getattr(self.trainer, "datamodule", None), "class_names")
+        self.class_names = [str(n) for n in names] if names is not None and len(names) == self.num_classes else None
+
+    # The class names travel in the checkpoint: predict and export name the classes without the dataset.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["class_names"] = self.class_names
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.class_names = self.class_names or checkpoint.get("class_names")  # the data module's names win
 
     # ---------------------------------------------------------------- inference
 

@@ -156,6 +156,16 @@ def test_unreachable_torchvision_weights_name_the_option_and_the_fix(tmp_path: P
     assert "Union" not in message
 
 
+def test_segmentation_checkpoint_names_its_classes(in_seg_run: Path) -> None:
+    """The class names travel in the checkpoint, so a task loaded without its data (predict, export) names them."""
+    from mobilenetv2_dense.tasks.segmentation import ShapesVOCDataModule
+    from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
+
+    checkpoint = torch.load(in_seg_run, weights_only=True)
+    assert checkpoint["class_names"] == list(ShapesVOCDataModule.class_names)
+    assert SegmentationTask.load_from_checkpoint(in_seg_run).class_names == checkpoint["class_names"]
+
+
 # ---------------------------------------------------------------------------------- predict with a checkpoint
 def test_detection_predict_needs_only_the_checkpoint(shapes_coco: Path, tmp_path: Path, monkeypatch) -> None:
     """COCO config, no COCO on this machine: names and category ids come from the checkpoint."""
