@@ -28,7 +28,7 @@ import albumentations as A
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -75,6 +75,17 @@ def detection_predict_sample(transform: Transform) -> PredictSample:
 def segmentation_predict_sample(transform: A.Compose) -> PredictSample:
     """The segmentation contract's predict item: ``(image (3, H, W), path)`` (``predict_collate`` batches it)."""
     return partial(_segmentation_sample, transform)
+
+
+def stream_video_predictions(trainer: L.Trainer) -> None:
+    """For a prediction writer's ``on_predict_start``: when ``predict`` reads a video, stop the trainer from also
+    returning every frame's prediction (``return_predictions``), which would hold a whole video of masks in memory;
+    the writer has written each frame by then."""
+    loop = trainer.predict_loop
+    if isinstance(dataset_value(trainer.datamodule, "predict_dataset"), VideoFrames) and loop.return_predictions:
+        loop.return_predictions = False
+        rank_zero_info("predict reads a video: each frame's prediction goes to the prediction writer's files and is "
+                       "not also returned (return_predictions=False), so memory does not grow with its length")
 
 
 class BaseDataModule(L.LightningDataModule):

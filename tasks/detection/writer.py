@@ -17,7 +17,7 @@ from ...datasets.images import read_rgb
 from ...datasets.video import batch_frames
 from ...pictures.detection import draw_detections, save_image
 from ...pictures.video import VideoPredictions
-from ..datamodule import dataset_value
+from ..datamodule import dataset_value, stream_video_predictions
 from ..distributed import gather_per_image
 from .evaluation import array_to_results, detections_to_array
 
@@ -65,6 +65,7 @@ class DetectionPredictionWriter(BasePredictionWriter):
         self._arrays, self._files, self._drawn = [], {}, 0
         self._coco_ids = _val_image_ids(trainer.datamodule)
         self.videos = VideoPredictions(self.output_dir)
+        stream_video_predictions(trainer)
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: list[dict[str, Any]],
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:

@@ -20,7 +20,7 @@ from ...datasets.images import read_rgb
 from ...datasets.video import batch_frames
 from ...pictures.segmentation import overlay_mask, save_index_png, save_overlay
 from ...pictures.video import VideoPredictions, class_pixels
-from ..datamodule import dataset_value
+from ..datamodule import dataset_value, stream_video_predictions
 
 
 class SegmentationPredictionWriter(BasePredictionWriter):
@@ -61,6 +61,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         self.videos = VideoPredictions(self.output_dir)
         names = getattr(pl_module, "class_names", None) or dataset_value(trainer.datamodule, "class_names")
         self.class_names = list(names) if names else None
+        stream_video_predictions(trainer)
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Sequence[Tensor],
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
