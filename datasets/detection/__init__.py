@@ -5,7 +5,6 @@ from .coco import COCODetection, load_coco
 from .dataset import (
     DetectionDataset,
     DetectionIndex,
-    ImageFolderDetection,
     build_index,
     detection_collate,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "DetectionDataset",
     "DetectionIndex",
     "DetectionTransform",
-    "ImageFolderDetection",
     "MinIoURandomCrop",
     "VOCAnnotation",
     "VOCDetection",

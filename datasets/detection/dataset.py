@@ -16,7 +16,6 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -190,32 +189,6 @@ class DetectionDataset(Dataset):
             return image, {"boxes": torch.from_numpy(boxes.copy()), "labels": torch.from_numpy(labels.copy()), **target}
         image, boxes, labels = self.transform(image, boxes, labels)
         return image, {"boxes": boxes, "labels": labels, **target}
-
-
-class ImageFolderDetection(DetectionDataset):
-    """Every image in ``folder`` (sorted, no boxes) for prediction; targets add ``path`` (str) to each dict."""
-
-    def __init__(self, folder: str | Path, *, transform: Transform | None = None, strict: bool = False) -> None:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"predict_images: folder {str(folder)!r} not found; pass a folder of images")
-        files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise FileNotFoundError(f"predict_images: no {'/'.join(IMAGE_SUFFIXES)} files in {str(folder)!r}")
-        report = DatasetReport(f"images in {folder}")
-        none = np.zeros(0, dtype=np.int64)
-        index = build_index(report, files=files, image_ids=np.arange(len(files)),
-                            listed_sizes=np.zeros((len(files), 2)), box_image=none, boxes=np.zeros((0, 4)),
-                            labels=none, ignore=none.astype(bool),
-                            box_names=np.zeros(0, dtype=str))
-        report.counts = {k: report.counts[k] for k in ("images", "images kept")}  # there are no boxes to count
-        report.finish(strict, fix="Remove or replace the files named above.")
-        super().__init__(index, transform=transform)
-
-    def sample(self, j: int, image: np.ndarray) -> tuple[Tensor | np.ndarray, dict]:
-        image, target = super().sample(j, image)
-        target["path"] = str(self.index.files[j])
-        return image, target
 
 
 def detection_collate(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, list[dict]]:

@@ -12,7 +12,6 @@ from .cityscapes import (
 )
 from .classes import ClassTable, class_table, read_class_file
 from .dataset import (
-    ImageFolderPredictDataset,
     SegmentationDataset,
     predict_collate,
     segmentation_collate,
@@ -38,7 +37,6 @@ __all__ = [
     "CITYSCAPES_LABEL_TO_TRAIN_ID",
     "IGNORE_INDEX",
     "ClassTable",
-    "ImageFolderPredictDataset",
     "MaskDecoder",
     "MaskError",
     "SHAPES_CLASSES",

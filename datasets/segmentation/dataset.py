@@ -9,16 +9,14 @@ top-left ``(h, w)`` crop), so neither scores nor predictions depend on which ima
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import albumentations as A
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..checks import DatasetReport
-from ..images import image_problem, load_or_replace, read_rgb
+from ..images import load_or_replace, read_rgb
 from .voc import IGNORE_INDEX, MaskReader, Sample, check_samples, read_mask
 
 _FIX = "Remove or replace these files, or pass strict=False to skip them."
@@ -92,32 +90,3 @@ class SegmentationDataset(Dataset):
         image, (mask, _) = read_rgb(sample.image), self.read_mask(sample.mask)
         out = self.transform(image=image, mask=mask)
         return out["image"], out["mask"].long()
-
-
-class ImageFolderPredictDataset(Dataset):
-    """Every image under ``folder`` (sorted, recursive) as ``(image (3, H, W) float, path)`` for ``predict``."""
-
-    def __init__(self, folder: str | Path, transform: A.Compose) -> None:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"predict_images folder {str(folder)!r} does not exist; set data.predict_images")
-        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
-        report = DatasetReport(f"predict images {folder}")
-        self.paths = []
-        for path in paths:
-            problem = image_problem(path)
-            if problem:
-                report.add(f"{problem.split(' ')[0]} images", str(path), problem)
-            else:
-                self.paths.append(str(path))
-        report.counts = {"images kept": len(self.paths)}
-        report.finish(strict=False)
-        if not self.paths:
-            raise ValueError(f"no usable images ({', '.join(IMG_EXTENSIONS)}) under {str(folder)!r}")
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, str]:
-        return self.transform(image=read_rgb(self.paths[index]))["image"], self.paths[index]
