@@ -1,5 +1,5 @@
-"""Segmentation pictures: masks in the VOC palette, overlays on the image, and what ``validate`` / ``test`` write
-next to the per-class IoU table."""
+"""Segmentation pictures: masks as palette PNGs (the data's class colours, VOC's by default), overlays on the
+image, and what ``validate`` / ``test`` write next to the per-class IoU table."""
 
 from __future__ import annotations
 
@@ -31,24 +31,26 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5,
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def save_index_png(mask: np.ndarray | Tensor, path: str | Path) -> Path:
-    """Save ``(H, W)`` class indices as a palette-mode PNG with the VOC palette (the VOC submission format)."""
+def save_index_png(mask: np.ndarray | Tensor, path: str | Path, palette: np.ndarray | None = None) -> Path:
+    """Save ``(H, W)`` class indices as a palette-mode PNG: the data's ``(256, 3)`` uint8 ``palette``, by default the
+    VOC palette (the VOC submission format)."""
     if isinstance(mask, Tensor):
         mask = mask.cpu().numpy()
     if mask.ndim != 2 or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
         raise ValueError(f"save_index_png({str(path)!r}): expected (H, W) indices in 0..255, got shape "
                          f"{mask.shape} with values {mask.min(initial=0)}..{mask.max(initial=0)}")
-    return save_palette_png(mask.astype(np.uint8), path)
+    return save_palette_png(mask.astype(np.uint8), path, palette)
 
 
-def save_overlay(image: np.ndarray, mask: np.ndarray | Tensor, path: str | Path, *, alpha: float = 0.5) -> Path:
+def save_overlay(image: np.ndarray, mask: np.ndarray | Tensor, path: str | Path, *, alpha: float = 0.5,
+                 palette: np.ndarray | None = None) -> Path:
     """Write :func:`overlay_mask` of ``image`` and ``mask`` to ``path`` (JPEG or PNG, from the suffix)."""
     if isinstance(mask, Tensor):
         mask = mask.cpu().numpy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay_mask(image, mask, alpha=alpha)).save(path, **({"quality": 92} if path.suffix.lower()
-                                                                          in (".jpg", ".jpeg") else {}))
+    options = {"quality": 92} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    Image.fromarray(overlay_mask(image, mask, alpha=alpha, palette=palette)).save(path, **options)
     return path
 
 

@@ -109,11 +109,12 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, bool]:
         raise MaskError(f"cannot read mask {str(path)!r}: {type(error).__name__}: {error}") from error
 
 
-def save_palette_png(labels: np.ndarray, path: str | Path) -> Path:
-    """Write ``(H, W)`` uint8 labels as a VOC palette PNG (mode ``P``, the VOC colour map), the format of VOC's
-    ``SegmentationClass`` masks and of its evaluation server; the folder is made if missing. Returns ``path``."""
+def save_palette_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | None = None) -> Path:
+    """Write ``(H, W)`` uint8 labels as a palette PNG (mode ``P``; ``palette`` ``(256, 3)`` uint8, by default the VOC
+    colour map: the format of VOC's ``SegmentationClass`` masks and of its evaluation server); the folder is made if
+    missing. Returns ``path``."""
     image = Image.fromarray(labels, mode="P")
-    image.putpalette(VOC_PALETTE.ravel().tolist())
+    image.putpalette((VOC_PALETTE if palette is None else palette).ravel().tolist())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)

@@ -282,6 +282,17 @@ class SegmentationFolderDataModule(SegmentationFilesDataModule):
     def class_names(self) -> tuple[str, ...]:
         return self.class_table.names
 
+    @property
+    def palette(self) -> np.ndarray:
+        """``(256, 3)`` uint8 colours of predicted masks and overlays: the classes' own colours where the data has
+        colour masks, the VOC colour map elsewhere (and for the void label)."""
+        colours = self.class_table.colours
+        if colours is None:
+            return VOC_PALETTE
+        palette = VOC_PALETTE.copy()
+        palette[: len(colours)] = np.asarray(colours, dtype=np.uint8)
+        return palette
+
     @cached_property
     def decoder(self) -> MaskDecoder:
         table = self.class_table

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
@@ -55,12 +56,15 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         self.written = 0
         self.videos = VideoPredictions(self.output_dir)
         self.class_names: list[str] | None = None
+        self.palette: np.ndarray | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.written = 0
         self.videos = VideoPredictions(self.output_dir)
         names = getattr(pl_module, "class_names", None) or dataset_value(trainer.datamodule, "class_names")
         self.class_names = list(names) if names else None
+        # The data's own class colours where it has them (colour masks), else the VOC palette.
+        self.palette = dataset_value(trainer.datamodule, "palette")
         stream_video_predictions(trainer)
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Sequence[Tensor],
@@ -74,13 +78,14 @@ class SegmentationPredictionWriter(BasePredictionWriter):
             stem = Path(path).stem
             mask = mask.cpu().numpy()
             if frames is not None:
-                picture = overlay_mask(frames[i].image, mask, alpha=self.alpha) if self.overlays else None
+                picture = (overlay_mask(frames[i].image, mask, alpha=self.alpha, palette=self.palette)
+                           if self.overlays else None)
                 self.videos.add(frames[i], picture, {"pixels": class_pixels(mask, self.class_names)})
                 continue
-            save_index_png(mask, self.output_dir / "masks" / f"{stem}.png")
+            save_index_png(mask, self.output_dir / "masks" / f"{stem}.png", self.palette)
             if self.overlays:
                 save_overlay(read_rgb(path), mask, self.output_dir / "overlays" / f"{stem}.{self.overlay_format}",
-                             alpha=self.alpha)
+                             alpha=self.alpha, palette=self.palette)
             self.written += 1
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

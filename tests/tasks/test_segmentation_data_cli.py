@@ -101,6 +101,8 @@ def test_predict_writes_a_mask_per_image_at_its_size(run, monkeypatch):
         with Image.open(out / "masks" / f"{image.stem}.png") as mask, Image.open(image) as original:
             assert mask.size == original.size
             assert np.asarray(mask).max() < len(run["names"])
+            if run["name"] == "folder":  # colour masks: the predictions are drawn in the data's own colours
+                assert mask.getpalette()[: 3 * len(FOLDER_COLOURS)] == [v for c in FOLDER_COLOURS for v in c]
 
 
 def test_export_sidecar_takes_the_data_class_names(run):
