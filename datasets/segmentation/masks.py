@@ -126,9 +126,11 @@ class MaskDecoder:
         """``(H, W, 3)`` colours -> train labels through the colour table; raises :class:`MaskError` naming the file
         and the colours not in the table (or that there is no table)."""
         if self.colours is None:
-            raise MaskError(f"mask {str(path)!r} is an RGB image, but no colour table is given: give the colour of "
-                            "each class (data.init_args.colors, or colors: in the classes YAML), or save the masks as "
-                            "palette / grayscale PNGs of class indices", kind="RGB masks without a colour table")
+            raise MaskError(f"mask {str(path)!r} is an RGB image, but this dataset reads masks of class indices: "
+                            "save it as a palette / grayscale PNG of indices (Cityscapes: the *_labelIds.png files; "
+                            "ADE20K: the annotations/*.png files), or read colour masks with "
+                            "SegmentationFolderDataModule and each class's colour (data.init_args.colors, or colors: "
+                            "in the classes YAML)", kind="RGB masks without a colour table")
         codes = colour_codes(rgb)
         # A sorted search over the few table colours: one vectorised pass over the pixels, no per-colour loop.
         position = np.searchsorted(self.colours, codes).clip(max=len(self.colours) - 1)
