@@ -126,8 +126,9 @@ class MaskDecoder:
         """``(H, W, 3)`` colours -> train labels through the colour table; raises :class:`MaskError` naming the file
         and the colours not in the table (or that there is no table)."""
         if self.colours is None:
-            raise MaskError(f"mask {str(path)!r} is an RGB image, but this dataset reads masks of class indices: "
-                            "save it as a palette / grayscale PNG of indices (Cityscapes: the *_labelIds.png files; "
+            raise MaskError(f"mask {str(path)!r} is an RGB image, but no colour table is given: this dataset reads "
+                            "masks of class indices: save it as a palette / grayscale PNG of indices (Cityscapes: the "
+                            "*_labelIds.png files; "
                             "ADE20K: the annotations/*.png files), or read colour masks with "
                             "SegmentationFolderDataModule and each class's colour (data.init_args.colors, or colors: "
                             "in the classes YAML)", kind="RGB masks without a colour table")
