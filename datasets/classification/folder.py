@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import albumentations as A
@@ -18,16 +19,27 @@ class ImageFolderDataset(Dataset):
     Unusable images (missing, unreadable, truncated) are found at construction, reported in one summary and
     skipped (or raised with ``strict=True``); an image that still fails to decode later is replaced by the
     next sample with a warning (:func:`mobilenetv2_dense.datasets.images.load_or_replace`).
+
+    ``classes``: the label order to use, the training split's (``None``: this folder's class folders, sorted), so
+    a validation folder without some class keeps the training labels; a class folder not in it is an error.
     """
 
-    def __init__(self, root: str | Path, transform: A.Compose, *, strict: bool = False, check: bool = True) -> None:
+    def __init__(self, root: str | Path, transform: A.Compose, *, classes: Sequence[str] | None = None,
+                 strict: bool = False, check: bool = True) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {str(self.root)!r} does not exist; expected <root>/<class>/*.jpg")
-        self.classes, class_to_idx = find_classes(str(self.root))
+        found, _ = find_classes(str(self.root))
+        self.classes = list(found if classes is None else classes)
+        unknown = sorted(set(found) - set(self.classes))
+        if unknown:
+            raise ValueError(f"ImageFolderDataset: {str(self.root)!r} has class folders {unknown} that the training "
+                             f"split has not ({len(self.classes)} classes); give every split the training split's "
+                             "class folders")
+        class_to_idx = {name: label for label, name in enumerate(self.classes)}
         report = DatasetReport(f"image folder {self.root}")
         samples = []
-        for name in self.classes:
+        for name in found:
             for path in sorted((self.root / name).iterdir()):
                 if path.suffix.lower() not in IMG_EXTENSIONS:
                     continue

@@ -57,7 +57,7 @@ class ImageFolderDataModule(BaseDataModule):
         make = lambda split, train: ImageFolderDataset(  # noqa: E731
             self.root / split, classification_transforms(self.image_size, train=train, crop_scale=self.crop_scale,
                                                     mean=self.mean, std=self.std),
-            strict=self.strict, check=self.check_images)
+            classes=self.class_names, strict=self.strict, check=self.check_images)  # the training split's labels
         if stage == "fit" and self.train_dataset is None:
             self.train_dataset = make("train", True)
         if self.val_dataset is None:
