@@ -3,7 +3,9 @@
 - :mod:`.cli`: the LightningCLI (``fit``, ``validate``, ``test``, ``predict``; ``train_task.py``);
 - :mod:`.export`: a checkpoint to ONNX or ExecuTorch, with :mod:`.parity` (deployed against eager on real data);
 - :mod:`.anchors`: a detection config's anchors fitted to its training boxes;
-- :mod:`.plot`: the training curves of a run folder.
+- :mod:`.plot`: the training curves of a run folder;
+- :mod:`.convert`: a detection config's data written as YOLO, COCO or VOC files;
+- :mod:`.benchmark`: a checkpoint in every deploy format, its metric and latency in one table.
 """
 
 if __name__ != "mobilenetv2_dense.commands":  # `import commands` from a checkout would load a second copy

@@ -1,10 +1,11 @@
 """``mobilenetv2-dense`` / ``python -m mobilenetv2_dense``: the LightningCLI of ``train_task.py`` (``fit``,
-``validate``, ``test``, ``predict``), plus four commands of their own:
+``validate``, ``test``, ``predict``), plus five commands of their own:
 
 - ``export``: a checkpoint to ONNX or ExecuTorch (``commands/export.py``, also ``python export.py``);
 - ``plot RUN_DIR``: the training curves of a run folder (``commands/plot.py``);
 - ``anchors``: fits a detection config's anchors to its training boxes (``commands/anchors.py``);
-- ``convert``: writes a detection config's data as YOLO, COCO or VOC files (``commands/convert.py``).
+- ``convert``: writes a detection config's data as YOLO, COCO or VOC files (``commands/convert.py``);
+- ``benchmark``: a checkpoint in every deploy format, its metric and latency in one table (``commands/benchmark.py``).
 """
 
 import importlib
@@ -16,6 +17,7 @@ COMMANDS = {
     "plot": "mobilenetv2_dense.commands.plot",
     "anchors": "mobilenetv2_dense.commands.anchors",
     "convert": "mobilenetv2_dense.commands.convert",
+    "benchmark": "mobilenetv2_dense.commands.benchmark",
 }
 
 
