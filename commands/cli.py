@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..backbone.weights import WeightsDownloadError
 from ..pictures.curves import TrainingCurves
-from ..tasks.checkpointing import ResumableTraining
+from ..tasks.checkpointing import ResumableTraining, slurm_resume_checkpoint
 
 _CONFIG_OPTIONS = ("-c", "--config")
 
@@ -164,6 +165,7 @@ class TaskCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
+        self._resume_slurm_job(subcommand)
         ckpt_path = self.config[subcommand].get("ckpt_path")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
@@ -190,6 +192,27 @@ class TaskCLI(LightningCLI):
             rank_zero_info(f"model.init_args.backbone.weights={backbone.weights!r} is not loaded: "
                            f"{ckpt_path} holds the trained weights")
             backbone["weights"] = None
+
+    def _resume_slurm_job(self, subcommand: str) -> None:
+        """In a SLURM job, a command without ``--ckpt_path`` gets the job's newest ``hpc_ckpt_<N>.ckpt`` as one
+        (``tasks/checkpointing.py``): Lightning would load that file anyway, but into a model built from the config
+        alone; given here, the model's arguments come from it as from any ``--ckpt_path``, and the log names it."""
+        config = self.config[subcommand]
+        if "ckpt_path" not in config or config.get("ckpt_path") is not None:
+            return
+        trainer = config.get("trainer")
+        path = slurm_resume_checkpoint(trainer.get("default_root_dir") if trainer is not None else None)
+        if path is None:
+            return
+        state = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+        verb = "resumes from" if subcommand == "fit" else "loads"
+        rank_zero_info(f"SLURM job {os.environ.get('SLURM_JOB_ID')}: {subcommand} {verb} {path} (epoch "
+                       f"{state.get('epoch')}, step {state.get('global_step')}), the newest hpc_ckpt_<N>.ckpt in "
+                       "trainer.default_root_dir (saved on the requeue signal or SIGTERM); to start afresh instead, "
+                       "give another trainer.default_root_dir or remove those files")
+        config["ckpt_path"] = str(path)
+        if self._args is not None:  # parsed again below: as if typed
+            self._args += ["--ckpt_path", str(path)]
 
     def instantiate_classes(self) -> None:
         try:

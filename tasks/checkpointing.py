@@ -8,7 +8,17 @@ changes:
   exits with status 0 and saves nothing, so a preempted run looks finished and loses everything since the last
   checkpoint. Here the exception saves ``last.ckpt`` beside the other checkpoints and the exit status becomes
   143 (128 + SIGTERM, the shell's code for "killed by SIGTERM"), so schedulers and scripts see an unfinished run.
-  (Under SLURM with auto-requeue Lightning also saves ``hpc_ckpt_*.ckpt`` on the requeue signal, SIGUSR1.)
+- SLURM (a job Lightning detects: ``SLURM_NTASKS`` set, job name not ``bash`` / ``interactive``): on the requeue
+  signal (SIGUSR1, sent ``--signal=SIGUSR1@<seconds>`` before the time limit) Lightning saves
+  ``<default_root_dir>/hpc_ckpt_<N>.ckpt`` (``N`` one above the highest there), runs ``scontrol requeue <job id>``
+  and trains on until SLURM ends the job with SIGTERM, as it does at the time limit, on ``scancel`` and on
+  preemption. Lightning's SIGTERM handler under SLURM only adds a log line to the flag above, and the
+  ``SIGTERMException`` is what this module handles, so both work: SIGTERM saves ``last.ckpt`` and, in a SLURM job,
+  the same state as the next ``hpc_ckpt_<N>.ckpt``. The requeued job logs to a new version folder (away from the
+  old ``last.ckpt``) and loads the highest ``N``, which is therefore always the newest state.
+  :func:`slurm_resume_checkpoint` names that file; the CLI (``commands/cli.py``) passes it as ``--ckpt_path`` and
+  logs it, so the model's arguments come from it as well (fitted anchors, options typed at the first start):
+  Lightning alone loads it into a model built from the config only.
 - ``last.ckpt``: ``ModelCheckpoint(monitor=..., save_last=True)`` writes it only at the steps where it writes a
   best-k file, i.e. in epochs where the metric improved (and validation ran): after a plateau, "last" was the
   best epoch's state, and resuming replayed the epochs since. It is now also written at the end of every epoch
@@ -32,6 +42,7 @@ import atexit
 import multiprocessing
 import os
 import random
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -40,6 +51,7 @@ import lightning as L
 import numpy as np
 import torch
 from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -47,6 +59,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
+HPC_CHECKPOINT = re.compile(r"hpc_ckpt_(\d+)\.ckpt")  # Lightning's SLURM checkpoint names
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -107,6 +120,27 @@ def last_checkpoint_path(trainer: L.Trainer) -> str:
     return os.path.join(folder or os.path.join(trainer.default_root_dir, "checkpoints"), "last.ckpt")
 
 
+def hpc_checkpoints(folder: str | Path) -> dict[int, Path]:
+    """Lightning's SLURM checkpoints ``hpc_ckpt_<N>.ckpt`` in ``folder`` by ``N`` (none for a missing folder; a
+    ``.part`` file left by a kill during a write is not one)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    found = (HPC_CHECKPOINT.fullmatch(path.name) for path in folder.iterdir())
+    return {int(match[1]): folder / match[0] for match in found if match}
+
+
+def slurm_resume_checkpoint(default_root_dir: str | Path | None) -> Path | None:
+    """The checkpoint a command started in a SLURM job without ``ckpt_path`` loads: the highest
+    ``hpc_ckpt_<N>.ckpt`` in ``default_root_dir`` (the working directory when ``None``), Lightning's own rule.
+    ``None`` outside a SLURM job (``SLURMEnvironment.detect()``: ``SLURM_NTASKS`` set, job name not ``bash`` or
+    ``interactive``) or without one."""
+    if not SLURMEnvironment.detect():
+        return None
+    found = hpc_checkpoints(os.path.expanduser(default_root_dir or os.getcwd()))
+    return found[max(found)] if found else None
+
+
 class ResumableTraining(Callback):
     """``last.ckpt`` at every epoch end and on SIGTERM (then exit status 143), atomic checkpoint writes, RNG
     states in every checkpoint.
@@ -141,6 +175,14 @@ class ResumableTraining(Callback):
             trainer.save_checkpoint(path)
             rank_zero_info(f"SIGTERM: saved {path} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
                            f"resume with: fit --config <the same config> --ckpt_path {path}")
+            if SLURMEnvironment.detect():
+                # The requeued job logs to a new version folder and looks for hpc_ckpt_<N>.ckpt only: this state,
+                # the newest, gets the highest N (also above the one Lightning saved on SIGUSR1 steps ago).
+                numbers = hpc_checkpoints(trainer.default_root_dir)
+                hpc = os.path.join(trainer.default_root_dir, f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt")
+                trainer.save_checkpoint(hpc)
+                rank_zero_info(f"SIGTERM in SLURM job {os.environ.get('SLURM_JOB_ID')}: saved the same state as "
+                               f"{hpc}, which the requeued job (the same command) resumes from")
         exception.code = EXIT_SIGTERM
         atexit.register(_kill_loader_workers)  # runs before multiprocessing's own exit handler (atexit is LIFO)
 
