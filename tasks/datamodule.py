@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..datasets.detection.dataset import Transform
-from ..datasets.images import IMAGENET_MEAN, IMAGENET_STD, predict_dataset
+from ..datasets.images import IMAGENET_MEAN, IMAGENET_STD, PREDICT_MAX_PIXELS, predict_dataset
 from ..datasets.seeding import seeded_loader
 from ..datasets.video import FrameCollate, PredictSample, VideoFrames
 
@@ -115,12 +115,13 @@ class BaseDataModule(L.LightningDataModule):
     def __init__(self, *, batch_size: int = 32, val_batch_size: int | None = None, num_workers: int = 4,
                  pin_memory: bool | None = None, persistent_workers: bool = False,
                  mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD,
-                 strict: bool = False) -> None:
+                 strict: bool = False, predict_max_pixels: int | None = PREDICT_MAX_PIXELS) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.val_batch_size = batch_size if val_batch_size is None else val_batch_size
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
         self.mean, self.std, self.strict = tuple(mean), tuple(std), strict
+        self.predict_max_pixels = predict_max_pixels
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.predict_dataset: Dataset | None = None
@@ -142,13 +143,14 @@ class BaseDataModule(L.LightningDataModule):
 
     def predict_images_dataset(self, source: str | None, sample: PredictSample) -> Dataset:
         """The ``predict`` dataset of ``source`` (the ``predict_images`` option: a folder, an image file, a glob or
-        video files), items built by ``sample`` (:func:`detection_predict_sample`, :func:`segmentation_predict_sample`);
-        see :func:`mobilenetv2_dense.datasets.images.predict_dataset`. A video's frames are one ordered stream, so a
+        video files), items built by ``sample`` (:func:`detection_predict_sample`, :func:`segmentation_predict_sample`)
+        from each image at its working size (``predict_max_pixels``); see
+        :func:`mobilenetv2_dense.datasets.images.predict_dataset`. A video's frames are one ordered stream, so a
         run on several devices is refused for them."""
         if source is None:
             raise ValueError(f"{type(self).__name__}: predict needs predict_images: a folder of images, an image "
                              "file, a glob such as 'photos/*.jpg' or a video file")
-        dataset = predict_dataset(source, sample, strict=self.strict)
+        dataset = predict_dataset(source, sample, strict=self.strict, max_pixels=self.predict_max_pixels)
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if isinstance(dataset, VideoFrames) and world_size > 1:
             raise ValueError(f"{type(self).__name__}: predict_images={source!r} is video, whose frames one process "

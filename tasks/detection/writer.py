@@ -13,23 +13,26 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from ...datasets.images import read_rgb
 from ...datasets.video import batch_frames
 from ...pictures.detection import draw_detections, save_image
 from ...pictures.video import VideoPredictions
 from ..datamodule import dataset_value, stream_video_predictions
 from ..distributed import gather_per_image
+from ..predicted_images import to_displayed, working_image
 from .evaluation import array_to_results, detections_to_array
 
 
 class DetectionPredictionWriter(BasePredictionWriter):
     """Writes what ``predict`` finds: one picture per image with its boxes, and ``predictions.json``.
 
-    Expects ``DetectionTask.predict_step``'s output: per image a dict with ``boxes (D, 4)`` xyxy in original
-    pixels, ``scores``, ``labels`` in 1..K, ``path`` (the image file) and ``image_id``. The JSON is a COCO results
-    list (category ids mapped back through ``datamodule.label_to_cat_id``, ``file_name`` added) that
-    ``COCO.loadRes`` reads; under DDP rank 0 writes it for all ranks. Images that belong to the datamodule's val
-    images (same file) get their COCO image ids, other images their index in the predict folder.
+    Expects ``DetectionTask.predict_step``'s output: per image a dict with ``boxes (D, 4)`` xyxy in the pixels of
+    the image as read (``orig_size``), ``scores``, ``labels`` in 1..K, ``path`` (the image file) and ``image_id``.
+    The JSON is a COCO results list in the displayed image's pixels (EXIF orientation applied; an image read scaled
+    down to ``predict_max_pixels`` has its boxes scaled back, :mod:`mobilenetv2_dense.tasks.predicted_images`),
+    category ids mapped back through ``datamodule.label_to_cat_id``, ``file_name`` added, that ``COCO.loadRes``
+    reads; under DDP rank 0 writes it for all ranks. Images that belong to the datamodule's val images (same file)
+    get their COCO image ids, other images their index in the predict folder. Pictures are drawn on the image as
+    read (the full image, or the scaled-down copy of one over ``predict_max_pixels``).
 
     For video frames (``predict_images`` names video files) it writes, per video, ``<stem>.mp4`` (the frames with
     their boxes, at the source's frame rate and size) and ``<stem>.frames.json``: per frame ``frame``, ``time``
@@ -78,20 +81,26 @@ class DetectionPredictionWriter(BasePredictionWriter):
             return
         # Files of the val set keep their COCO image ids, so the JSON evaluates against val_coco directly.
         image_ids = [self._coco_ids.get(str(Path(p["path"]).resolve()), int(p["image_id"])) for p in prediction]
-        self._arrays.append(detections_to_array(prediction, image_ids, label_to_cat_id))
-        for pred, image_id in zip(prediction, image_ids):
+        displayed = [to_displayed(p) for p in prediction]  # the files in the displayed image's pixels
+        self._arrays.append(detections_to_array(displayed, image_ids, label_to_cat_id))
+        for pred, image_id, shown in zip(prediction, image_ids, displayed):
             self._files[image_id] = str(pred["path"])
+            self.write_image_files(shown)
             if self.max_images is not None and self._drawn >= self.max_images:
                 continue
             save_image(self.picture(pred, class_names),
                        self.output_dir / f"{Path(pred['path']).stem}.{self.image_format}")
             self._drawn += 1
 
+    def write_image_files(self, prediction: dict[str, Any]) -> None:
+        """Files of one image beside its picture and its ``predictions.json`` entries, from its prediction in the
+        displayed image's pixels: none here (the joint writer's masks)."""
+
     def picture(self, prediction: dict[str, Any], class_names: list[str] | None,
                 image: np.ndarray | None = None) -> Tensor:
         """One image's picture, ``(3, H, W)`` uint8: its boxes from ``score_thresh`` up, drawn on ``image`` (a video
-        frame, ``(H, W, 3)`` uint8 RGB), else on the image file read again."""
-        image = read_rgb(prediction["path"]) if image is None else image
+        frame, ``(H, W, 3)`` uint8 RGB), else on the image file read again at the size predict read it."""
+        image = working_image(prediction["path"], prediction["orig_size"]) if image is None else image
         return draw_detections(image, prediction["boxes"], prediction["labels"], prediction["scores"],
                                class_names=class_names, score_thresh=self.score_thresh)
 

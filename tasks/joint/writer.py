@@ -10,19 +10,19 @@ import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 
-from ...datasets.images import read_rgb
-from ...datasets.video import batch_frames
 from ...pictures.detection import draw_detections
 from ...pictures.segmentation import overlay_mask, save_index_png
 from ...pictures.video import class_pixels
 from ..detection.writer import DetectionPredictionWriter
+from ..predicted_images import working_image
 
 
 class JointPredictionWriter(DetectionPredictionWriter):
     """:class:`~mobilenetv2_dense.tasks.detection.writer.DetectionPredictionWriter` for ``JointTask.predict_step``:
     ``predictions.json`` (COCO results) as the detector's, one picture per image with the boxes drawn over the
-    predicted mask's colours (VOC palette), and ``masks/<image stem>.png``, palette index PNGs at the original size
-    (the VOC format) for every image. For a video: ``<stem>.mp4`` with boxes and colours drawn on every frame, and
+    predicted mask's colours (VOC palette), and ``masks/<image stem>.png``, palette index PNGs of the displayed
+    image's size (the VOC format; the mask of an image read scaled down to ``predict_max_pixels`` is resized back by
+    nearest neighbour) for every image. For a video: ``<stem>.mp4`` with boxes and colours drawn on every frame, and
     ``<stem>.frames.json`` with the detector's ``detections`` and ``pixels`` (``{class name: pixels}`` of the
     classes in the frame's mask) per frame; no PNG per frame. Arguments as the detection writer's."""
 
@@ -32,17 +32,12 @@ class JointPredictionWriter(DetectionPredictionWriter):
         super().on_predict_start(trainer, pl_module)
         self.seg_class_names = getattr(pl_module, "seg_class_names", None)
 
-    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: list[dict[str, Any]],
-                           batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
-        super().write_on_batch_end(trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx)
-        if batch_frames(batch) is not None:
-            return
-        for pred in prediction:
-            save_index_png(pred["mask"], self.output_dir / "masks" / f"{Path(pred['path']).stem}.png")
+    def write_image_files(self, prediction: dict[str, Any]) -> None:
+        save_index_png(prediction["mask"], self.output_dir / "masks" / f"{Path(prediction['path']).stem}.png")
 
     def picture(self, prediction: dict[str, Any], class_names: list[str] | None,
                 image: np.ndarray | None = None) -> Tensor:
-        image = read_rgb(prediction["path"]) if image is None else image
+        image = working_image(prediction["path"], prediction["orig_size"]) if image is None else image
         tinted = overlay_mask(image, np.asarray(prediction["mask"]))
         return draw_detections(tinted, prediction["boxes"], prediction["labels"], prediction["scores"],
                                class_names=class_names, score_thresh=self.score_thresh)

@@ -17,20 +17,24 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from ...datasets.images import read_rgb
+from ...datasets.images import displayed_size
 from ...datasets.video import batch_frames
 from ...pictures.segmentation import overlay_mask, save_index_png, save_overlay
 from ...pictures.video import VideoPredictions, class_pixels
 from ..datamodule import dataset_value, stream_video_predictions
+from ..predicted_images import mask_to_size, working_image
 
 
 class SegmentationPredictionWriter(BasePredictionWriter):
     """Writes, during ``predict``, ``<output_dir>/masks/<image stem>.png`` (palette index PNGs, VOC format) and
     ``<output_dir>/overlays/<image stem>.<overlay_format>`` (colours blended on the original image).
 
-    Expects ``predict_step`` to return a list of ``(h, w)`` index masks at each image's original size, and
-    the predict batch to carry ``"paths"`` (the contract of :mod:`mobilenetv2_dense.datasets.segmentation.dataset`).
-    Each DDP rank writes the images it predicted.
+    Expects ``predict_step`` to return a list of ``(h, w)`` index masks at each image's size as read, and the
+    predict batch to carry ``"paths"`` (the contract of :mod:`mobilenetv2_dense.datasets.segmentation.dataset`).
+    The index PNGs have the displayed image's size (EXIF orientation applied; the mask of an image read scaled down
+    to ``predict_max_pixels`` is resized back by nearest neighbour); overlays are drawn on the image as read (the
+    full image, or that scaled-down copy: an overlay of 108 Mpx would take gigabytes). Each DDP rank writes the
+    images it predicted.
 
     For video frames (``predict_images`` names video files) it writes, per video, ``<output_dir>/<stem>.mp4`` (the
     colour overlay on every frame, at the source's frame rate and size; not with ``overlays=False``) and
@@ -82,10 +86,12 @@ class SegmentationPredictionWriter(BasePredictionWriter):
                            if self.overlays else None)
                 self.videos.add(frames[i], picture, {"pixels": class_pixels(mask, self.class_names)})
                 continue
-            save_index_png(mask, self.output_dir / "masks" / f"{stem}.png", self.palette)
+            save_index_png(mask_to_size(mask, displayed_size(path)), self.output_dir / "masks" / f"{stem}.png",
+                           self.palette)
             if self.overlays:
-                save_overlay(read_rgb(path), mask, self.output_dir / "overlays" / f"{stem}.{self.overlay_format}",
-                             alpha=self.alpha, palette=self.palette)
+                save_overlay(working_image(path, mask.shape), mask,
+                             self.output_dir / "overlays" / f"{stem}.{self.overlay_format}", alpha=self.alpha,
+                             palette=self.palette)
             self.written += 1
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
