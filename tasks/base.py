@@ -14,6 +14,7 @@ from torch import Tensor
 from ..backbone.settings import BackboneSettings
 from ..deploy.backend import ExportedBackend, NetworkBackend, check_inference, inference_backend, is_exported
 from .datamodule import dataset_value
+from .nonfinite import NonFiniteGuard, check_checkpoint
 from .optim import Optimization, build_optimizer, build_scheduler
 
 # Set while load_from_checkpoint builds a task: its backbone weights come from the checkpoint, not backbone.weights.
@@ -34,6 +35,11 @@ class BaseTask(L.LightningModule):
             left), or the path of an ``.onnx`` / ``.pte`` file written by the export command, run by ONNX Runtime or
             ExecuTorch with the same data, metrics, pictures and files (an exported file computes no loss, and
             ``fit`` refuses it). A copy is built at the first batch of each run, from the weights the run evaluates.
+
+    A training batch whose loss or gradients are not finite is skipped, ``optimization.max_nonfinite_steps`` of them
+    in a row stop the run, and no checkpoint with a non-finite tensor is written (:mod:`mobilenetv2_dense.tasks.
+    nonfinite`): a subclass's ``training_step`` returns :meth:`skip_nonfinite`'s loss when there is one, and its
+    ``on_save_checkpoint`` calls this one.
     """
 
     task_name: str = ""  # the "task" of an exported file's sidecar this task can run
@@ -45,6 +51,7 @@ class BaseTask(L.LightningModule):
         self.channels_last = channels_last
         self.inference = check_inference(inference, type(self).__name__)
         self._backend: NetworkBackend | ExportedBackend | None = None
+        self.nonfinite = NonFiniteGuard(optimization.max_nonfinite_steps)
 
     def setup(self, stage: str) -> None:
         self._check_data_classes(stage)
@@ -53,6 +60,27 @@ class BaseTask(L.LightningModule):
                              "file, which cannot be trained; use it with validate, test or predict, or remove it")
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------------- non-finite losses and weights
+    def skip_nonfinite(self, losses: dict[str, Tensor]) -> Tensor | None:
+        """``None`` when every loss term is finite; else the batch is skipped and ``training_step`` returns this loss
+        (zero gradients, dropped before the optimiser step). Raises at too many in a row."""
+        return self.nonfinite.skip_loss(self, losses)
+
+    def on_train_start(self) -> None:
+        self.nonfinite.start()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.nonfinite.remember(self)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.nonfinite.check_gradients(self, optimizer)
+
+    def on_train_end(self) -> None:
+        self.nonfinite.report(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint(self, checkpoint)  # before Lightning writes the file
 
     def backend(self) -> NetworkBackend | ExportedBackend:
         """What evaluation and prediction run: the backend ``inference`` names (made once per run; an exported file is

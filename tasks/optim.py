@@ -29,6 +29,10 @@ class Optimization:
     global batch being devices x nodes x per-device batch x ``accumulate_grad_batches`` of the run, so a
     recipe gives the same lr per sample on 1 GPU or 8 without editing. ``None``: ``lr`` as given.
 
+    ``max_nonfinite_steps``: training batches whose loss or gradients are not finite (NaN or inf) are skipped; this
+    many in a row stop the run with an error naming the step, the loss terms and the lr
+    (:mod:`mobilenetv2_dense.tasks.nonfinite`). 1 stops at the first, as torchvision's reference scripts do.
+
     Treated as a value (the tasks share a default instance): changes go through ``dataclasses.replace``, never by
     assigning a field. Not frozen, because Lightning rebuilds hyper-parameter dataclasses field by field when it
     writes ``hparams.yaml``.
@@ -45,6 +49,7 @@ class Optimization:
     warmup_factor: float = 0.001
     min_lr_ratio: float = 0.0
     reference_batch_size: int | None = None
+    max_nonfinite_steps: int = 3
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -62,6 +67,9 @@ class Optimization:
         if self.reference_batch_size is not None and self.reference_batch_size < 1:
             raise ValueError(f"optimization.reference_batch_size must be a positive global batch size or null (no "
                              f"scaling), got {self.reference_batch_size}")
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"optimization.max_nonfinite_steps must be >= 1 (how many non-finite training batches in "
+                             f"a row stop the run; 1 stops at the first), got {self.max_nonfinite_steps}")
 
     def scaled(self, global_batch_size: int) -> Optimization:
         """This configuration with ``lr`` scaled to ``global_batch_size`` (unchanged without a reference)."""

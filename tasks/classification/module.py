@@ -50,6 +50,8 @@ class ClassificationTask(BaseTask):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         loss = self.criterion(self(images), labels)
+        if (skipped := self.skip_nonfinite({"loss": loss})) is not None:
+            return skipped
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
         return loss
 
