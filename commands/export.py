@@ -19,7 +19,8 @@
    ``--model.init_args.*`` option may follow);
 3. :func:`build_graph`: the network Conv+BN folded and wrapped with its normalisation and post-processing
    (:mod:`mobilenetv2_dense.deploy.graph`; each graph states its output contract), one builder per task kind;
-4. :func:`calibration_batches`, with ``--int8``;
+4. :func:`data_at_size`: a fixed-size graph's data at the export's size, then :func:`calibration_batches`, with
+   ``--int8``;
 5. the format's writer (table above), which owns its int8 path;
 6. :func:`sidecar`: the contract and the file's provenance as ``<output>.json``;
 7. :func:`check_parity`: when the data module's validation set is on disk, the exported file run by its runtime
@@ -45,7 +46,7 @@ import mobilenetv2_dense
 from ..datasets.images import IMAGENET_MEAN, IMAGENET_STD
 from ..deploy.formats import MAX_SIZE, MIN_SIZE, ONNX_OPSET, SUFFIX, dynamic_shapes, export_graph
 from ..deploy.fuse import count_batchnorms, fold_conv_bn
-from ..deploy.graph import ClassifierGraph, DetectorGraph, JointGraph, SegmenterGraph, denormalize
+from ..deploy.graph import ClassifierGraph, DetectorGraph, JointGraph, SegmenterGraph, denormalize, resize_to
 from ..deploy.quantize import (
     QUANTISED_OPS,
     QUANTISED_OPS_DENSE,
@@ -207,13 +208,28 @@ def build_graph(task: nn.Module, datamodule: Any, classes: list[dict], *, image_
     return graph.eval(), torch.rand(2, 3, *size), contract
 
 
-def calibration_batches(datamodule: Any, count: int) -> list[Tensor]:
-    """``count`` training images as ``[0, 1]`` batches (the exported graph's input), for int8 calibration."""
+def fixed_size(contract: dict[str, Any]) -> Size | None:
+    """The ``(H, W)`` a fixed-size graph (detection, joint) takes, or ``None`` when H and W are dynamic."""
+    return None if contract["dynamic_size"] else tuple(contract["input"]["image_size"])
+
+
+def data_at_size(datamodule: Any, size: Size | None) -> None:
+    """Make the data module give the images a graph fixed at ``size`` takes, before its set-up: a square size becomes
+    its ``image_size`` (the detection and joint data modules resize to ``S x S``), so calibration and parity read
+    images resized once, as ``validate`` at that size would. Any other size (H != W), or a data module without an
+    integer ``image_size``, is reached by resizing its batches (:func:`~mobilenetv2_dense.deploy.graph.resize_to`)."""
+    if size is not None and size[0] == size[1] and isinstance(getattr(datamodule, "image_size", None), int):
+        datamodule.image_size = int(size[0])
+
+
+def calibration_batches(datamodule: Any, count: int, size: Size | None = None) -> list[Tensor]:
+    """``count`` training images as ``[0, 1]`` batches (the exported graph's input), for int8 calibration; resized
+    to ``size`` (a fixed-size graph's) where the data gives another."""
     datamodule.setup("fit")
     batches, seen = [], 0
     for batch in datamodule.train_dataloader():
         images = batch[0] if isinstance(batch, (list, tuple)) else batch["images"]
-        batches.append(denormalize(images[: count - seen], datamodule.mean, datamodule.std))
+        batches.append(resize_to(denormalize(images[: count - seen], datamodule.mean, datamodule.std), size))
         seen += len(batches[-1])
         if seen >= count:
             return batches
@@ -317,7 +333,9 @@ def export(argv: list[str] | None = None) -> Path:
     output = Path(args.output or Path("runs/export") / f"{Path(args.config).stem}{SUFFIX[args.format]}")
     print(f"export: {contract['task']} -> {output} ({args.format}; {count_batchnorms(task.model)} BatchNorms folded "
           f"into their convs, {count_batchnorms(graph)} left)")
-    calibration = calibration_batches(datamodule, args.calibration) if args.int8 else None
+    size = fixed_size(contract)
+    data_at_size(datamodule, size)  # calibration and parity feed the file the size it was exported at
+    calibration = calibration_batches(datamodule, args.calibration, size) if args.int8 else None
     path, seconds, int8 = WRITERS[args.format](graph, example, output, contract, calibration)
     meta = sidecar(contract, args, path, seconds, int8)
     write_sidecar(path, meta)

@@ -1,7 +1,9 @@
 """An exported file against the eager model on the data module's validation set: outputs and metrics.
 
-Detection: per image, the same number of detections and the same labels, and the largest box and score
-differences between each detection and its counterpart; COCO mAP of both through the project's COCOeval.
+Detection: per image, the same number of detections and the same labels; over the set, the detections paired one
+to one (same class, IoU >= 0.5, Hungarian) and the largest box and score differences of the pairs (``None`` and a
+reason when nothing pairs); COCO mAP of both through the project's COCOeval. A file of a fixed input size is fed
+the validation images at that size.
 Segmentation: the share of pixels whose label differs, and mIoU of both. Joint: both, from one run of each side.
 Classification: top-1 of both and the largest logit difference. The export command writes these figures into the
 sidecar JSON; the tests hold them to the contract's tolerances.
@@ -14,10 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torch.nn import functional as F
+from torchvision.ops import box_iou
 
-from ..deploy.graph import denormalize
+from ..deploy.graph import denormalize, resize_to
 from ..deploy.runtime import DeployedModel
 from ..tasks.classification import ClassificationTask
 from ..tasks.detection import DetectionTask
@@ -35,42 +39,66 @@ def _batches(datamodule: Any, max_images: int) -> list:
     return list(islice(loader, -(-max_images // size)))  # whole batches covering max_images
 
 
-def _nearest_differences(eager: dict[str, Tensor], deployed: dict[str, Tensor]) -> tuple[float, float]:
-    """Largest box (pixels) and score difference between each eager detection and the deployed detection of its
-    class nearest to it. Matching by position would compare two different boxes wherever two scores tie to within
-    the runtimes' rounding and swap places; matching by nearest box does not."""
-    same_class = eager["labels"][:, None] == deployed["labels"][None, :]  # (D, D)
-    distance = (eager["boxes"][:, None] - deployed["boxes"][None]).abs().amax(-1)  # (D, D) largest coordinate gap
-    distance = torch.where(same_class, distance, torch.inf)
-    nearest = distance.argmin(1)
-    scores = (eager["scores"] - deployed["scores"][nearest]).abs()
-    return float(distance.min(1).values.max()), float(scores.max())
+# A deployed detection stands for an eager one when it is of the same class and overlaps it this much (COCO's AP50
+# criterion); an int8 file moves boxes by far less, a float file not at all.
+MATCH_IOU = 0.5
+
+
+def match_detections(first: dict[str, Tensor], second: dict[str, Tensor], *,
+                     iou_threshold: float = MATCH_IOU) -> tuple[Tensor, Tensor]:
+    """One-to-one pairs between two detection sets of one image, ``{"boxes": (D, 4) xyxy, "labels": (D,)}`` each:
+    among pairs of the same label overlapping by at least ``iou_threshold``, the assignment of the largest total IoU
+    (Hungarian, ``scipy.optimize.linear_sum_assignment``). Returns the paired indices ``(P,)`` into ``first`` and
+    into ``second``; a detection of no pair has no counterpart on the other side.
+
+    Pairing by position or by score order would compare two different boxes wherever two scores tie to within the
+    runtimes' rounding and swap places; pairing by nearest box alone could pair two detections with one."""
+    if not len(first["boxes"]) or not len(second["boxes"]):
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    a, b = first["boxes"].float(), second["boxes"].float()
+    # (D1, D2); two identical degenerate boxes (zero area: IoU 0 / 0) are the same detection
+    iou = torch.where((a[:, None] == b[None]).all(-1), 1.0, box_iou(a, b).nan_to_num(0.0))
+    iou = torch.where((first["labels"][:, None] == second["labels"][None]) & (iou >= iou_threshold), iou, 0.0)
+    rows, cols = linear_sum_assignment(iou.numpy(), maximize=True)
+    rows, cols = torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+    paired = iou[rows, cols] > 0  # the assignment also pairs what may not be paired, at no gain: dropped
+    return rows[paired], cols[paired]
 
 
 class DetectionFigures:
-    """Detection parity accumulated batch by batch: per image the same count and labels, the largest box and score
-    differences of matched detections, and both sides' COCO metrics against ``coco_gt``."""
+    """Detection parity accumulated batch by batch: per image the same count and labels; over the whole set the
+    detections paired one to one (:func:`match_detections`) and the largest box and score differences of the pairs;
+    both sides' COCO metrics against ``coco_gt``.
+
+    The differences are ``None``, with ``not_comparable`` saying why, while no pair is found: a difference of 0.0
+    would claim agreement where nothing was compared."""
 
     def __init__(self, label_to_cat_id: dict[int, int] | None) -> None:
         self.label_to_cat_id = label_to_cat_id
         self.eager_arrays: list[np.ndarray] = []
         self.deployed_arrays: list[np.ndarray] = []
         self.image_ids: list[int] = []
-        self.count_mismatch = self.label_mismatch = self.detections = 0
-        self.box_diff = self.score_diff = 0.0
+        self.count_mismatch = self.label_mismatch = self.detections = self.deployed_detections = self.matched = 0
+        self.box_diff: float | None = None
+        self.score_diff: float | None = None
 
     def add(self, eager: list[dict[str, Tensor]], exported: list[dict[str, Tensor]], targets: list[dict],
             input_size: tuple[int, int]) -> None:
         """One batch's detections (input pixels, labels 1..K) of the eager model and of the exported file."""
         for e, d in zip(eager, exported):
             self.detections += len(e["scores"])
+            self.deployed_detections += len(d["scores"])
             if len(e["scores"]) != len(d["scores"]):
                 self.count_mismatch += 1
             elif not torch.equal(e["labels"].sort().values, d["labels"].sort().values):
                 self.label_mismatch += 1
-            elif len(e["scores"]):
-                boxes, scores = _nearest_differences(e, d)
-                self.box_diff, self.score_diff = max(self.box_diff, boxes), max(self.score_diff, scores)
+            rows, cols = match_detections(e, d)
+            if len(rows):
+                self.matched += len(rows)
+                boxes = float((e["boxes"][rows] - d["boxes"][cols]).abs().max())  # largest coordinate gap, pixels
+                scores = float((e["scores"][rows] - d["scores"][cols]).abs().max())
+                self.box_diff = boxes if self.box_diff is None else max(self.box_diff, boxes)
+                self.score_diff = scores if self.score_diff is None else max(self.score_diff, scores)
         ids = [int(t["image_id"]) for t in targets]
         sizes = [t["orig_size"] for t in targets]
         self.eager_arrays.append(detections_to_array(scale_to_original(eager, input_size, sizes), ids,
@@ -79,14 +107,26 @@ class DetectionFigures:
                                                         self.label_to_cat_id))
         self.image_ids += ids
 
+    def comparison(self) -> dict[str, Any]:
+        """The detection-by-detection figures: counts, pairs and the pairs' largest differences (``None`` with a
+        ``not_comparable`` reason when no pair was found)."""
+        figures = {"images": len(self.image_ids), "detections": self.detections,
+                   "deployed_detections": self.deployed_detections, "matched_detections": self.matched,
+                   "images_with_other_count": self.count_mismatch, "images_with_other_labels": self.label_mismatch,
+                   "max_box_diff_px": self.box_diff, "max_score_diff": self.score_diff}
+        if not self.matched:
+            figures["not_comparable"] = (
+                "neither side detected anything" if not self.detections + self.deployed_detections else
+                f"no detection of one side has a counterpart on the other (the same class, IoU >= {MATCH_IOU}): "
+                "box and score differences are not measured")
+        return figures
+
     def figures(self, coco_gt: Any) -> dict:
         metrics = {}
         for name, arrays in (("eager", self.eager_arrays), ("deployed", self.deployed_arrays)):
             scores = evaluate_coco(coco_gt, np.concatenate(arrays), image_ids=self.image_ids)
             metrics[name] = {key: round(scores[key], 4) for key in ("map", "map_50", "map_75", "mar_100")}
-        return {"images": len(self.image_ids), "detections": self.detections,
-                "images_with_other_count": self.count_mismatch, "images_with_other_labels": self.label_mismatch,
-                "max_box_diff_px": self.box_diff, "max_score_diff": self.score_diff, **metrics}
+        return {**self.comparison(), **metrics}
 
 
 class SegmentationFigures:
@@ -132,6 +172,7 @@ def detection_parity(task: DetectionTask, deployed: DeployedModel, datamodule: A
     model = task.model.eval()
     figures = DetectionFigures(task.labels.label_to_cat_id or datamodule.label_to_cat_id)
     for images, targets in batches:
+        images = resize_to(images, deployed.fixed_size)  # the export's size, where the data gives another
         exported = deployed.detections(denormalize(images, datamodule.mean, datamodule.std))
         figures.add(model.predict(images), exported, targets, tuple(images.shape[-2:]))
     return figures.figures(datamodule.val_coco)
@@ -168,6 +209,7 @@ def joint_parity(task: JointTask, deployed: DeployedModel, datamodule: Any, max_
     detection = DetectionFigures(task.labels.label_to_cat_id or datamodule.label_to_cat_id)
     segmentation = SegmentationFigures(task.num_seg_classes, argmax)
     for images, targets in batches:
+        images = resize_to(images, deployed.fixed_size)  # the export's size, where the data gives another
         size = tuple(images.shape[-2:])
         outputs = model(images)
         exported = deployed(denormalize(images, datamodule.mean, datamodule.std))

@@ -80,6 +80,17 @@ def denormalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> 
     return images * std_ + mean_
 
 
+def resize_to(images: Tensor, size: Sequence[int] | None) -> Tensor:
+    """``(N, 3, h, w)`` -> ``(N, 3, H, W)`` for a graph fixed at ``size = (H, W)`` (bilinear, antialiased: a
+    smaller size averages as an image resize does); unchanged when ``size`` is ``None`` (H and W dynamic) or equal.
+    The export's calibration and parity check feed a fixed-size file what it takes with it, where the data module
+    cannot give that size itself (the detection data modules resize to a square)."""
+    if size is None or tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return nn.functional.interpolate(images, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False,
+                                     antialias=True)
+
+
 def pairwise_iou(boxes: Tensor) -> Tensor:
     """``(N, T, 4)`` xyxy -> ``(N, T, T)`` IoU of every pair within an image (torchvision's ``box_iou``, batched)."""
     area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])  # (N, T)

@@ -101,6 +101,15 @@ class DeployedModel:
                   for part in images.split(self.max_input_size[0])]
         return {name: torch.cat([chunk[i] for chunk in chunks]) for i, name in enumerate(self.output_names)}
 
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` the file takes only (a detector's or joint model's: its anchors are constants of the size), or
+        ``None`` when H and W are dynamic."""
+        if self.meta.get("dynamic_size", True):
+            return None
+        height, width = self.meta["input"]["image_size"]
+        return int(height), int(width)
+
     # ------------------------------------------------------------------------------------ the label set
     @property
     def class_names(self) -> list[str]:

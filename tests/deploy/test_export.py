@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.ops import box_convert
 
 from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.commands.export import export
+from mobilenetv2_dense.commands.parity import match_detections
 from mobilenetv2_dense.deploy.runtime import DeployedModel, read_sidecar
 from mobilenetv2_dense.heads.anchors import AnchorSettings
 from tests.deploy.runs import CLS_CONFIG, CLS_DATA, DET_CONFIG, DET_POST, QUIET, ROOT, SEG_CONFIG, SEG_DATA, det_data
@@ -60,18 +62,21 @@ def test_detection_onnx_contract_and_parity(det_onnx: Path, det_run, shapes_coco
 
 
 def test_detection_executorch_parity(det_run, shapes_coco: Path) -> None:
+    """Exported at 64 x 80 from data resized to 96 x 96: the parity check feeds the file its own size."""
     folder, checkpoint = det_run
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         path = export(["--config", DET_CONFIG, "--ckpt_path", str(checkpoint), "--format", "executorch",
-                       "--output", str(folder / "export" / "det.pte"), *det_data(shapes_coco), *DET_POST])
+                       "--output", str(folder / "export" / "det.pte"), *det_data(shapes_coco), *DET_POST,
+                       "--image_size", "64", "80"])
     meta = _check_detection_parity(path)
     assert meta["format"] == "executorch" and meta["versions"]["delegate"] == "XNNPACK"
+    assert meta["input"]["image_size"] == [64, 80]
     model = DeployedModel(path)
-    out = model(torch.rand(1, 3, 96, 96))
+    out = model(torch.rand(1, 3, 64, 80))
     assert out["boxes"].shape == (1, 15, 4)
     # More images than the program's memory plan holds are run in parts, with the same results per image.
-    images = torch.rand(model.max_input_size[0] + 2, 3, 96, 96)
+    images = torch.rand(model.max_input_size[0] + 2, 3, 64, 80)
     many, one = model(images), model(images[-1:])
     assert many["boxes"].shape[0] == len(images) and torch.equal(many["boxes"][-1:], one["boxes"])
 
@@ -97,14 +102,25 @@ def test_validate_and_predict_run_the_exported_detector(det_onnx: Path, det_run,
     (eager_json, eager_pictures), (deployed_json, deployed_pictures) = written["eager"], written["deployed"]
     assert deployed_pictures == eager_pictures and len(eager_pictures) == 8
     assert len(deployed_json) == len(eager_json) > 0
-    # The same detections, matched one to one: detections of (nearly) tied scores may come out in either order.
-    unmatched = list(deployed_json)
-    for e in eager_json:
-        same = [d for d in unmatched if (d["image_id"], d["category_id"], d["file_name"]) ==
-                (e["image_id"], e["category_id"], e["file_name"]) and abs(e["score"] - d["score"]) < 1e-4
-                and np.allclose(e["bbox"], d["bbox"], atol=0.02)]
-        assert same, f"eager detection {e} has no deployed counterpart"
-        unmatched.remove(same[0])
+    # The same detections, paired one to one: detections of (nearly) tied scores may come out in either order.
+    eager, deployed = _per_image(eager_json), _per_image(deployed_json)
+    assert eager.keys() == deployed.keys()
+    for name, e in eager.items():
+        d = deployed[name]
+        rows, cols = match_detections(e, d)
+        assert len(rows) == len(e["scores"]) == len(d["scores"]), f"{name}: not every detection has a counterpart"
+        torch.testing.assert_close(d["scores"][cols], e["scores"][rows], atol=1e-4, rtol=0)
+        torch.testing.assert_close(d["boxes"][cols], e["boxes"][rows], atol=0.02, rtol=0)
+
+
+def _per_image(predictions: list[dict]) -> dict[str, dict[str, torch.Tensor]]:
+    """``predictions.json`` entries by image, as :func:`match_detections` takes them (boxes xyxy, category ids)."""
+    images: dict[str, list[dict]] = {}
+    for prediction in predictions:
+        images.setdefault(prediction["file_name"], []).append(prediction)
+    return {name: {"boxes": box_convert(torch.tensor([p["bbox"] for p in rows]), "xywh", "xyxy"),
+                   "labels": torch.tensor([p["category_id"] for p in rows]),
+                   "scores": torch.tensor([p["score"] for p in rows])} for name, rows in images.items()}
 
 
 def test_exported_detector_refuses_fit_and_other_sizes(det_onnx: Path, det_run, shapes_coco: Path,
@@ -142,6 +158,7 @@ def test_export_script_runs_from_the_command_line(det_run, shapes_coco: Path, tm
 def test_segmentation_onnx_parity(seg_onnx: Path) -> None:
     meta = read_sidecar(seg_onnx)
     parity = meta["parity"]
+    assert meta["input"]["image_size"] == [40, 56]  # traced there; the 48 x 64 validation images run all the same
     assert parity["images"] == 3 and parity["pixels_with_other_label"] == 0
     assert parity["max_logit_diff"] < 1e-3 and parity["deployed"] == parity["eager"]
     assert meta["outputs"][0]["name"] == "logits" and meta["classes"][0]["name"] == "background"
