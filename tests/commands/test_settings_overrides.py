@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
+import types
+import typing
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.commands.cli import cli_main, nested_nulls
@@ -23,6 +29,44 @@ def parsed_model(config: str, *overrides: str):
     cli = cli_main(["--config", str(CONFIGS / config), *overrides, "--model.init_args.backbone.weights", "null",
                     "--model.init_args.num_classes", "21"], run=False)
     return cli.model
+
+
+def _optional(annotation: typing.Any) -> bool:
+    """Whether ``annotation`` is ``X | None``."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return union and type(None) in typing.get_args(annotation)
+
+
+def _settings_blocks(annotation: typing.Any) -> list[type]:
+    """The settings dataclasses an argument's annotation names (``AnchorSettings``, ``DetectionAugment | None``)."""
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (
+        annotation,)
+    return [member for member in members if dataclasses.is_dataclass(member)]
+
+
+def optional_options() -> list[tuple[str, str]]:
+    """``(config, option)`` for every argument typed ``X | None`` of the shipped configs' tasks and data modules, and
+    every such field of their settings blocks, each once (from the first config, by name, whose classes take it):
+    top-level arguments (``model.init_args.decoder``) and block fields (``model.init_args.anchors.scales``)."""
+    found: dict[tuple[str, str], str] = {}
+    for config in sorted(CONFIGS.glob("*.yaml")):
+        spec = yaml.safe_load(config.read_text())
+        for section in ("model", "data"):
+            module, _, name = spec[section]["class_path"].rpartition(".")
+            for owner in getattr(importlib.import_module(module), name).__mro__:
+                if "__init__" not in vars(owner) or not owner.__module__.startswith("mobilenetv2_dense"):
+                    continue
+                hints = typing.get_type_hints(owner.__init__)
+                for argument in inspect.signature(owner.__init__).parameters:
+                    annotation = hints.get(argument)
+                    if _optional(annotation):
+                        found.setdefault((owner.__name__, f"{section}.init_args.{argument}"), config.name)
+                    for block in _settings_blocks(annotation):
+                        for field, field_type in typing.get_type_hints(block).items():
+                            if _optional(field_type):
+                                found.setdefault((block.__name__, f"{section}.init_args.{argument}.{field}"),
+                                                 config.name)
+    return sorted({(config, option) for (_, option), config in found.items()})
 
 
 def test_a_null_for_a_settings_field_is_rewritten_as_a_one_key_block():
@@ -140,3 +184,39 @@ def test_inference_takes_a_mode_or_an_exported_file_and_refuses_anything_else():
     with pytest.raises(ValueError, match=r"inference must be 'eager', 'fused', 'compiled' or an exported .onnx / "
                                          r"\.pte file, got 'model.tflite'"):
         parsed_model("deeplabv3lite_mobilenetv2_voc.yaml", "--model.init_args.inference", "model.tflite")
+
+
+@pytest.mark.parametrize(("config", "option"), optional_options(), ids=lambda value: value.removesuffix(".yaml"))
+def test_every_optional_argument_takes_a_null_from_the_command_line(config, option, capsys):
+    """``--<option> null`` as a user types it, parsed by ``cli_main`` and read back from ``--print_config`` (parsing
+    only: nothing is built)."""
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["--config", str(CONFIGS / config), f"--{option}", "null", "--print_config"], run=False)
+    printed = capsys.readouterr()
+    assert stop.value.code in (0, None), printed.err[-2000:]
+    value = yaml.safe_load(printed.out)
+    for key in option.split("."):
+        value = value[key]
+    assert value is None
+
+
+def test_the_optional_arguments_cover_every_kind_of_option():
+    """The list above reaches the task and data modules' arguments and the settings blocks' fields (a broken walk
+    over the signatures would leave it short)."""
+    options = {option for _, option in optional_options()}
+    assert {"model.init_args.backbone.weights", "model.init_args.optimization.reference_batch_size",
+            "model.init_args.anchors.scales", "model.init_args.anchors.lowest_layer_boxes",
+            "model.init_args.evaluation.output_stride", "model.init_args.num_seg_classes", "model.init_args.decoder",
+            "data.init_args.augment", "data.init_args.val_batch_size", "data.init_args.root"} <= options
+
+
+def test_the_nulls_reach_the_joint_task():
+    """All of the joint task's optional arguments null at once, built: each reaches the task as ``None``."""
+    nulls = ["model.init_args.num_seg_classes", "model.init_args.decoder", "model.init_args.anchors.scales",
+             "model.init_args.anchors.lowest_layer_boxes", "model.init_args.optimization.reference_batch_size"]
+    typed = [arg for option in nulls for arg in (f"--{option}", "null")]
+    task = parsed_model("ssdlite_deeplabv3lite_coco.yaml", *typed)
+    settings = task.model.anchor_settings
+    assert (settings.scales, settings.lowest_layer_boxes) == (None, None)
+    assert task.optimization.reference_batch_size is None and task.model.segmentation_decoder is None
+    assert task.num_seg_classes == 21 + 1  # None: the detector's classes and the background
