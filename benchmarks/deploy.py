@@ -38,9 +38,8 @@ from mobilenetv2_dense.deploy.runtime import DeployedModel, write_sidecar
 from mobilenetv2_dense.models import deeplabv3_mobilenet_v2, mobilenet_v2_classifier, ssdlite320_mobilenet_v2
 
 DEMO_CHECKPOINTS = {
-    "detection": ("configs/ssdlite_shapes_demo.yaml", "runs/shapes_detection/csv/version_0/checkpoints"),
-    "segmentation": ("configs/deeplabv3lite_shapes_demo.yaml",
-                     "runs/deeplabv3lite_shapes_demo/csv/version_0/checkpoints"),
+    "detection": ("configs/ssdlite_shapes_demo.yaml", "runs/shapes_detection"),
+    "segmentation": ("configs/deeplabv3lite_shapes_demo.yaml", "runs/deeplabv3lite_shapes_demo"),
 }
 
 
@@ -148,9 +147,11 @@ def accuracy(formats: list[str], parity_images: int) -> list[tuple]:
 
     rows = []
     for task, (config, folder) in DEMO_CHECKPOINTS.items():
-        checkpoints = sorted(Path(folder).glob("best*.ckpt"))
+        # the newest demo run's best checkpoint (each make demo writes the next csv/version_N)
+        checkpoints = sorted(Path(folder).glob("csv/version_*/checkpoints/best*.ckpt"), key=lambda p: p.stat().st_mtime)
         if not checkpoints:
-            print(f"accuracy: no {folder}/best*.ckpt; run make {'demo' if task == 'detection' else 'demo-seg'} first")
+            demo = "demo" if task == "detection" else "demo-seg"
+            print(f"accuracy: no {folder}/csv/version_*/checkpoints/best*.ckpt; run make {demo} first")
             continue
         metric = "map" if task == "detection" else "miou"
         for fmt in [f for f in formats if f in ("onnx", "executorch")]:
