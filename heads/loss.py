@@ -5,6 +5,10 @@ MobileNetV2 paper's setting; torchvision ``SSD.compute_loss``; at least ``min_ne
 TF's ``HardExampleMiner``), or sigmoid focal loss over every anchor
 (``torchvision.ops.sigmoid_focal_loss``; no mining, the loss down-weights easy negatives itself). Both terms
 are divided by the number of positive anchors in the batch (at least 1).
+
+Matching and mining are per image, so the loss is a ratio of per-image sums (:meth:`SSDLoss.per_image`): over a
+batch ``sum_i numerator_i / max(1, sum_i P_i)``, and the same ratio over a whole split is its loss whatever the
+batching (:func:`ssd_loss_from_sums`, the tasks' ``val/loss``).
 """
 
 from __future__ import annotations
@@ -85,6 +89,14 @@ class SSDLossSettings:
 torch.serialization.add_safe_globals([SSDLossSettings])
 
 
+def ssd_loss_from_sums(bbox_regression: Tensor, classification: Tensor, positives: Tensor) -> dict[str, Tensor]:
+    """``{"loss", "bbox_regression", "classification"}`` from the per-image sums of :meth:`SSDLoss.per_image`
+    (``(N,)`` each, or totals): both numerators divided by the positive anchors of all the images (at least 1)."""
+    normaliser = positives.sum().clamp(min=1).to(bbox_regression.dtype)
+    bbox_loss, cls_loss = bbox_regression.sum() / normaliser, classification.sum() / normaliser
+    return {"loss": bbox_loss + cls_loss, "bbox_regression": bbox_loss, "classification": cls_loss}
+
+
 class SSDLoss(nn.Module):
     """``loss(outputs, targets, box_coder) -> {"loss", "bbox_regression", "classification"}`` (scalars).
 
@@ -100,6 +112,12 @@ class SSDLoss(nn.Module):
         self.settings = (settings or SSDLossSettings()).replace(**changes)
 
     def forward(self, outputs: dict[str, Tensor], targets: list[dict], box_coder: BoxCoder) -> dict[str, Tensor]:
+        return ssd_loss_from_sums(**self.per_image(outputs, targets, box_coder))
+
+    def per_image(self, outputs: dict[str, Tensor], targets: list[dict], box_coder: BoxCoder) -> dict[str, Tensor]:
+        """Each image's unnormalised terms, ``(N,)`` float32 each: ``bbox_regression`` (smooth L1 summed over its
+        positive anchors), ``classification`` (its summed cross-entropy over positives and mined negatives, or focal
+        loss over every anchor) and ``positives`` (its positive anchors). :func:`ssd_loss_from_sums` makes the loss."""
         bbox_regression = outputs["bbox_regression"].float()
         cls_logits = outputs["cls_logits"].float()
         anchors = outputs["anchors"].float()
@@ -110,25 +128,25 @@ class SSDLoss(nn.Module):
             matches = match_anchors([t["boxes"] for t in targets], anchors, self.settings.iou_threshold)  # (N, A)
             matched_boxes, cls_targets = gather_targets(targets, matches)  # (N, A, 4), (N, A)
         positive = matches >= 0  # (N, A)
-        num_positive = positive.sum()
-        normaliser = num_positive.clamp(min=1).to(cls_logits.dtype)
 
         # (N, A, 4)[positive] -> (P, 4); anchors broadcast to (N, A, 4) and indexed alike
         target_codes = box_coder.encode(matched_boxes[positive], anchors.expand_as(bbox_regression)[positive])
-        bbox_loss = F.smooth_l1_loss(bbox_regression[positive], target_codes, beta=1.0, reduction="sum")
+        smooth_l1 = F.smooth_l1_loss(bbox_regression[positive], target_codes, beta=1.0, reduction="none")  # (P, 4)
+        image_of_positive = positive.nonzero()[:, 0]  # (P,), in the order boolean indexing takes the positives
+        bbox_loss = smooth_l1.new_zeros(len(targets)).index_add(0, image_of_positive, smooth_l1.sum(1))  # (N,)
 
         if self.settings.classification == "focal":
             one_hot = F.one_hot(cls_targets, cls_logits.shape[-1])[..., 1:].to(cls_logits.dtype)  # (N, A, K)
             cls_loss = sigmoid_focal_loss(cls_logits[..., 1:], one_hot, alpha=self.settings.focal_alpha,
-                                          gamma=self.settings.focal_gamma, reduction="sum")
+                                          gamma=self.settings.focal_gamma, reduction="none").sum((1, 2))  # (N,)
         else:
             cls_loss = self._softmax_with_hard_negatives(cls_logits, cls_targets, positive)
-        bbox_loss, cls_loss = bbox_loss / normaliser, cls_loss / normaliser
-        return {"loss": bbox_loss + cls_loss, "bbox_regression": bbox_loss, "classification": cls_loss}
+        return {"bbox_regression": bbox_loss, "classification": cls_loss,
+                "positives": positive.sum(1).to(cls_logits.dtype)}
 
     def _softmax_with_hard_negatives(self, cls_logits: Tensor, cls_targets: Tensor, positive: Tensor) -> Tensor:
-        """Summed CE over positives and each image's ``max(neg_pos_ratio * P_i, min_negatives_per_image)``
-        highest-loss negatives."""
+        """``(N,)``: per image, summed CE over its positives and its ``max(neg_pos_ratio * P_i,
+        min_negatives_per_image)`` highest-loss negatives."""
         num_images, num_anchors, num_outputs = cls_logits.shape
         # (N, A, K+1) -> (N*A, K+1) for cross_entropy, then the per-anchor loss back to (N, A)
         ce = F.cross_entropy(cls_logits.reshape(-1, num_outputs), cls_targets.reshape(-1), reduction="none")
@@ -138,4 +156,4 @@ class SSDLoss(nn.Module):
         num_negative = (self.settings.neg_pos_ratio * positive.sum(dim=1, keepdim=True)).long()  # (N, 1)
         num_negative = num_negative.clamp(min=self.settings.min_negatives_per_image)
         hard_negative = (rank < num_negative) & ~positive
-        return ce[positive].sum() + ce[hard_negative].sum()
+        return torch.where(positive | hard_negative, ce, 0.0).sum(1)

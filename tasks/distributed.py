@@ -1,16 +1,20 @@
-"""Gathering per-image results over DDP ranks, each image once.
+"""Evaluating a split over DDP ranks: each image once, then one value logged alike on every rank.
 
 A ``DistributedSampler`` without ``drop_last`` pads the last rank(s) with repeats of the first samples so every
 rank runs as many batches; results keyed by image id are gathered with :func:`gather_per_image`, which keeps the
-first rank's copy of a repeated image. Outside DDP (or with one process) nothing is communicated.
+first rank's copy of a repeated image, and :func:`sampler_repeats` says which samples of a batch are such repeats,
+for sums over ranks. A value of the whole split is then logged with :func:`log_split_values`. Outside DDP (or with
+one process) nothing is communicated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 
 def all_gather_objects(obj: Any) -> list[Any]:
@@ -64,3 +68,17 @@ def sampler_repeats(loader: Any, start: int, count: int) -> list[bool]:
     if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
         return [False] * count
     return [sampler.rank + sampler.num_replicas * (start + i) >= len(sampler.dataset) for i in range(count)]
+
+
+def log_split_values(task: Any, values: Mapping[str, float | Tensor], *, prog_bar: Collection[str] = ()) -> None:
+    """``task.log`` each of ``values``: epoch values of a whole split, already equal on every rank (computed from
+    :func:`gather_per_image`'s results, or from sums over ranks); names in ``prog_bar`` go to the progress bar too.
+
+    Every rank logs them, so a ``ModelCheckpoint`` or ``EarlyStopping`` monitoring one decides alike on every rank,
+    with ``sync_dist=True, reduce_fx="max"``: Lightning's reduction over ranks then hands back the value unchanged
+    (the maximum of equal numbers, where a mean of N float32 copies can round), and Lightning knows it is
+    synchronised (with ``sync_dist=False`` it asks for ``sync_dist=True`` on every such metric). A value that
+    differs between ranks must be reduced before it comes here.
+    """
+    for name, value in values.items():
+        task.log(name, value, prog_bar=name in prog_bar, sync_dist=True, reduce_fx="max")

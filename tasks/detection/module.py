@@ -1,7 +1,8 @@
 """SSDLite training, COCO evaluation and prediction as a LightningModule (paper section 6.2).
 
-One validation pass computes the loss and the detections; the detections are mapped back to original
-image pixels, gathered over ranks and scored once per epoch with COCOeval against ``datamodule.val_coco``.
+One validation pass computes the loss terms and the detections of each image; the detections are mapped back to
+original image pixels, both are gathered over ranks (each image once) and the epoch is scored once with COCOeval
+against ``datamodule.val_coco``; ``val/loss`` is SSD's loss over the whole split (:class:`DetectionEvaluator`).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class DetectionTask(BaseTask):
             fit_task_anchors(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # refuses non-finite weights
         self.labels.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -112,6 +114,8 @@ class DetectionTask(BaseTask):
     def training_step(self, batch: tuple[Tensor, list[dict]], batch_idx: int) -> Tensor:
         images, targets = batch
         losses = self.criterion(self(images), targets, self.model.box_coder)
+        if (skipped := self.skip_nonfinite(losses)) is not None:
+            return skipped
         size = len(targets)
         self.log("train/loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train/bbox_regression", losses["bbox_regression"], on_step=True, on_epoch=True, batch_size=size)
@@ -122,12 +126,12 @@ class DetectionTask(BaseTask):
     def _evaluation_step(self, batch: tuple[Tensor, list[dict]], stage: str) -> None:
         images, targets = batch
         prediction = self.backend()(images)
-        if "network" in prediction:  # an exported file gives no raw outputs to compute the loss on
-            loss = self.criterion(prediction["network"], targets, self.model.box_coder)["loss"]
-            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(targets))
+        # Per-image loss terms, summed over the split at its end: an exported file gives no raw outputs for them.
+        loss_terms = (self.criterion.per_image(prediction["network"], targets, self.model.box_coder)
+                      if "network" in prediction else None)
         detections = scale_to_original(prediction["detections"], tuple(images.shape[-2:]),
                                        [t["orig_size"] for t in targets])
-        self.evaluator.update(detections, targets, self.labels.label_to_cat_id)
+        self.evaluator.update(detections, targets, self.labels.label_to_cat_id, loss_terms)
 
     def on_validation_epoch_start(self) -> None:
         self.evaluator.start()

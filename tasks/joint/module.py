@@ -25,10 +25,11 @@ from ..detection.anchors import fit_task_anchors
 from ..detection.evaluation import Backend, scale_to_original, split_predict_batch
 from ..detection.evaluator import DetectionEvaluator
 from ..detection.labels import LabelSet
+from ..distributed import log_split_values
 from ..optim import Optimization
 from ..segmentation.evaluation import SegmentationEvaluator
 from ..segmentation.loss import SegmentationLossSettings
-from ..segmentation.metrics import IGNORE_INDEX, PixelMean
+from ..segmentation.metrics import IGNORE_INDEX
 from .loss import JointLoss, LossWeights, logits_by_size
 
 
@@ -41,9 +42,11 @@ class JointTask(BaseTask):
 
     Logs ``train/loss`` (the weighted sum), ``train/detection_loss`` (with ``train/bbox_regression``,
     ``train/classification``), ``train/segmentation_loss`` (with ``train/ce``, and ``train/dice`` when weighted);
-    after each validation ``val/loss``, ``val/detection_loss``, ``val/segmentation_loss`` (cross-entropy per
-    labelled pixel), the detection task's ``val/map`` ... ``val/mar_100``, ``val/miou`` and ``val/pixel_accuracy``
-    (``test/...`` likewise), and prints the per-class IoU table.
+    after each validation ``val/loss`` (the weighted sum), ``val/detection_loss`` (SSD's loss over the whole split,
+    with ``val/bbox_regression``, ``val/classification``), ``val/segmentation_loss`` (the segmentation loss over the
+    whole split, with ``val/ce`` and ``val/dice`` when Dice is weighted), the detection task's ``val/map`` ...
+    ``val/mar_100``, ``val/miou`` and ``val/pixel_accuracy`` (``test/...`` likewise), and prints the per-class IoU
+    table. Under DDP every value is the whole split's, each image once, equal to one process's.
 
     Args:
         num_classes: K object classes of the detector; the CLI links it from ``data.num_classes``.
@@ -105,10 +108,9 @@ class JointTask(BaseTask):
         self.labels = LabelSet()
         self.seg_class_names: list[str] | None = None
         self.evaluator = DetectionEvaluator(evaluator)
-        # Per evaluation stage: the segmentation scores and loss, the detection loss per image.
-        stages = ("val", "test")
-        self.seg_evaluators = nn.ModuleDict({stage: SegmentationEvaluator(num_seg_classes) for stage in stages})
-        self.det_losses = nn.ModuleDict({stage: PixelMean() for stage in stages})
+        # Per evaluation stage: the segmentation scores and loss (the COCO evaluator holds the detection loss).
+        self.seg_evaluators = nn.ModuleDict({stage: SegmentationEvaluator(num_seg_classes, segmentation_loss)
+                                             for stage in ("val", "test")})
         self.last_scores: dict[str, dict[str, Tensor]] = {}  # the last epoch's segmentation scores per stage
 
     # ----------------------------------------------------------------------------------------------- set-up
@@ -131,6 +133,7 @@ class JointTask(BaseTask):
             fit_task_anchors(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # refuses non-finite weights
         self.labels.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -146,6 +149,8 @@ class JointTask(BaseTask):
     def training_step(self, batch: tuple[Tensor, list[dict]], batch_idx: int) -> Tensor:
         images, targets = batch
         losses = self.criterion(self(images), targets, self.model.box_coder)
+        if (skipped := self.skip_nonfinite(losses)) is not None:
+            return skipped
         size = len(targets)
         self.log("train/loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         for name in ("detection", "segmentation"):
@@ -160,12 +165,12 @@ class JointTask(BaseTask):
         """Detections into the COCO evaluator, masks into the segmentation evaluator, one forward pass."""
         images, targets = batch
         prediction = self.backend()(images)
-        if "network" in prediction:  # an exported file gives no raw outputs to compute the loss on
-            detection = self.criterion.detection(prediction["network"], targets, self.model.box_coder)["loss"]
-            self.det_losses[stage].update(detection * len(targets), len(targets))
+        # Per-image SSD loss terms, summed over the split at its end: an exported file gives no raw outputs for them.
+        loss_terms = (self.criterion.detection.per_image(prediction["network"], targets, self.model.box_coder)
+                      if "network" in prediction else None)
         detections = scale_to_original(prediction["detections"], tuple(images.shape[-2:]),
                                        [t["orig_size"] for t in targets])
-        self.evaluator.update(detections, targets, self.labels.label_to_cat_id)
+        self.evaluator.update(detections, targets, self.labels.label_to_cat_id, loss_terms)
         self._score_masks(prediction["seg_logits"], targets, stage)
 
     def _score_masks(self, logits: Tensor, targets: list[dict], stage: str) -> None:
@@ -186,17 +191,14 @@ class JointTask(BaseTask):
         self.seg_evaluators[stage].start()
 
     def _finish(self, stage: str) -> None:
-        self.evaluator.finish(self, stage, self.labels)
+        """Both evaluations of the split; ``{stage}/loss`` is the weighted sum of their split-level losses."""
+        detection = self.evaluator.finish(self, stage, self.labels, loss_name="detection_loss")
         # The pictures get a seg_ prefix beside the detector's (the COCO evaluator's confusion matrix).
         _, segmentation = self.seg_evaluators[stage].finish(self, stage, self.seg_class_names, pictures="seg_",
                                                             loss_name="segmentation_loss")
-        det_loss = self.det_losses[stage]
-        if det_loss.update_count:  # an exported detector gives no raw outputs to compute its loss on
-            detection = det_loss.compute()
-            self.log(f"{stage}/detection_loss", detection)
-            self.log(f"{stage}/loss", self.criterion.detection_weight * detection
-                     + self.criterion.segmentation_weight * segmentation)
-        det_loss.reset()
+        if "loss" in detection:  # an exported detector gives no raw outputs to compute its loss on
+            log_split_values(self, {f"{stage}/loss": self.criterion.detection_weight * detection["loss"]
+                                    + self.criterion.segmentation_weight * float(segmentation)})
 
     def on_validation_epoch_start(self) -> None:
         self._start("val")

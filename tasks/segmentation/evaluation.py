@@ -2,9 +2,11 @@
 (``SegmentationTask``, and ``JointTask`` for its masks).
 
 Per batch the task gives log-probabilities at each mask's size; the evaluator leaves out the samples a
-``DistributedSampler`` repeats to even out the ranks, adds the cross-entropy (NLL of the log-probabilities, summed,
-divided by the split's labelled pixels at the end) and the confusion matrix, and at the end of the epoch computes,
-reports (per-class table, pictures) and resets. Scores are summed over DDP ranks by the metrics themselves.
+``DistributedSampler`` repeats to even out the ranks, adds the loss sums (:class:`~mobilenetv2_dense.tasks.
+segmentation.loss.SplitSegmentationLoss`: the cross-entropy per labelled pixel of the split, and the Dice term from
+split-level sums) and the confusion matrix, and at the end of the epoch computes, reports (per-class table,
+pictures) and resets. Sums and the confusion matrix are summed over DDP ranks by the metrics themselves, so every
+rank logs the same values, equal to one process's.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ...heads.deeplab import label_map
 from ...pictures.charts import evaluation_folder
 from ...pictures.segmentation import write_segmentation_pictures
-from ..distributed import sampler_repeats
-from .metrics import IGNORE_INDEX, PixelMean, SegmentationMetrics, format_iou_table
+from ..distributed import log_split_values, sampler_repeats
+from .loss import SegmentationLossSettings, SplitSegmentationLoss
+from .metrics import SegmentationMetrics, format_iou_table
 
 
 @dataclass
@@ -59,7 +61,7 @@ torch.serialization.add_safe_globals([SegmentationEvaluation])
 
 
 class SegmentationEvaluator(nn.Module):
-    """mIoU, pixel accuracy, per-class IoU and the cross-entropy per labelled pixel of one split.
+    """mIoU, pixel accuracy, per-class IoU and the segmentation loss of one split.
 
     Call :meth:`start` when the epoch starts, :meth:`keep` for each batch (which of its samples to score),
     :meth:`update` with the kept samples' log-probabilities, and :meth:`finish` at the end of the epoch.
@@ -67,13 +69,14 @@ class SegmentationEvaluator(nn.Module):
 
     Args:
         num_classes: K, background included.
+        loss: the task's loss settings; with ``dice_weight > 0`` the loss adds the weighted Dice term.
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, loss: SegmentationLossSettings = SegmentationLossSettings()) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.metrics = SegmentationMetrics(num_classes)
-        self.loss = PixelMean()
+        self.loss = SplitSegmentationLoss(num_classes, loss)
         self._seen: dict[int, int] = {}  # per dataloader: samples this rank evaluated so far, in the sampler's order
 
     def start(self) -> None:
@@ -89,21 +92,24 @@ class SegmentationEvaluator(nn.Module):
     def update(self, log_probs: Tensor, target: Tensor) -> None:
         """``log_probs (n, K, h, w)`` (log-softmax, or the log of averaged test-time probabilities) and ``target
         (n, h, w)`` labels, 255 void."""
-        self.loss.update(F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX, reduction="sum"),
-                         (target != IGNORE_INDEX).sum())
+        self.loss.update(log_probs, target)
         self.metrics.update(label_map(log_probs), target)
 
     def finish(self, task: Any, stage: str, class_names: Sequence[str] | None, *, pictures: str = "",
                loss_name: str = "loss") -> tuple[dict[str, Tensor], Tensor]:
-        """Compute the epoch's scores, log ``{stage}/{loss_name}``, reset, and report them (``{stage}/miou`` and
+        """Compute the epoch's scores, log the loss as ``{stage}/{loss_name}`` (with ``{stage}/ce`` and
+        ``{stage}/dice`` when Dice is weighted), reset, and report the scores (``{stage}/miou`` and
         ``{stage}/pixel_accuracy`` logs, the per-class table, the pictures with ``pictures`` as file prefix).
         Returns the scores and the loss."""
-        scores, loss = self.metrics.compute(), self.loss.compute()
-        task.log(f"{stage}/{loss_name}", loss)
+        scores, losses = self.metrics.compute(), self.loss.compute()
+        logged = {f"{stage}/{loss_name}": losses["loss"]}
+        if "dice" in losses:
+            logged.update({f"{stage}/ce": losses["ce"], f"{stage}/dice": losses["dice"]})
+        log_split_values(task, logged)
         self.metrics.reset()
         self.loss.reset()
         report_segmentation_scores(task, stage, scores, class_names, self.num_classes, pictures=pictures)
-        return scores, loss
+        return scores, losses["loss"]
 
 
 def report_segmentation_scores(task: Any, stage: str, scores: Mapping[str, Tensor], class_names: Sequence[str] | None,
@@ -113,8 +119,9 @@ def report_segmentation_scores(task: Any, stage: str, scores: Mapping[str, Tenso
     and in ``validate`` / ``test`` (not fit's validations) write the pictures with file prefix ``pictures`` into
     ``<log dir>/<validate|test>`` on rank 0 (none without a logger)."""
     task.last_scores[stage] = scores
-    task.log(f"{stage}/miou", scores["miou"], prog_bar=True)
-    task.log(f"{stage}/pixel_accuracy", scores["pixel_accuracy"])
+    # summed over ranks by SegmentationMetrics: the same on every rank
+    log_split_values(task, {f"{stage}/miou": scores["miou"], f"{stage}/pixel_accuracy": scores["pixel_accuracy"]},
+                     prog_bar=(f"{stage}/miou",))
     trainer = task.trainer
     if not trainer.sanity_checking:
         table = format_iou_table(scores["iou"], class_names, miou=scores["miou"],

@@ -87,30 +87,6 @@ class SegmentationMetrics(Metric):
         return {**scores_from_confusion(self.confmat), "confmat": self.confmat.clone()}
 
 
-class PixelMean(Metric):
-    """A mean over every labelled pixel of a split, e.g. the validation cross-entropy; summed over DDP ranks.
-
-    ``update(total, pixels)`` adds a batch's sum over ``pixels`` pixels; ``compute()`` is ``total / pixels``
-    (0 when nothing was counted). The same number whatever the batching, unlike a mean of batch means.
-    """
-
-    full_state_update = False
-    is_differentiable = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.zeros(()), dist_reduce_fx="sum")
-        self.add_state("pixels", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, total: Tensor, pixels: Tensor | int) -> None:
-        # Out of place, as in SegmentationMetrics.update (inference-mode resets).
-        self.total = self.total + total.detach().to(self.total.dtype)
-        self.pixels = self.pixels + pixels
-
-    def compute(self) -> Tensor:
-        return self.total / self.pixels.clamp_min(1)
-
-
 def format_iou_table(iou: Tensor | Sequence[float], class_names: Sequence[str] | None = None,
                      *, miou: float | None = None, pixel_accuracy: float | None = None) -> str:
     """A printable table, one class per row with its IoU in percent (``-`` for a class absent from the split)."""

@@ -37,8 +37,11 @@ class SegmentationTask(BaseTask):
     The network is ``self.model``, a :class:`mobilenetv2_dense.models.DeepLabV3` from
     :func:`mobilenetv2_dense.models.deeplabv3_mobilenet_v2`.
 
-    Logs ``train/loss``, ``val/loss`` (cross-entropy per labelled pixel of the split), ``val/miou``,
-    ``val/pixel_accuracy`` (``test/...`` likewise) and prints the per-class IoU table after each validation.
+    Logs ``train/loss``, ``val/loss`` (the training loss over the whole split: cross-entropy per labelled pixel,
+    plus ``dice_weight`` x Dice from split-level sums, each also logged as ``val/ce`` and ``val/dice`` when Dice is
+    weighted; see :class:`~mobilenetv2_dense.tasks.segmentation.loss.SplitSegmentationLoss`), ``val/miou``,
+    ``val/pixel_accuracy`` (``test/...`` likewise) and prints the per-class IoU table after each validation. Under
+    DDP every value is the whole split's, each image once, equal to one process's.
     Evaluation batches may add each image's ``(h, w)`` (``(images, masks, sizes)``, see
     :func:`mobilenetv2_dense.datasets.segmentation.dataset.segmentation_collate`); each image is then evaluated at
     its own size.
@@ -87,7 +90,8 @@ class SegmentationTask(BaseTask):
         self.model = deeplabv3_mobilenet_v2(num_classes=num_classes, output_stride=output_stride, head=head,
                                             decoder=decoder, **self.backbone_to_build(backbone).builder_kwargs())
         self.criterion = SegmentationLoss(loss)
-        self.evaluators = nn.ModuleDict({stage: SegmentationEvaluator(num_classes) for stage in ("val", "test")})
+        self.evaluators = nn.ModuleDict({stage: SegmentationEvaluator(num_classes, loss)
+                                         for stage in ("val", "test")})
         self.class_names: list[str] | None = None
         # The last epoch's scores per stage ("val", "test"), per-class IoU included, for scripts and callbacks.
         self.last_scores: dict[str, dict[str, Tensor]] = {}
@@ -101,6 +105,7 @@ class SegmentationTask(BaseTask):
 
     # The class names travel in the checkpoint: predict and export name the classes without the dataset.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)  # refuses non-finite weights
         checkpoint["class_names"] = self.class_names
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -173,6 +178,8 @@ class SegmentationTask(BaseTask):
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         images, masks = batch[0], batch[1]  # training crops share one size: no per-image sizes needed
         losses = self.criterion(self.model(self.prepare_images(images))["out"], masks)
+        if (skipped := self.skip_nonfinite(losses)) is not None:
+            return skipped
         if "dice" in losses:
             self.log("train/dice", losses["dice"], batch_size=images.shape[0])
             self.log("train/ce", losses["ce"], batch_size=images.shape[0])

@@ -159,3 +159,30 @@ def test_lower_iou_threshold_makes_more_positives_and_bad_values_fail():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="iou_threshold must be in"):
             SSDLoss(iou_threshold=bad)
+
+
+@pytest.mark.parametrize("classification", ["softmax", "focal"])
+def test_per_image_terms_do_not_depend_on_the_batch_and_make_the_loss(classification):
+    """Matching and mining are per image: each image's terms are the same alone or in a batch, and the batch loss
+    is their sums over the batch's positives (the ratio the tasks' val/loss takes over a whole split)."""
+    from mobilenetv2_dense.heads.loss import ssd_loss_from_sums
+
+    g = torch.Generator().manual_seed(5)
+    anchors = grid_anchors()
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [31.0, 31.0, 39.0, 41.0]]),
+                "labels": torch.tensor([2, 1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+               {"boxes": torch.tensor([[40.0, 8.0, 60.0, 30.0]]), "labels": torch.tensor([3])}]
+    outputs = {"bbox_regression": torch.randn(3, 64, 4, generator=g), "cls_logits": torch.randn(3, 64, 4, generator=g),
+               "anchors": anchors}
+    loss = SSDLoss(classification=classification)
+    terms = loss.per_image(outputs, targets, BoxCoder())
+    assert terms["positives"].tolist()[1] == 0 and terms["classification"][1] > 0  # the box-less image counts
+    for i in range(3):
+        alone = loss.per_image({**outputs, "bbox_regression": outputs["bbox_regression"][i:i + 1],
+                                "cls_logits": outputs["cls_logits"][i:i + 1]}, targets[i:i + 1], BoxCoder())
+        for name, value in alone.items():
+            torch.testing.assert_close(value[0], terms[name][i])
+    batch = loss(outputs, targets, BoxCoder())
+    for name, value in ssd_loss_from_sums(**terms).items():
+        torch.testing.assert_close(value, batch[name])

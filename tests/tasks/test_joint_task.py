@@ -32,15 +32,15 @@ def test_one_validation_logs_map_and_miou_of_the_same_checkpoint(joint_run, shap
     monkeypatch.chdir(folder)
     cli = cli_main(["validate", *joint_options(shapes_coco), "--ckpt_path", str(checkpoint)])
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    for name in ("val/loss", "val/detection_loss", "val/segmentation_loss", "val/map", "val/map_50", "val/mar_100",
-                 "val/miou", "val/pixel_accuracy"):
+    for name in ("val/loss", "val/detection_loss", "val/segmentation_loss", "val/ce", "val/dice", "val/map",
+                 "val/map_50", "val/mar_100", "val/miou", "val/pixel_accuracy"):
         assert name in metrics, name
     task, data = cli.model, cli.datamodule
     assert task.num_classes == 4 and task.num_seg_classes == 5 and task.seg_class_names[0] == "background"
     assert metrics["val/loss"] == pytest.approx(metrics["val/detection_loss"] + metrics["val/segmentation_loss"])
 
     # By hand from the same weights: the network on the same batches, boxes scaled to original pixels for COCOeval,
-    # SSD's loss per batch, logits resized to each original mask, cross-entropy and a confusion matrix in numpy.
+    # SSD's loss over the split, logits resized to each original mask, cross-entropy and a confusion matrix in numpy.
     model = ssdlite_deeplabv3_mobilenet_v2(num_classes=4, num_seg_classes=5, width_mult=0.35, weights=checkpoint,
                                            post_processing=PostProcessing(topk_candidates=30,
                                                                           detections_per_img=10)).eval()
@@ -49,7 +49,7 @@ def test_one_validation_logs_map_and_miou_of_the_same_checkpoint(joint_run, shap
     with torch.no_grad():
         for images, targets in data.val_dataloader():
             out = model(images)
-            ssd_losses += [float(SSDLoss()(out, targets, model.box_coder)["loss"])] * len(targets)
+            ssd_losses.append(SSDLoss().per_image(out, targets, model.box_coder))
             detections = scale_to_original(model.postprocess(out, (64, 64)), (64, 64),
                                            [t["orig_size"] for t in targets])
             ids = [int(t["image_id"]) for t in targets]
@@ -63,8 +63,11 @@ def test_one_validation_logs_map_and_miou_of_the_same_checkpoint(joint_run, shap
                 pixels += int(labelled.sum())
                 predicted, truth = logits.argmax(1)[0].numpy()[labelled], mask.numpy()[labelled]
                 confusion += np.bincount(5 * truth + predicted, minlength=25).reshape(5, 5)
-    assert metrics["val/detection_loss"] == pytest.approx(np.mean(ssd_losses), rel=1e-4)
-    assert metrics["val/segmentation_loss"] == pytest.approx(nll / pixels, rel=1e-4)
+    sums = {name: torch.cat([terms[name] for terms in ssd_losses]).sum() for name in ssd_losses[0]}
+    assert metrics["val/detection_loss"] == pytest.approx(float(sums["bbox_regression"] + sums["classification"])
+                                                          / float(sums["positives"]), rel=1e-4)
+    assert metrics["val/ce"] == pytest.approx(nll / pixels, rel=1e-4)
+    assert metrics["val/segmentation_loss"] == pytest.approx(metrics["val/ce"] + 0.5 * metrics["val/dice"], rel=1e-5)
     union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
     iou = np.diag(confusion)[union > 0] / union[union > 0]
     assert metrics["val/miou"] == pytest.approx(iou.mean(), abs=1e-5)

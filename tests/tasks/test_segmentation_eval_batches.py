@@ -13,10 +13,11 @@ from torch import Tensor, nn
 
 from mobilenetv2_dense.backbone import BackboneSettings
 from mobilenetv2_dense.tasks.segmentation.datamodule import ShapesVOCDataModule
+from mobilenetv2_dense.tasks.segmentation.loss import SegmentationLossSettings
 from mobilenetv2_dense.tasks.segmentation.module import SegmentationTask
 
 NUM_VAL = 5  # odd: two ranks get 3 + 3 samples, one of them a repeat
-SCORES = ("val/miou", "val/pixel_accuracy", "val/loss")
+SCORES = ("val/miou", "val/pixel_accuracy", "val/loss", "val/ce", "val/dice")
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:
@@ -55,9 +56,10 @@ class ImagePoolingLogits(nn.Module):
 
 def make_task(network: str = "stand-in") -> SegmentationTask:
     """The task around the stand-in, or around the real (untrained) DeepLabv3-lite, whose scores are constant
-    untrained but whose loss shows any padding that leaks."""
+    untrained but whose loss shows any padding that leaks. The loss has its Dice term, from split-level sums."""
     torch.manual_seed(0)
-    task = SegmentationTask(num_classes=5, backbone=BackboneSettings(width_mult=0.35))
+    task = SegmentationTask(num_classes=5, backbone=BackboneSettings(width_mult=0.35),
+                            loss=SegmentationLossSettings(dice_weight=0.5))
     if network == "stand-in":
         task.model = ImagePoolingLogits(5)
     return task

@@ -99,3 +99,30 @@ def test_iou_table():
     assert lines[-1].split() == ["mIoU", f"{100 * (2 / 4 + 2 / 3) / 3:.2f}"]
     with pytest.raises(ValueError, match="3 class names for 4"):
         format_iou_table(scores["iou"], ["a", "b", "c"])
+
+
+def test_split_loss_is_the_training_loss_of_the_split_as_one_batch_whatever_the_batching():
+    """SplitSegmentationLoss fed image by image gives SegmentationLoss (cross-entropy + weighted smp Dice) of the
+    whole split in one batch; a class absent from the labels adds 0 Dice, as in smp."""
+    from mobilenetv2_dense.tasks.segmentation.loss import (
+        SegmentationLoss,
+        SegmentationLossSettings,
+        SplitSegmentationLoss,
+    )
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 9, 11, generator=generator)
+    masks = torch.randint(0, 3, (3, 9, 11), generator=generator)  # class 3 never labelled
+    masks[0, :2] = 255
+    settings = SegmentationLossSettings(dice_weight=0.5)
+    whole = SegmentationLoss(settings)(logits, masks)
+    split = SplitSegmentationLoss(4, settings)
+    for i in range(3):
+        split.update(logits[i:i + 1].log_softmax(1), masks[i:i + 1])
+    got = split.compute()
+    assert set(got) == {"loss", "ce", "dice"}
+    for name in got:
+        torch.testing.assert_close(got[name], whole[name], rtol=1e-5, atol=1e-6)
+    mean_of_images = torch.stack([SegmentationLoss(settings)(logits[i:i + 1], masks[i:i + 1])["dice"]
+                                  for i in range(3)]).mean()
+    assert not torch.isclose(got["dice"], mean_of_images, rtol=1e-3)  # not a mean of per-batch Dice losses
