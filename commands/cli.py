@@ -33,6 +33,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..backbone.weights import WeightsDownloadError
 from ..pictures.curves import TrainingCurves
 from ..tasks.checkpointing import ResumableTraining, slurm_resume_checkpoint
+from ..tasks.legacy import upgrade_hyperparameters
 
 _CONFIG_OPTIONS = ("-c", "--config")
 
@@ -82,7 +83,8 @@ def split_config_files(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` for Namespaces and dicts; other values (tuples as lists) are leaves."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` for Namespaces and dicts; other values (tuples as lists, nested ones
+    too, so a value compares equal however it was read) are leaves."""
     if isinstance(value, Namespace):
         value = value.as_dict()
     if isinstance(value, dict) and value:
@@ -90,15 +92,22 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
         for key, item in value.items():
             out.update(_flatten(item, f"{prefix}{key}."))
         return out
-    return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
+    return {prefix[:-1]: _lists(value)}
+
+
+def _lists(value: Any) -> Any:
+    """Tuples and lists as lists, at every depth (``((0.2, 1.0),)`` -> ``[[0.2, 1.0]]``)."""
+    return [_lists(item) for item in value] if isinstance(value, (tuple, list)) else value
 
 
 def checkpoint_hyperparameters(ckpt_path: str | Path) -> dict[str, Any]:
-    """The model's hyper-parameters saved in a Lightning checkpoint, without Lightning's private keys."""
+    """The model's hyper-parameters saved in a Lightning checkpoint, without Lightning's private keys; a checkpoint
+    written before the settings blocks has its flat options read as today's blocks (:mod:`mobilenetv2_dense.tasks.
+    legacy`)."""
     checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     hparams.pop("_instantiator", None)
-    return hparams
+    return upgrade_hyperparameters(hparams, source=ckpt_path)
 
 
 def json_default(value: Any) -> Any:

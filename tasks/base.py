@@ -14,6 +14,7 @@ from torch import Tensor
 from ..backbone.settings import BackboneSettings
 from ..deploy.backend import ExportedBackend, NetworkBackend, check_inference, inference_backend, is_exported
 from .datamodule import dataset_value
+from .legacy import upgraded_checkpoint
 from .nonfinite import NonFiniteGuard, check_checkpoint
 from .optim import Optimization, build_optimizer, build_scheduler
 
@@ -133,10 +134,13 @@ class BaseTask(L.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Self:
         """Lightning's, but ``backbone.weights`` is not read: the checkpoint holds the trained weights, so a
-        checkpoint naming torchvision's ImageNet weights or a file since gone loads offline."""
+        checkpoint naming torchvision's ImageNet weights or a file since gone loads offline. A checkpoint written
+        before the settings blocks loads with its options read as today's blocks (:mod:`mobilenetv2_dense.tasks.
+        legacy`; its tensors onto the CPU unless ``map_location`` says otherwise)."""
+        upgraded = upgraded_checkpoint(checkpoint_path, cls, weights_only=kwargs.get("weights_only"))
         token = _FROM_CHECKPOINT.set(True)
         try:
-            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+            return super().load_from_checkpoint(upgraded or checkpoint_path, *args, **kwargs)
         finally:
             _FROM_CHECKPOINT.reset(token)
 
