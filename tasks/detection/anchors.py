@@ -13,6 +13,7 @@ anchors per location, so the head's shapes do not change.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,9 @@ def fit_task_anchors(task: Any) -> None:
     # Every rank fits the same boxes with the same seed, so DDP ranks agree without a broadcast.
     report = fit_model_anchors(task.model, boxes, image_size)
     rank_zero_info(report.text())
-    task.hparams["anchors"] = report.fitted
+    # A task the CLI built keeps plain values (its checkpoint is re-instantiated from them by load_from_checkpoint);
+    # one built in Python keeps the dataclass it was given.
+    fitted = dataclasses.asdict(report.fitted) if "_instantiator" in task.hparams else report.fitted
+    task.hparams["anchors"] = fitted
     if hasattr(task, "_hparams_initial"):  # what the loggers write as hparams.yaml (after on_fit_start)
-        task._hparams_initial["anchors"] = report.fitted
+        task._hparams_initial["anchors"] = fitted

@@ -15,7 +15,7 @@ import mobilenetv2_dense.tasks.detection.anchors as anchors_module
 from mobilenetv2_dense.__main__ import main as package_main
 from mobilenetv2_dense.commands.cli import checkpoint_hyperparameters, cli_main
 from mobilenetv2_dense.heads.anchors import AnchorSettings
-from mobilenetv2_dense.tasks.detection import COCODataModule, VOCDetectionDataModule
+from mobilenetv2_dense.tasks.detection import COCODataModule, DetectionTask, VOCDetectionDataModule
 from tests.deploy.runs import CONFIGS, QUIET
 
 THIN = str(CONFIGS / "ssdlite_thin_shapes.yaml")
@@ -76,6 +76,8 @@ def test_fit_anchors_reach_the_checkpoint_and_validate_and_export_build_them(thi
         patch.chdir(folder)
         task, _, _ = build_task(THIN, str(checkpoint), thin_data(data))
     assert anchor_values(task.model.anchor_settings) == fitted
+    # Lightning's own loader of a CLI-written checkpoint (its instantiator takes plain values, not dataclasses)
+    assert anchor_values(DetectionTask.load_from_checkpoint(checkpoint).model.anchor_settings) == fitted
 
 
 def test_a_resumed_fit_keeps_the_checkpoint_anchors(thin_run, tmp_path: Path, monkeypatch, caplog):
