@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,14 @@ class COCODetection(DetectionDataset):
     annotations are kept as negatives. The set-up check (see
     :func:`mobilenetv2_dense.datasets.detection.dataset.build_index`) prints a
     summary; ``strict=True`` raises :class:`mobilenetv2_dense.datasets.checks.DatasetError` on any problem.
+
+    Only the index (a few numpy arrays) is kept from the set-up. :attr:`coco`, the json as a Python object per image
+    and annotation, is read again when asked for, which only the evaluation ground truth (the val split) is: kept
+    for a training split, those objects would sit in the training process for the whole run and be copied page by
+    page into its forked loader workers as reference counts and the garbage collector write to them.
     """
+
+    keeps_coco = False  # True: keep the set-up's COCO object as :attr:`coco` (a subclass reading it per sample)
 
     def __init__(self, images: str | Path, annotations: str | Path, *, transform: Transform | None = None,
                  strict: bool = False) -> None:
@@ -62,7 +70,9 @@ class COCODetection(DetectionDataset):
         images = Path(images)
         if not images.is_dir():
             raise FileNotFoundError(f"COCO images folder {str(images)!r} not found (for {self.annotation_file})")
-        self.coco = coco = load_coco(annotations)
+        coco = load_coco(annotations)
+        if self.keeps_coco:
+            self.__dict__["coco"] = coco  # the cached_property's slot: not read twice
         categories = sorted(coco.dataset["categories"], key=lambda c: c["id"])
         self.cat_id_to_label = {int(c["id"]): label for label, c in enumerate(categories, start=1)}
         self.label_to_cat_id = {label: cat for cat, label in self.cat_id_to_label.items()}
@@ -96,6 +106,12 @@ class COCODetection(DetectionDataset):
         report.finish(strict, fix=f"Fix or remove the entries in {self.annotation_file}, or pass strict=False to "
                                   "skip broken images and drop bad boxes.")
         super().__init__(index, transform=transform)
+
+    @cached_property
+    def coco(self) -> COCO:
+        """The pycocotools ``COCO`` of ``annotation_file`` (crowd annotations included, as COCOeval expects), read
+        on first use."""
+        return load_coco(self.annotation_file)
 
 
 def _bbox(annotation: dict) -> list[float]:

@@ -24,6 +24,8 @@ class COCOJoint(JointDataset, COCODetection):
     raises :class:`~mobilenetv2_dense.datasets.checks.DatasetError` instead.
     """
 
+    keeps_coco = True  # semantic_mask reads each image's annotations from it
+
     def __init__(self, images: str | Path, annotations: str | Path, *, transform: Transform | None = None,
                  strict: bool = False) -> None:
         super().__init__(images, annotations, transform=transform, strict=strict)

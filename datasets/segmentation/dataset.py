@@ -8,9 +8,11 @@ top-left ``(h, w)`` crop), so neither scores nor predictions depend on which ima
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import albumentations as A
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -43,9 +45,39 @@ def predict_collate(batch: Sequence[tuple[Tensor, str]]) -> dict:
     return {"images": images, "paths": [p for _, p in batch], "sizes": sizes}
 
 
+@dataclass(frozen=True)
+class SampleTable:
+    """A split's ``(name, image, mask)`` paths as three ``(I,)`` numpy string arrays; ``table[i]`` is a
+    :class:`Sample` built on the spot.
+
+    Forked DataLoader workers share the main process's memory until a page is written, and reading a Python
+    object writes its reference count: a list of per-sample objects is copied into every worker page by page as
+    the epochs visit it (https://github.com/pytorch/pytorch/issues/13246). Three arrays are three objects, so
+    the paths stay shared however often they are read (as the detection index does).
+    """
+
+    names: np.ndarray
+    images: np.ndarray
+    masks: np.ndarray
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample]) -> SampleTable:
+        return cls(*(np.array([getattr(s, key) for s in samples], dtype=str) for key in ("name", "image", "mask")))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> Sample:
+        return Sample(str(self.names[i]), str(self.images[i]), str(self.masks[i]))
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self[i] for i in range(len(self)))
+
+
 class SegmentationDataset(Dataset):
     """Checked ``(image, mask)`` file pairs as ``(image (3, H, W) float, mask (H, W) int64)`` after ``transform``.
 
+    ``samples`` is kept as a :class:`SampleTable` (no Python object per sample for the loader workers to copy).
     Construction runs the set-up check (:func:`mobilenetv2_dense.datasets.segmentation.voc.check_samples`):
     missing, unreadable or truncated files, masks of the wrong size, labels outside ``0..num_classes-1`` and 255,
     RGB masks with colours outside the VOC palette (or the dataset's colour table). One summary is printed; bad
@@ -64,17 +96,17 @@ class SegmentationDataset(Dataset):
     def __init__(self, samples: list[Sample], transform: A.Compose, *, num_classes: int, name: str,
                  strict: bool = False, check: bool = True, counts: dict[str, int] | None = None,
                  read_mask: MaskReader = read_mask, report: DatasetReport | None = None) -> None:
-        self.samples = samples
         found_before = report is not None and bool(report)
         report = DatasetReport(name) if report is None else report
         report.counts.update(counts or {})
+        kept = samples
         if check:
             note = getattr(read_mask, "converted_note", "RGB masks converted through the VOC palette")
-            self.samples = check_samples(samples, num_classes=num_classes, report=report, read=read_mask,
-                                         converted_note=note)
+            kept = check_samples(samples, num_classes=num_classes, report=report, read=read_mask, converted_note=note)
         if check or found_before:
             report.finish(strict, fix=_FIX)
-        if not self.samples:
+        self.samples = SampleTable.of(kept)
+        if not len(self.samples):
             raise ValueError(f"{name}: no usable samples left out of {len(samples)}; see the summary above")
         self.transform = transform
         self.read_mask = read_mask
