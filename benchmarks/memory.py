@@ -161,6 +161,7 @@ class Run:
     persistent: bool = False
     num_train: int = 256
     input_size: int = 96  # the side of the square training input: the detector's resized image, the segmenter's crop
+    width_mult: float | None = None  # the backbone's width (None: the config's); memory growth does not depend on it
 
     def args(self, data_root: Path) -> list[str]:
         """``train_task.py fit`` options for this run of the task's demo config, with :class:`EpochMemory`; the
@@ -183,7 +184,8 @@ class Run:
                 "--trainer.limit_train_batches", limit(self.train_batches),
                 "--trainer.limit_val_batches", limit(self.val_batches),
                 "--trainer.num_sanity_val_steps", "0", "--trainer.enable_model_summary", "false",
-                "--trainer.callbacks+=benchmarks.memory.EpochMemory"]
+                "--trainer.callbacks+=benchmarks.memory.EpochMemory",
+                *(["--model.init_args.backbone.width_mult", str(self.width_mult)] if self.width_mult else [])]
 
 
 def measure(run: Run, data_root: Path, run_dir: Path) -> list[EpochRecord]:

@@ -46,7 +46,7 @@ def test_fit_validate_predict_on_a_yolo_data_yaml(tmp_path: Path, monkeypatch: p
     data = ["--data.init_args.data_yaml", str(data_yaml)]
     fit = cli_main(["fit", "--config", CONFIG, *data, *SMALL, "--trainer.max_steps", "2"])
     assert fit.model.num_classes == 4 and fit.model.labels.label_to_cat_id == {1: 10, 2: 20, 3: 30, 4: 40}
-    assert fit.model.hparams.anchors.scales is not None  # fitted to the YOLO boxes (the config's fit_anchors: true)
+    assert fit.model.hparams.anchors["scales"] is not None  # fitted to the YOLO boxes (the config's fit_anchors: true)
     checkpoint = next((tmp_path / "runs").rglob("last.ckpt"))
 
     validate = cli_main(["validate", "--config", CONFIG, *data, *SMALL, "--ckpt_path", str(checkpoint)])
