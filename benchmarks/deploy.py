@@ -11,8 +11,10 @@ Latency (random weights, nothing downloads; the median of ``--runs`` interleaved
 
 Ours runs as: eager (the model floor, ``predict`` for the detector), fused (Conv+BN folded), compiled (fold +
 ``torch.compile`` inductor with freezing; the detector's post-processing stays eager), ONNX Runtime fp32 and
-int8 (``export.py``'s graphs, post-processing inside), ExecuTorch fp32 and int8 (XNNPACK). int8 latency is
-calibrated on random images; its accuracy comes from ``--accuracy``.
+int8 (``export.py``'s graphs, post-processing inside), ExecuTorch fp32 and int8 (XNNPACK), and with ``--formats
+... litert`` LiteRT fp32 and int8 (``deploy/litert.py``: the same graphs as ``.tflite`` in the LiteRT interpreter;
+needs the optional litert-torch). int8 latency is calibrated on random images; its accuracy comes from
+``--accuracy``.
 
 ``--accuracy`` exports the ``make demo`` / ``make demo-seg`` checkpoints in each format through ``export.py`` and
 prints the parity figures it measures on the generated validation sets (mAP, mIoU: eager vs exported).
@@ -128,6 +130,16 @@ def latency(task: str, *, runs: int, warmup: int, threads: int, formats: list[st
             _sidecar(file, task, outputs)
             deployed = DeployedModel(file, threads=threads)
             contenders[name] = lambda d=deployed: d(image)
+    if "litert" in formats:
+        from mobilenetv2_dense.deploy.litert import LiteRTDeployedModel, write_litert
+
+        for name, int8 in (("LiteRT fp32", False), ("LiteRT int8", True)):
+            path, _ = write_litert(graph, example, folder / f"{task}{'.int8' if int8 else ''}.tflite",
+                                   output_names=outputs, int8=int8, calibration=calibration)
+            write_sidecar(path, {"task": {"backbone": "classification"}.get(task, task), "outputs": graph.outputs(),
+                                 "classes": []})
+            deployed = LiteRTDeployedModel(path, threads=threads)
+            contenders[name] = lambda d=deployed: d(image)
     torch.set_num_threads(threads)
     timings = median_latency(contenders, runs=runs, warmup=warmup)
     reference = timings["torchvision eager"]
@@ -174,7 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tasks", nargs="+", default=["backbone", "detection", "segmentation"])
-    parser.add_argument("--formats", nargs="+", default=["compiled", "onnx", "executorch"])
+    parser.add_argument("--formats", nargs="+", default=["compiled", "onnx", "executorch"],
+                        choices=["compiled", "onnx", "executorch", "litert"],
+                        help="litert (float and int8 .tflite in the LiteRT interpreter) needs litert-torch installed")
     parser.add_argument("--accuracy", action="store_true", help="also export the demo checkpoints and compare")
     parser.add_argument("--parity_images", type=int, default=200)
     args = parser.parse_args(argv)
