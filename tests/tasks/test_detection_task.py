@@ -286,15 +286,15 @@ def test_fit_fast_dev_run_and_predict_through_cli(tmp_path: Path, monkeypatch) -
 # ------------------------------------------------------------------------------------------------- learning
 @pytest.mark.slow
 def test_overfits_small_shapes_set(tmp_path: Path) -> None:
-    """64 generated images at 160 px, evaluated on themselves: SSDLite must reach AP50 >= 0.9 (2-3 min on CPU)."""
+    """64 generated images at 128 px, evaluated on themselves: SSDLite must reach AP50 >= 0.9."""
     from mobilenetv2_dense.datasets.detection import DetectionAugment, write_shapes_coco
     from mobilenetv2_dense.tasks.detection import COCODataModule
     from mobilenetv2_dense.tasks.optim import Optimization
 
-    root = write_shapes_coco(tmp_path / "shapes", num_train=64, num_val=0, image_size=160, seed=1, max_objects=3)
+    root = write_shapes_coco(tmp_path / "shapes", num_train=64, num_val=0, image_size=128, seed=1, max_objects=3)
     train = {"images": str(root / "train2017"), "annotations": str(root / "annotations" / "instances_train2017.json")}
     data = COCODataModule(train_images=train["images"], train_annotations=train["annotations"],
-                          val_images=train["images"], val_annotations=train["annotations"], image_size=160,
+                          val_images=train["images"], val_annotations=train["annotations"], image_size=128,
                           batch_size=8, num_workers=0, pin_memory=False,
                           augment=DetectionAugment(photometric=False, max_zoom=1.0, min_iou_crop=False, hflip=False))
     task = DetectionTask(num_classes=4, backbone=BackboneSettings(width_mult=0.5, init="normal"),
