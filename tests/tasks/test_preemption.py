@@ -41,6 +41,20 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **extra}
 
 
+def fit_until_epoch_1(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, list[bytes]]:
+    """``train_task.py args`` started in its own session, returned once its progress bar is one step into epoch 1
+    (or it ended, or 180 s passed), with the list its output keeps arriving in."""
+    child = subprocess.Popen([sys.executable, str(ROOT / "train_task.py"), *args], cwd=cwd, env=env,
+                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output: list[bytes] = []
+    threading.Thread(target=lambda: output.extend(iter(lambda: child.stdout.read1(4096), b"")), daemon=True).start()
+    in_epoch_1 = re.compile(rb"Epoch 1:[^|]*\|[^|]*\| [123]/4")  # the progress bar, one step into epoch 1
+    deadline = time.monotonic() + 180
+    while not in_epoch_1.search(b"".join(output)) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return child, output
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("runs/**/checkpoints/*.ckpt"))
 
@@ -89,15 +103,7 @@ def test_in_epoch_checkpoint_shares_last_ckpt(tiny_shapes_folder, tmp_path, monk
 def test_sigterm_saves_a_checkpoint_exits_nonzero_and_resumes(tiny_shapes_folder, tmp_path, monkeypatch):
     """Preemption signals every process of the job (here: the process group, loader workers included)."""
     args = tiny(tiny_shapes_folder, workers=1, epochs=3)
-    child = subprocess.Popen([sys.executable, str(ROOT / "train_task.py"), "fit", "--config", CONFIG, *args],
-                             cwd=tmp_path, env=child_env(), start_new_session=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output: list[bytes] = []
-    threading.Thread(target=lambda: output.extend(iter(lambda: child.stdout.read1(4096), b"")), daemon=True).start()
-    in_epoch_1 = re.compile(rb"Epoch 1:[^|]*\|[^|]*\| [123]/4")  # the progress bar, one step into epoch 1
-    deadline = time.monotonic() + 180
-    while not in_epoch_1.search(b"".join(output)) and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    child, output = fit_until_epoch_1(["fit", "--config", CONFIG, *args], tmp_path, child_env())
     os.killpg(child.pid, signal.SIGTERM)
     assert child.wait(timeout=120) == 128 + signal.SIGTERM, b"".join(output).decode()[-3000:]
 

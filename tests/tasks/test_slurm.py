@@ -10,10 +10,6 @@ import os
 import re
 import shlex
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import lightning as L
@@ -27,7 +23,7 @@ from mobilenetv2_dense.heads.anchors import AnchorSettings
 from mobilenetv2_dense.tasks.checkpointing import hpc_checkpoints, slurm_resume_checkpoint
 from tests.deploy.runs import QUIET
 from tests.tasks.test_fit_anchors import THIN, anchor_values, thin_data
-from tests.tasks.test_preemption import CONFIG, ROOT, STEPS_PER_EPOCH, child_env, tiny
+from tests.tasks.test_preemption import CONFIG, ROOT, STEPS_PER_EPOCH, child_env, fit_until_epoch_1, tiny
 
 JOB_ID = "4242"
 JOB = {"SLURM_NTASKS": "1", "SLURM_JOB_ID": JOB_ID, "SLURM_NODELIST": "node1", "SLURM_PROCID": "0",
@@ -77,15 +73,7 @@ def test_requeue_signal_saves_requeues_and_the_requeued_job_resumes(tiny_shapes_
     requeued job (the same command) resumes from ``hpc_ckpt_2.ckpt`` at its step and finishes."""
     job = slurm_job(tmp_path)
     args = ["fit", "--config", CONFIG, *tiny(tiny_shapes_folder, epochs=3)]
-    child = subprocess.Popen([sys.executable, str(ROOT / "train_task.py"), *args], cwd=tmp_path,
-                             env=child_env(**job), start_new_session=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output: list[bytes] = []
-    threading.Thread(target=lambda: output.extend(iter(lambda: child.stdout.read1(4096), b"")), daemon=True).start()
-    in_epoch_1 = re.compile(rb"Epoch 1:[^|]*\|[^|]*\| [123]/4")  # the progress bar, one step into epoch 1
-    deadline = time.monotonic() + 180
-    while not in_epoch_1.search(b"".join(output)) and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    child, output = fit_until_epoch_1(args, tmp_path, child_env(**job))
     os.kill(child.pid, signal.SIGUSR1)  # SLURM signals the job step's tasks
     assert child.wait(timeout=120) == 143, b"".join(output).decode()[-3000:]
 
