@@ -201,6 +201,10 @@ class TaskCLI(LightningCLI):
             rank_zero_info(f"model.init_args.backbone.weights={backbone.weights!r} is not loaded: "
                            f"{ckpt_path} holds the trained weights")
             backbone["weights"] = None
+        qat = init_args.get("qat") if init_args is not None else None
+        if qat is not None and qat.get("weights") is not None:
+            # A QAT checkpoint holds the trained weights too: its float start checkpoint is not read again.
+            qat["weights"] = None
 
     def _resume_slurm_job(self, subcommand: str) -> None:
         """In a SLURM job, a command without ``--ckpt_path`` gets the job's newest ``hpc_ckpt_<N>.ckpt`` as one

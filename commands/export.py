@@ -1,4 +1,4 @@
-"""The export command: a config (and a checkpoint) in, an ONNX or ExecuTorch file and its JSON sidecar out.
+"""The export command: a config (and a checkpoint) in, an ONNX, ExecuTorch or LiteRT file and its JSON sidecar out.
 
     python export.py --config configs/ssdlite_shapes_demo.yaml --ckpt_path best.ckpt --format onnx \\
         --output runs/export/ssdlite.onnx
@@ -9,6 +9,8 @@
 ==============  ==========  ============================================================================
 ``onnx``        ``.onnx``   :func:`write_onnx` (ONNX Runtime static QDQ on the exported float file)
 ``executorch``  ``.pte``    :func:`write_executorch` (PT2E with XNNPACK's quantiser, before lowering)
+``litert``      ``.tflite`` :func:`write_tflite` (PT2E with litert-torch's quantiser; input fixed at
+                            ``(1, 3, H, W)``; needs ``pip install -e .[litert]``)
 ==============  ==========  ============================================================================
 
 :func:`export` runs, in order:
@@ -30,6 +32,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -47,6 +50,8 @@ from ..datasets.images import IMAGENET_MEAN, IMAGENET_STD
 from ..deploy.formats import MAX_SIZE, MIN_SIZE, ONNX_OPSET, SUFFIX, dynamic_shapes, export_graph
 from ..deploy.fuse import count_batchnorms, fold_conv_bn
 from ..deploy.graph import ClassifierGraph, DetectorGraph, JointGraph, SegmenterGraph, denormalize, resize_to
+from ..deploy.litert import count_int8_weights as count_tflite_int8_layers
+from ..deploy.litert import litert_versions, require_litert, static_contract, write_litert
 from ..deploy.quantize import (
     QUANTISED_OPS,
     QUANTISED_OPS_DENSE,
@@ -58,6 +63,7 @@ from ..deploy.quantize import (
 from ..deploy.runtime import DeployedModel, sidecar_path, write_sidecar
 from ..models.weights import load_checkpoint_weights
 from ..tasks.datamodule import dataset_value
+from ..tasks.qat import restore as restore_qat
 from .cli import checkpoint_hyperparameters, cli_main, json_default
 from .parity import parity
 
@@ -66,21 +72,24 @@ Size = tuple[int, int]
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        prog="export.py", description="Export a detection, segmentation, joint or classification model to ONNX or "
-        "ExecuTorch, with normalisation and post-processing in the graph; other --model.* / --data.* options go to "
-        "the config as on the training command line.")
+        prog="export.py", description="Export a detection, segmentation, joint or classification model to ONNX, "
+        "ExecuTorch or LiteRT, with normalisation and post-processing in the graph; other --model.* / --data.* options "
+        "go to the config as on the training command line.")
     parser.add_argument("--config", required=True, help="the experiment's YAML config")
     parser.add_argument("--ckpt_path", help="a checkpoint of that config (without one the weights are random)")
-    parser.add_argument("--format", choices=("onnx", "executorch"), default="onnx")
-    parser.add_argument("--output", help="file to write (default runs/export/<config name>.onnx|.pte)")
+    parser.add_argument("--format", choices=tuple(SUFFIX), default="onnx",
+                        help="litert (.tflite) needs the optional litert-torch: pip install -e .[litert]")
+    parser.add_argument("--output", help="file to write (default runs/export/<config name>.onnx|.pte|.tflite)")
     parser.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"),
                         help="input size: fixed for detection (default: the data's image_size), the tracing size "
-                             "for segmentation and classification, whose H and W stay dynamic")
+                             "for segmentation and classification, whose H and W stay dynamic in onnx (fixed in "
+                             "executorch and litert)")
     parser.add_argument("--argmax", action="store_true",
                         help="segmentation (and joint): output labels (N, H, W), not logits")
     parser.add_argument("--int8", action="store_true",
                         help="post-training int8 quantisation of the network: ONNX Runtime static (QDQ) for onnx, PT2E "
-                             "with XNNPACK's quantiser for executorch; per-channel weights")
+                             "with XNNPACK's quantiser for executorch, with litert-torch's for litert; per-channel "
+                             "weights")
     parser.add_argument("--calibration", type=int, default=64, metavar="N",
                         help="training images that calibrate the int8 activation ranges")
     parser.add_argument("--parity_images", type=int, default=200,
@@ -96,6 +105,8 @@ def build_task(config: str, ckpt_path: str | None, overrides: list[str]) -> tupl
         if not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
         hparams = checkpoint_hyperparameters(ckpt_path)
+        if (qat := hparams.get("qat")) is not None:  # a QAT checkpoint holds its weights: the float start is not read
+            hparams["qat"] = {**(dataclasses.asdict(qat) if dataclasses.is_dataclass(qat) else qat), "weights": None}
         class_path = hparams.pop("_class_path", None)
         spec = {"class_path": class_path, "init_args": hparams} if class_path else hparams
         args += ["--model", json.dumps(spec, default=json_default)]
@@ -108,6 +119,8 @@ def build_task(config: str, ckpt_path: str | None, overrides: list[str]) -> tupl
         load_checkpoint_weights(task.model, ckpt_path)
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         extras = {key: checkpoint[key] for key in ("class_names", "label_to_cat_id") if checkpoint.get(key)}
+        if "qat" in checkpoint:  # quantisation-aware trained: its fake quantisers too, for --int8
+            restore_qat(task, checkpoint)
     return task.eval(), cli.datamodule, extras
 
 
@@ -239,9 +252,11 @@ def calibration_batches(datamodule: Any, count: int, size: Size | None = None) -
     return batches
 
 
-def int8_summary(graph: nn.Module, calibration: list[Tensor], int8_layers: int, **method: Any) -> dict[str, Any]:
-    """The sidecar's ``int8`` block: what was quantised of the float ``graph`` and how."""
-    return {"calibration_images": sum(len(b) for b in calibration), "weights": "int8, per output channel",
+def int8_summary(graph: nn.Module, calibration: list[Tensor] | None, int8_layers: int, **method: Any) -> dict[str, Any]:
+    """The sidecar's ``int8`` block: what was quantised of the float ``graph`` and how (``calibration`` ``None``:
+    quantisation-aware training, whose ranges were observed while training)."""
+    calibrated = {"calibration_images": sum(len(b) for b in calibration)} if calibration is not None else {}
+    return {**calibrated, "weights": "int8, per output channel",
             "int8_layers": int8_layers,
             "float_layers": sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in graph.modules()),  # int8's target
             "float": "normalisation and post-processing", **method}
@@ -271,7 +286,8 @@ def write_onnx(graph: nn.Module, example: Tensor, output: Path, contract: dict[s
 
 def write_executorch(graph: nn.Module, example: Tensor, output: Path, contract: dict[str, Any],
                      calibration: list[Tensor] | None) -> tuple[Path, float, dict[str, Any] | None]:
-    """``graph`` lowered to XNNPACK as ``output`` (``.pte``); with ``calibration`` batches, its network quantised
+    """``graph`` lowered to XNNPACK as ``output`` (``.pte``, input ``(1, 3, H, W)`` at ``example``'s size:
+    :func:`~mobilenetv2_dense.deploy.formats.export_executorch`); with ``calibration`` batches, its network quantised
     first (:func:`quantize_pt2e`). Returns the file, the export's seconds and the ``int8`` block (``None``: float)."""
     names = [o["name"] for o in contract["outputs"]]
     shape = {"dynamic_size": contract["dynamic_size"], "min_size": contract.get("min_size", MIN_SIZE)}
@@ -284,7 +300,45 @@ def write_executorch(graph: nn.Module, example: Tensor, output: Path, contract: 
     return *export_graph(graph, example, output, format="executorch", output_names=names, **shape), int8
 
 
-WRITERS = {"onnx": write_onnx, "executorch": write_executorch}
+def write_tflite(graph: nn.Module, example: Tensor, output: Path, contract: dict[str, Any],
+                 calibration: list[Tensor] | None) -> tuple[Path, float, dict[str, Any] | None]:
+    """``graph`` converted by litert-torch as ``output`` (``.tflite``, input ``(1, 3, H, W)`` at ``example``'s size:
+    :func:`~mobilenetv2_dense.deploy.litert.write_litert`); with ``calibration`` batches, its network quantised
+    first by PT2E. Returns the file, the export's seconds and the ``int8`` block (``None``: float)."""
+    path, seconds = write_litert(graph, example, output, output_names=[o["name"] for o in contract["outputs"]],
+                                 int8=calibration is not None, calibration=calibration)
+    if calibration is None:
+        return path, seconds, None
+    return path, seconds, int8_summary(graph, calibration, count_tflite_int8_layers(path),
+                                       method="PT2E, litert-torch PT2EQuantizer (symmetric), converter's static Q/DQ",
+                                       activations="int8, per tensor, min/max")
+
+
+def qat_network(task: nn.Module, graph: nn.Module, contract: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """A quantisation-aware trained checkpoint's int8: its fake-quantised network converted (PT2E ``convert_pt2e``)
+    replaces ``graph``'s float network, and the writer exports it as it is (ExecuTorch lowers the int8 ops to XNNPACK;
+    ONNX gets ``QuantizeLinear`` / ``DequantizeLinear`` pairs, a QDQ model). Returns the sidecar's ``int8`` block."""
+    network = task.qat_network
+    if fmt not in ("onnx", "executorch"):
+        raise ValueError(f"export: --format {fmt} --int8 of a quantisation-aware trained checkpoint is not supported; "
+                         "use --format onnx or executorch (or export the float weights without --int8)")
+    size = fixed_size(contract)
+    if size is not None and tuple(size) != network.image_size:
+        raise ValueError(f"export: this checkpoint was quantisation-aware trained at {list(network.image_size)}, "
+                         f"its int8 graph takes only that size, not --image_size {list(size)}; leave --image_size "
+                         "out or train QAT at the size you export")
+    summary = int8_summary(graph, None, 0, method="PT2E quantisation-aware training, XNNPACKQuantizer (symmetric)",
+                           activations="int8, per tensor, moving-average min/max observed in training")
+    graph.network = network.convert()
+    summary["int8_layers"] = count_int8_weights(graph.network)
+    return summary
+
+
+WRITERS = {"onnx": write_onnx, "executorch": write_executorch, "litert": write_tflite}
+# A format's own contract: a LiteRT or ExecuTorch file's every dimension is static, (1, 3, H, W) at the export's size
+# (ExecuTorch: so that XNNPACK runs every op and memory is planned for one image, deploy/formats.py).
+CONTRACTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"litert": static_contract,
+                                                                    "executorch": static_contract}
 
 
 def versions(fmt: str) -> dict[str, str]:
@@ -295,10 +349,12 @@ def versions(fmt: str) -> dict[str, str]:
         import onnxruntime
 
         out.update(onnx=onnx.__version__, onnx_opset=str(ONNX_OPSET), onnxruntime=onnxruntime.__version__)
-    else:
+    elif fmt == "executorch":
         from importlib.metadata import version
 
         out.update(executorch=version("executorch"), delegate="XNNPACK")
+    else:
+        out.update(litert_versions())
     return out
 
 
@@ -325,18 +381,24 @@ def check_parity(task: nn.Module, datamodule: Any, path: Path, meta: dict[str, A
 def export(argv: list[str] | None = None) -> Path:
     """Run the export command on ``argv``; returns the written model file."""
     args, overrides = parse_args(argv)
+    if args.format == "litert":
+        require_litert()  # before the task is built: a missing optional converter fails at once
     task, datamodule, extras = build_task(args.config, args.ckpt_path, overrides)
     if args.ckpt_path is None:
         print(f"export: no --ckpt_path; exporting {args.config}'s untrained weights", file=sys.stderr)
     graph, example, contract = build_graph(task, datamodule, label_set(task, datamodule, extras),
                                            image_size=args.image_size, argmax=args.argmax)
+    contract = CONTRACTS.get(args.format, dict)(contract)
     output = Path(args.output or Path("runs/export") / f"{Path(args.config).stem}{SUFFIX[args.format]}")
     print(f"export: {contract['task']} -> {output} ({args.format}; {count_batchnorms(task.model)} BatchNorms folded "
           f"into their convs, {count_batchnorms(graph)} left)")
     size = fixed_size(contract)
     data_at_size(datamodule, size)  # calibration and parity feed the file the size it was exported at
-    calibration = calibration_batches(datamodule, args.calibration, size) if args.int8 else None
+    trained_int8 = args.int8 and task.qat_network is not None  # a QAT checkpoint: converted, not calibrated
+    calibration = calibration_batches(datamodule, args.calibration, size) if args.int8 and not trained_int8 else None
+    qat_int8 = qat_network(task, graph, contract, args.format) if trained_int8 else None
     path, seconds, int8 = WRITERS[args.format](graph, example, output, contract, calibration)
+    int8 = int8 or qat_int8
     meta = sidecar(contract, args, path, seconds, int8)
     write_sidecar(path, meta)
     if args.parity_images > 0:

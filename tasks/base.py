@@ -13,10 +13,13 @@ from torch import Tensor
 
 from ..backbone.settings import BackboneSettings
 from ..deploy.backend import ExportedBackend, NetworkBackend, check_inference, inference_backend, is_exported
+from ..deploy.qat import FakeQuantizedNetwork
+from . import qat as qat_stage
 from .datamodule import dataset_value
 from .legacy import upgraded_checkpoint
 from .nonfinite import NonFiniteGuard, check_checkpoint
 from .optim import Optimization, build_optimizer, build_scheduler
+from .qat import QATSettings
 
 # Set while load_from_checkpoint builds a task: its backbone weights come from the checkpoint, not backbone.weights.
 _FROM_CHECKPOINT: ContextVar[bool] = ContextVar("from_checkpoint", default=False)
@@ -33,34 +36,60 @@ class BaseTask(L.LightningModule):
             ``self.model``), through one :mod:`mobilenetv2_dense.deploy.backend`: ``"eager"`` (``self.model``),
             ``"fused"`` (a copy with every BatchNorm folded into its conv), ``"compiled"`` (that copy under
             ``torch.compile``, inductor with freezing, after checking on the first batch that no batch-norm op is
-            left), or the path of an ``.onnx`` / ``.pte`` file written by the export command, run by ONNX Runtime or
-            ExecuTorch with the same data, metrics, pictures and files (an exported file computes no loss, and
-            ``fit`` refuses it). A copy is built at the first batch of each run, from the weights the run evaluates.
+            left), or the path of an ``.onnx`` / ``.pte`` / ``.tflite`` file written by the export command, run by ONNX
+            Runtime, ExecuTorch or LiteRT with the same data, metrics, pictures and files (an exported file computes
+            no loss, and ``fit`` refuses it). A copy is built at the first batch of each run, from the weights the run
+            evaluates.
 
     A training batch whose loss or gradients are not finite is skipped, ``optimization.max_nonfinite_steps`` of them
     in a row stop the run, and no checkpoint with a non-finite tensor is written (:mod:`mobilenetv2_dense.tasks.
     nonfinite`): a subclass's ``training_step`` returns :meth:`skip_nonfinite`'s loss when there is one, and its
     ``on_save_checkpoint`` calls this one.
+
+    With a ``qat`` block (:class:`mobilenetv2_dense.tasks.qat.QATSettings`), the network trains and evaluates
+    fake-quantised (:mod:`mobilenetv2_dense.tasks.qat`): subclasses run it through :meth:`run_network`.
     """
 
     task_name: str = ""  # the "task" of an exported file's sidecar this task can run
 
     def __init__(self, optimization: Optimization = Optimization(), channels_last: bool = False,
-                 inference: str = "eager") -> None:
+                 inference: str = "eager", qat: QATSettings | None = None) -> None:
         super().__init__()
         self.optimization = optimization
         self.channels_last = channels_last
         self.inference = check_inference(inference, type(self).__name__)
         self._backend: NetworkBackend | ExportedBackend | None = None
         self.nonfinite = NonFiniteGuard(optimization.max_nonfinite_steps)
+        if qat is not None and inference in ("fused", "compiled"):
+            raise ValueError(f"{type(self).__name__}: inference={inference!r} folds the float network, but qat runs "
+                             "the fake-quantised one: use inference 'eager', or export the checkpoint with --int8")
+        self.qat = qat
+        self.qat_network: FakeQuantizedNetwork | None = None  # traced at set-up (the data gives its size)
 
     def setup(self, stage: str) -> None:
         self._check_data_classes(stage)
         if is_exported(self.inference) and stage == "fit":
             raise ValueError(f"{type(self).__name__}: model.init_args.inference={self.inference!r} runs an exported "
                              "file, which cannot be trained; use it with validate, test or predict, or remove it")
+        if self.qat is not None and self.qat_network is None:
+            if self.qat.weights is not None and not _FROM_CHECKPOINT.get():
+                qat_stage.load_start_weights(self, self.qat.weights)
+            self.qat_network = qat_stage.build_network(self, qat_stage.traced_size(self, self.trainer.datamodule))
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+
+    def run_network(self, images: Tensor) -> dict[str, Tensor]:
+        """The network's raw outputs on a normalised batch: ``self.model``, or its fake-quantised version under
+        QAT (the same dict)."""
+        return (self.qat_network or self.model)(self.prepare_images(images))
+
+    def on_train_epoch_start(self) -> None:
+        if self.qat_network is not None:
+            qat_stage.update_freezing(self.qat_network, self.qat, self.current_epoch)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "qat" in checkpoint and self.qat_network is None:  # its fake quantisers' state loads next
+            self.qat_network = qat_stage.build_network(self, tuple(checkpoint["qat"]["image_size"]))
 
     # ------------------------------------------------------------------------- non-finite losses and weights
     def skip_nonfinite(self, losses: dict[str, Tensor]) -> Tensor | None:
@@ -82,15 +111,16 @@ class BaseTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint(self, checkpoint)  # before Lightning writes the file
+        qat_stage.save(self.qat_network, checkpoint)
 
     def backend(self) -> NetworkBackend | ExportedBackend:
         """What evaluation and prediction run: the backend ``inference`` names (made once per run; an exported file is
         loaded and checked against this task once), but ``self.model`` while training and inside ``fit``."""
         exported = is_exported(self.inference)  # never trains: fit refuses it at set-up
         if not exported and (self.training or self._trainer is None or self.trainer.state.fn == "fit"):
-            return NetworkBackend(self.model, channels_last=self.channels_last)
+            return NetworkBackend(self.qat_network or self.model, channels_last=self.channels_last)
         if self._backend is None:
-            self._backend = inference_backend(self.inference, self.model, task=self.task_name,
+            self._backend = inference_backend(self.inference, self.qat_network or self.model, task=self.task_name,
                                               num_classes=self.num_classes,
                                               num_seg_classes=getattr(self, "num_seg_classes", None),
                                               channels_last=self.channels_last, owner=type(self).__name__)

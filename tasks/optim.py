@@ -83,12 +83,15 @@ torch.serialization.add_safe_globals([Optimization])
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: conv/linear weights with decay; norm parameters and biases without."""
-    decay, no_decay = [], []
+    """Two groups: conv/linear weights with decay; norm parameters and biases without. A parameter shared by two
+    modules is taken once, as its first module says (a task's ``model`` comes before the fake-quantised graph of
+    quantisation-aware training, whose containers hold the same tensors)."""
+    decay, no_decay, seen = [], [], set()
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
+            if not param.requires_grad or id(param) in seen:
                 continue
+            seen.add(id(param))
             is_norm = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
             (no_decay if is_norm or name == "bias" else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -10,6 +10,7 @@ from ...backbone.settings import BackboneSettings
 from ...models.classifier import mobilenet_v2_classifier
 from ..base import BaseTask
 from ..optim import Optimization
+from ..qat import QATSettings
 
 
 class ClassificationTask(BaseTask):
@@ -25,15 +26,16 @@ class ClassificationTask(BaseTask):
             (:class:`mobilenetv2_dense.backbone.BackboneSettings`, a YAML block).
         dropout: before the last linear layer.
         label_smoothing: cross-entropy label smoothing (0 in the paper).
-        optimization, channels_last, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`.
+        optimization, channels_last, inference, qat: see :class:`mobilenetv2_dense.tasks.base.BaseTask`.
     """
 
     task_name = "classification"
 
     def __init__(self, num_classes: int, backbone: BackboneSettings = BackboneSettings(), dropout: float = 0.2,
                  label_smoothing: float = 0.0, optimization: Optimization = Optimization(),
-                 channels_last: bool = False, inference: str = "eager") -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last, inference=inference)
+                 channels_last: bool = False, inference: str = "eager",
+                 qat: QATSettings | None = None) -> None:
+        super().__init__(optimization=optimization, channels_last=channels_last, inference=inference, qat=qat)
         self.save_hyperparameters()
         self.num_classes = num_classes
         self.model = mobilenet_v2_classifier(num_classes=num_classes, dropout=dropout,

@@ -18,6 +18,7 @@ from ...heads.postprocess import PostProcessing
 from ...models.ssdlite import ssdlite320_mobilenet_v2
 from ..base import BaseTask
 from ..optim import Optimization
+from ..qat import QATSettings
 from .anchors import fit_task_anchors
 from .evaluation import Backend, scale_to_original, split_predict_batch
 from .evaluator import DetectionEvaluator
@@ -57,7 +58,7 @@ class DetectionTask(BaseTask):
             (:mod:`mobilenetv2_dense.tasks.detection.anchors`), print the best possible recall before and after, and
             keep the values in the hyper-parameters, so checkpoints (and ``--ckpt_path`` runs, the export command)
             build the model with them. A resumed fit keeps the checkpoint's anchors.
-        optimization, channels_last, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`; an exported
+        optimization, channels_last, inference, qat: see :class:`mobilenetv2_dense.tasks.base.BaseTask`; an exported
             detector computes no loss, so ``validate --model.init_args.inference model.onnx`` logs the COCO metrics
             only.
     """
@@ -76,8 +77,9 @@ class DetectionTask(BaseTask):
         optimization: Optimization = Optimization(),
         channels_last: bool = False,
         inference: str = "eager",
+        qat: QATSettings | None = None,
     ) -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last, inference=inference)
+        super().__init__(optimization=optimization, channels_last=channels_last, inference=inference, qat=qat)
         self.save_hyperparameters()
         self.num_classes = num_classes
         self.fit_anchors = fit_anchors
@@ -96,7 +98,7 @@ class DetectionTask(BaseTask):
         self.labels.read(self.trainer.datamodule if self._trainer is not None else None)
 
     def on_fit_start(self) -> None:
-        if self.fit_anchors:
+        if self.fit_anchors and self.qat is None:  # QAT keeps the anchors of the checkpoint it starts from
             fit_task_anchors(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -104,12 +106,13 @@ class DetectionTask(BaseTask):
         self.labels.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.labels.load(checkpoint)
 
     # -------------------------------------------------------------------------------------------- training
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Raw network outputs: ``bbox_regression (N, A, 4)``, ``cls_logits (N, A, K+1)``, ``anchors (A, 4)``."""
-        return self.model(self.prepare_images(images))
+        return self.run_network(images)
 
     def training_step(self, batch: tuple[Tensor, list[dict]], batch_idx: int) -> Tensor:
         images, targets = batch

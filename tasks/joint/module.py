@@ -27,6 +27,7 @@ from ..detection.evaluator import DetectionEvaluator
 from ..detection.labels import LabelSet
 from ..distributed import log_split_values
 from ..optim import Optimization
+from ..qat import QATSettings
 from ..segmentation.evaluation import SegmentationEvaluator
 from ..segmentation.loss import SegmentationLossSettings
 from ..segmentation.metrics import IGNORE_INDEX
@@ -65,8 +66,8 @@ class JointTask(BaseTask):
         post_processing, evaluator, anchors, fit_anchors: the detector's, as
             :class:`~mobilenetv2_dense.tasks.detection.DetectionTask`'s (the ``anchors`` command takes a joint config
             too).
-        optimization, channels_last, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask`; an exported file
-            must carry logits (not ``--argmax``) and computes no loss.
+        optimization, channels_last, inference, qat: see :class:`mobilenetv2_dense.tasks.base.BaseTask`; an
+            exported file must carry logits (not ``--argmax``) and computes no loss.
     """
 
     task_name = "joint"
@@ -87,8 +88,9 @@ class JointTask(BaseTask):
         optimization: Optimization = Optimization(),
         channels_last: bool = False,
         inference: str = "eager",
+        qat: QATSettings | None = None,
     ) -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last, inference=inference)
+        super().__init__(optimization=optimization, channels_last=channels_last, inference=inference, qat=qat)
         self.save_hyperparameters()
         num_seg_classes = num_classes + 1 if num_seg_classes is None else num_seg_classes
         if not 2 <= num_seg_classes <= IGNORE_INDEX:
@@ -129,7 +131,7 @@ class JointTask(BaseTask):
             self.seg_class_names = [str(name) for name in names]
 
     def on_fit_start(self) -> None:
-        if self.fit_anchors:
+        if self.fit_anchors and self.qat is None:  # QAT keeps the anchors of the checkpoint it starts from
             fit_task_anchors(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -137,6 +139,7 @@ class JointTask(BaseTask):
         self.labels.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.labels.load(checkpoint)
         if self.seg_class_names is None and self.labels.class_names is not None:  # predicting without the dataset
             self.seg_class_names = ["background", *self.labels.class_names]
@@ -144,7 +147,7 @@ class JointTask(BaseTask):
     # -------------------------------------------------------------------------------------------- training
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Raw network outputs: the detector's ``bbox_regression``, ``cls_logits``, ``anchors`` and ``out``."""
-        return self.model(self.prepare_images(images))
+        return self.run_network(images)
 
     def training_step(self, batch: tuple[Tensor, list[dict]], batch_idx: int) -> Tensor:
         images, targets = batch

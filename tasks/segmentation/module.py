@@ -26,6 +26,7 @@ from ...models.deeplab import deeplabv3_mobilenet_v2
 from ..base import BaseTask
 from ..datamodule import dataset_value
 from ..optim import Optimization
+from ..qat import QATSettings
 from .evaluation import SegmentationEvaluation, SegmentationEvaluator
 from .loss import SegmentationLoss, SegmentationLossSettings
 from .metrics import IGNORE_INDEX
@@ -60,7 +61,7 @@ class SegmentationTask(BaseTask):
         evaluation: how validate, test and predict run (:class:`SegmentationEvaluation`, a YAML block): their
             ``output_stride`` (``None``: the training one), test-time ``scales`` and ``flip``; they apply to an
             exported file too, whose output stride is the one it was exported at.
-        optimization, channels_last, inference: see :class:`mobilenetv2_dense.tasks.base.BaseTask` (DeepLab's
+        optimization, channels_last, inference, qat: see :class:`mobilenetv2_dense.tasks.base.BaseTask` (DeepLab's
             optimisation: SGD, poly 0.9, lr 0.007, wd 4e-5); an exported file must carry logits (not ``--argmax``).
     """
 
@@ -78,12 +79,16 @@ class SegmentationTask(BaseTask):
         optimization: Optimization = Optimization(),
         channels_last: bool = False,
         inference: str = "eager",
+        qat: QATSettings | None = None,
     ) -> None:
-        super().__init__(optimization=optimization, channels_last=channels_last, inference=inference)
+        super().__init__(optimization=optimization, channels_last=channels_last, inference=inference, qat=qat)
         self.save_hyperparameters()
         if not 2 <= num_classes <= IGNORE_INDEX:
             raise ValueError(f"SegmentationTask: num_classes must be in 2..255 (255 is the void label), "
                              f"got {num_classes}")
+        if qat is not None and evaluation.output_stride not in (None, output_stride):
+            raise ValueError(f"SegmentationTask: qat traces the network at output_stride {output_stride}, so it "
+                             f"evaluates there too; set evaluation.output_stride to null or {output_stride}")
         self.num_classes = num_classes
         self.output_stride = output_stride
         self.evaluation = evaluation
@@ -109,6 +114,7 @@ class SegmentationTask(BaseTask):
         checkpoint["class_names"] = self.class_names
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.class_names = self.class_names or checkpoint.get("class_names")  # the data module's names win
 
     # ---------------------------------------------------------------- inference
@@ -177,7 +183,7 @@ class SegmentationTask(BaseTask):
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         images, masks = batch[0], batch[1]  # training crops share one size: no per-image sizes needed
-        losses = self.criterion(self.model(self.prepare_images(images))["out"], masks)
+        losses = self.criterion(self.run_network(images)["out"], masks)
         if (skipped := self.skip_nonfinite(losses)) is not None:
             return skipped
         if "dice" in losses:

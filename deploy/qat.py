@@ -1,0 +1,144 @@
+"""Quantisation-aware training with PT2E: the network with fake quantisation in its forward, trained like the float
+one, then converted to the int8 network that the export command writes (ExecuTorch ``.pte`` and QDQ ONNX).
+
+PT2E's QAT flow (``torch.export`` -> ``prepare_qat_pt2e`` with XNNPACK's quantiser -> train -> ``convert_pt2e``) runs
+on :class:`~mobilenetv2_dense.deploy.graph.Network`, the tensors-in, tensors-out part of a model that int8 PTQ
+(:func:`~mobilenetv2_dense.deploy.quantize.quantize_pt2e`) quantises too, with the same scheme: symmetric int8,
+per-channel weights, every op XNNPACK quantises. The prepared graph keeps the model's own parameters and BatchNorm
+buffers (``torch.export`` registers the same tensors), so training it trains ``model``: a QAT checkpoint holds the
+float weights under the usual keys, plus the fake quantisers' state (activation ranges, per-channel weight scales).
+Conv + BatchNorm pairs are trained folded (the quantiser simulates the folded int8 weights) and folded at
+conversion; normalisation and the detector's post-processing stay float, as in PTQ.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..models.deeplab import DeepLabV3
+from ..models.joint import SSDLiteDeepLabV3
+from ..models.ssdlite import SSDLite
+from .formats import MIN_SIZE, dynamic_shapes
+from .graph import Network
+
+
+def qat_quantizer():
+    """XNNPACK's quantiser for QAT: symmetric int8, per-channel weights (the PTQ scheme, with fake quantisers)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+
+
+class FakeQuantizedNetwork(nn.Module):
+    """``model``'s forward through its PT2E fake-quantised network: what QAT trains and validates.
+
+    ``forward(images (N, 3, H, W) normalised)`` returns ``model(images)``'s dict (``bbox_regression``, ``cls_logits``,
+    ``anchors``; ``out``; ``logits``), each tensor computed with int8-rounded weights and activations and
+    straight-through gradients. ``train()`` / ``eval()`` switch the graph's BatchNorms (torchao's
+    ``allow_exported_model_train_eval``).
+
+    Args:
+        model: a detector, segmenter, joint model or classifier (``model.train()`` mode is the one traced).
+        image_size: ``(H, W)`` of the traced example: the only size of a detector's graph (its outputs' anchor
+            count is one size's), in the dynamic range of a segmenter's or classifier's.
+        dynamic_size: H and W dynamic (segmentation, classification), in ``[min_size, 2048]``.
+        min_size: the smallest dynamic H, W.
+
+    Only ``prepared`` is a submodule: ``model`` is not registered, so a task's ``state_dict`` keeps the model's
+    weights under its own keys (``prepared`` shares them; its own state is the fake quantisers').
+    """
+
+    def __init__(self, model: nn.Module, image_size: Sequence[int], *, dynamic_size: bool,
+                 min_size: int = MIN_SIZE) -> None:
+        super().__init__()
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+        object.__setattr__(self, "model", model)
+        self.image_size = tuple(int(s) for s in image_size)
+        self.dynamic_size = dynamic_size
+        probe = next(model.parameters())
+        # Batch 2: an example of 1 would specialise the batch dimension (a training batch's last may be smaller).
+        example = torch.randn(2, 3, *self.image_size, device=probe.device)
+        training = model.training
+        model.train()  # the traced BatchNorms compute batch statistics; ``eval()`` switches them after
+        program = torch.export.export(Network(model), (example,),
+                                      dynamic_shapes=dynamic_shapes(dynamic_size, min_size=min_size))
+        self.prepared = prepare_qat_pt2e(program.module(), qat_quantizer())
+        allow_exported_model_train_eval(self.prepared)
+        self.frozen_batchnorm = False
+        self.train(training)
+        model.train(training)
+        if isinstance(model, SSDLite):  # the anchors of this size, as the eager model computes them
+            with torch.no_grad():
+                model.eval()
+                anchors = model(torch.zeros(1, 3, *self.image_size, device=probe.device))["anchors"]
+                model.train(training)
+            self.register_buffer("anchors", anchors, persistent=False)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        if not self.dynamic_size and tuple(images.shape[-2:]) != self.image_size:
+            raise ValueError(f"FakeQuantizedNetwork: this detector's fake-quantised network was traced at "
+                             f"{self.image_size}, the batch is {tuple(images.shape[-2:])}; train and evaluate QAT at "
+                             "the data's image_size")
+        outputs = self.prepared(images)
+        model = self.model
+        if isinstance(model, SSDLite):  # SSDLite and the joint model
+            named = {"bbox_regression": outputs[0], "cls_logits": outputs[1], "anchors": self.anchors}
+            if isinstance(model, SSDLiteDeepLabV3):
+                named["out"] = outputs[2]
+            return named
+        return {"out" if isinstance(model, DeepLabV3) else "logits": outputs}
+
+    def postprocess(self, outputs: dict[str, Tensor], image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        """A detector's post-processing (:meth:`mobilenetv2_dense.models.SSDLite.postprocess`) of :meth:`forward`'s
+        outputs."""
+        return self.model.postprocess(outputs, image_size)
+
+    def train(self, mode: bool = True) -> FakeQuantizedNetwork:
+        super().train(mode)
+        if mode and self.frozen_batchnorm:
+            _batchnorm_statistics(self.prepared, update=False)
+        return self
+
+    def freeze_observers(self) -> None:
+        """Stop updating the activation ranges and weight scales (fake quantisation goes on with the last ones)."""
+        from torchao.quantization.pt2e import disable_observer
+
+        self.prepared.apply(disable_observer)
+
+    def freeze_batchnorm(self) -> None:
+        """Normalise with the running statistics from now on, and stop updating them, also in ``train()`` mode:
+        the weights then train against the statistics that conversion folds into them."""
+        self.frozen_batchnorm = True
+        if self.training:
+            _batchnorm_statistics(self.prepared, update=False)
+
+    def convert(self) -> nn.Module:
+        """The int8 network (``convert_pt2e`` of a copy in eval mode): normalised images -> :class:`Network`'s
+        outputs, with ``quantized_decomposed`` quantise / dequantise ops around int8 weights, BatchNorms folded."""
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+        prepared = copy.deepcopy(self.prepared)
+        move_exported_model_to_eval(prepared)
+        return convert_pt2e(prepared)
+
+
+def _batchnorm_statistics(graph: torch.fx.GraphModule, *, update: bool) -> None:
+    """Set the ``training`` argument of every ``aten.batch_norm`` of an exported ``graph`` (PyTorch's PT2E QAT
+    tutorial's way to freeze BatchNorm statistics in a prepared graph)."""
+    changed = False
+    for node in graph.graph.nodes:
+        if node.target is torch.ops.aten.batch_norm.default and node.args[5] != update:
+            node.args = (*node.args[:5], update, *node.args[6:])
+            changed = True
+    if changed:
+        graph.recompile()
