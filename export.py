@@ -1,4 +1,4 @@
-"""Export a trained model to ONNX or ExecuTorch, with its normalisation and post-processing in the graph.
+"""Export a trained model to ONNX, ExecuTorch or LiteRT, with its normalisation and post-processing in the graph.
 
 The same command as ``mobilenetv2-dense export`` (the installed console script), kept at the repository root for
 running from a checkout; the command itself is ``mobilenetv2_dense.commands.export``.

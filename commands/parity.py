@@ -4,7 +4,9 @@ Detection: per image, the same number of detections and the same labels; over th
 to one (same class, IoU >= 0.5, Hungarian) and the largest box and score differences of the pairs (``None`` and a
 reason when nothing pairs); COCO mAP of both through the project's COCOeval. A file of a fixed input size is fed
 the validation images at that size.
-Segmentation: the share of pixels whose label differs, and mIoU of both. Joint: both, from one run of each side.
+Segmentation: the share of pixels whose label differs, and mIoU of both; a file of a fixed input size (LiteRT) and
+the eager model both see each image resized to it, scored against the mask resized alike (nearest).
+Joint: both, from one run of each side.
 Classification: top-1 of both and the largest logit difference. The export command writes these figures into the
 sidecar JSON; the tests hold them to the contract's tolerances.
 """
@@ -191,6 +193,10 @@ def segmentation_parity(task: SegmentationTask, deployed: DeployedModel, datamod
         sizes = batch[2] if len(batch) > 2 else [tuple(images.shape[-2:])] * len(images)
         for i, (h, w) in enumerate(sizes):  # each image at its own size, as validation does
             image, target = images[i:i + 1, :, :h, :w], masks[i:i + 1, :h, :w]
+            if deployed.fixed_size is not None:  # a file of one input size: both sides see the image at it
+                image = resize_to(image, deployed.fixed_size)
+                target = F.interpolate(target[:, None].float(), size=deployed.fixed_size,
+                                       mode="nearest")[:, 0].to(target.dtype)
             logits = model(image)["out"]
             exported = deployed(denormalize(image, datamodule.mean, datamodule.std))
             exported = exported["labels" if argmax else "logits"]
@@ -236,6 +242,7 @@ def classification_parity(task: ClassificationTask, deployed: DeployedModel, dat
     correct = {"eager": 0, "deployed": 0}
     total, logit_diff, other = 0, 0.0, 0
     for images, labels in batches:
+        images = resize_to(images, deployed.fixed_size)  # the export's size, where the data gives another
         eager = model(images)["logits"]
         exported = deployed(denormalize(images, datamodule.mean, datamodule.std))["logits"]
         logit_diff = max(logit_diff, float((eager - exported).abs().max()))

@@ -1,5 +1,5 @@
 """One way to run a model for evaluation and prediction, whatever runs it: the PyTorch network (eager, Conv+BN
-folded, or compiled) or an exported file (ONNX Runtime, ExecuTorch).
+folded, or compiled) or an exported file (ONNX Runtime, ExecuTorch, LiteRT).
 
 Every backend takes a batch as the data modules give it, ``images (N, 3, H, W)`` normalised, and returns a
 :data:`Prediction`, a dict with the post-processed outputs of the model's kind:
@@ -26,15 +26,16 @@ from .graph import denormalize
 
 Prediction = dict[str, Any]
 NETWORK_MODES = ("eager", "fused", "compiled")
-EXPORTED_SUFFIXES = (".onnx", ".pte")
+EXPORTED_SUFFIXES = (".onnx", ".pte", ".tflite")
 
 
 def check_inference(value: str, owner: str) -> str:
-    """``value`` if it names a backend: ``eager``, ``fused``, ``compiled`` or an ``.onnx`` / ``.pte`` file path."""
+    """``value`` if it names a backend: ``eager``, ``fused``, ``compiled`` or an ``.onnx`` / ``.pte`` / ``.tflite``
+    file path."""
     if value in NETWORK_MODES or Path(value).suffix.lower() in EXPORTED_SUFFIXES:
         return value
-    raise ValueError(f"{owner}: inference must be 'eager', 'fused', 'compiled' or an exported .onnx / .pte file, "
-                     f"got {value!r}")
+    raise ValueError(f"{owner}: inference must be 'eager', 'fused', 'compiled' or an exported .onnx / .pte / .tflite "
+                     f"file, got {value!r}")
 
 
 def is_exported(value: str) -> bool:
@@ -90,7 +91,8 @@ class NetworkBackend:
 
 
 class ExportedBackend:
-    """An exported ``.onnx`` / ``.pte`` file (and its JSON sidecar) as a backend, run on the CPU by its runtime.
+    """An exported ``.onnx`` / ``.pte`` / ``.tflite`` file (and its JSON sidecar) as a backend, run on the CPU by its
+    runtime.
 
     The file is loaded and checked against what the task expects when the backend is made: its task kind, class
     counts, and the logits a segmenter's metrics need. The batch is brought back to the ``[0, 1]`` RGB the graph
@@ -105,7 +107,7 @@ class ExportedBackend:
 
     def __init__(self, path: str | Path, *, task: str, num_classes: int, num_seg_classes: int | None = None,
                  owner: str = "ExportedBackend") -> None:
-        from .runtime import DeployedModel  # onnxruntime / executorch only when used
+        from .runtime import DeployedModel  # onnxruntime / executorch / ai-edge-litert only when used
 
         self.model = model = DeployedModel(path)
         self.path, self.task, self.owner = Path(path), task, owner

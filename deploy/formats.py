@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.export import Dim
 
 Format = Literal["onnx", "executorch"]
-SUFFIX = {"onnx": ".onnx", "executorch": ".pte"}
+SUFFIX = {"onnx": ".onnx", "executorch": ".pte", "litert": ".tflite"}  # litert: written by deploy/litert.py
 ONNX_OPSET = 18
 MAX_BATCH = 64
 MIN_SIZE, MAX_SIZE = 32, 2048  # the range of a dynamic H and W (a graph may raise the minimum: ``min_size``)

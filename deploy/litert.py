@@ -19,14 +19,16 @@ int8 quantises the network alone, as ``deploy/quantize.py`` does for ExecuTorch:
 (symmetric int8, per-channel weights, histogram-calibrated activations), lowered by the converter's static Q/DQ
 mode; the normalisation and the post-processing stay float.
 
-litert-torch is optional (``pip install litert-torch``, which brings the interpreter, ai-edge-litert); it is
-imported only when a file is written or run.
+litert-torch is optional (``pip install -e .[litert]``: litert-torch and the interpreter, ai-edge-litert, at the
+versions pyproject.toml pins); it is imported only when a file is written or run, and :func:`require_litert` says
+what to install where it is missing.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -43,11 +45,21 @@ from .runtime import DeployedModel, read_sidecar
 SUFFIX = ".tflite"
 Observer = Literal["minmax", "histogram"]
 OBSERVER: Observer = "minmax"
+INSTALL = "pip install -e .[litert]"  # pyproject.toml's extra: litert-torch, ai-edge-litert and their pins
 
 
-def _missing(package: str, error: ImportError) -> ImportError:
-    return ImportError(f"LiteRT export needs {package}: pip install litert-torch (it brings ai-edge-litert); "
-                       f"the import failed with: {error}")
+def _missing(package: str, error: ImportError | None = None) -> ImportError:
+    found = f"importing it failed with: {error}" if error is not None else "not installed"
+    return ImportError(f"LiteRT (.tflite) needs {package} ({found}): install the optional dependencies with {INSTALL} "
+                       "in the repository (litert-torch and ai-edge-litert at the versions pyproject.toml pins)")
+
+
+def require_litert() -> None:
+    """Raise :class:`ImportError` naming ``pip install -e .[litert]`` unless litert-torch and ai-edge-litert are
+    importable: the export command asks before it builds anything, so a missing converter fails at once."""
+    missing = [name for name in ("litert_torch", "ai_edge_litert") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise _missing(" and ".join(name.replace("_", "-") for name in missing))
 
 
 class _BroadcastPooling(ImagePooling):

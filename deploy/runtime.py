@@ -1,4 +1,5 @@
-"""Running an exported file: ONNX Runtime for ``.onnx``, ExecuTorch's Python runtime for ``.pte``.
+"""Running an exported file: ONNX Runtime for ``.onnx``, ExecuTorch's Python runtime for ``.pte``, the LiteRT
+interpreter for ``.tflite`` (:class:`~mobilenetv2_dense.deploy.litert.LiteRTDeployedModel`, optional).
 
 :class:`DeployedModel` reads the file and its JSON sidecar (``<file>.json``, written by the export command) and
 gives the graph's named outputs as tensors, so parity checks, ``validate`` and ``predict`` treat both runtimes alike.
@@ -49,10 +50,21 @@ class DeployedModel:
     classification ``logits``.
 
     Args:
-        path: a ``.onnx`` or ``.pte`` file written by ``python export.py``, its ``.json`` beside it.
-        threads: intra-op threads of ONNX Runtime, or the size of ExecuTorch's process-wide XNNPACK thread pool
-            (``None``: the runtime's default).
+        path: a ``.onnx``, ``.pte`` or ``.tflite`` file written by ``python export.py``, its ``.json`` beside it;
+            ``DeployedModel(path)`` of a ``.tflite`` is a
+            :class:`~mobilenetv2_dense.deploy.litert.LiteRTDeployedModel` (which needs ``pip install -e .[litert]``).
+        threads: intra-op threads of ONNX Runtime, the size of ExecuTorch's process-wide XNNPACK thread pool, or the
+            LiteRT interpreter's threads (``None``: the runtime's default).
     """
+
+    def __new__(cls, path: str | Path | None = None, *args: Any, **kwargs: Any) -> DeployedModel:
+        # The runtime follows the suffix: a .tflite is LiteRT's class (deploy/litert.py, importing ai-edge-litert
+        # only when a file is opened), so every caller opens any format the export command writes alike.
+        if cls is DeployedModel and path is not None and Path(path).suffix.lower() == ".tflite":
+            from .litert import LiteRTDeployedModel
+
+            return super().__new__(LiteRTDeployedModel)
+        return super().__new__(cls)
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
         self.path = Path(path)
@@ -85,7 +97,8 @@ class DeployedModel:
             self.max_input_size = tuple(self._method.metadata.input_tensor_meta(0).sizes())
             self.runtime = "executorch"
         else:
-            raise ValueError(f"{self.path}: a deployed model is a .onnx (ONNX Runtime) or .pte (ExecuTorch) file")
+            raise ValueError(f"{self.path}: a deployed model is a .onnx (ONNX Runtime), .pte (ExecuTorch) or .tflite "
+                             "(LiteRT) file")
 
     def __call__(self, images: Tensor) -> dict[str, Tensor]:
         if images.dim() != 4 or images.shape[1] != 3:

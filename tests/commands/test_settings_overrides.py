@@ -182,8 +182,8 @@ def test_inference_takes_a_mode_or_an_exported_file_and_refuses_anything_else():
     task = parsed_model("deeplabv3lite_mobilenetv2_voc.yaml", "--model.init_args.inference", "fused")
     assert task.inference == "fused"
     with pytest.raises(ValueError, match=r"inference must be 'eager', 'fused', 'compiled' or an exported .onnx / "
-                                         r"\.pte file, got 'model.tflite'"):
-        parsed_model("deeplabv3lite_mobilenetv2_voc.yaml", "--model.init_args.inference", "model.tflite")
+                                         r"\.pte / \.tflite file, got 'model.engine'"):
+        parsed_model("deeplabv3lite_mobilenetv2_voc.yaml", "--model.init_args.inference", "model.engine")
 
 
 @pytest.mark.parametrize(("config", "option"), optional_options(), ids=lambda value: value.removesuffix(".yaml"))

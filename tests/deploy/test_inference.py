@@ -57,7 +57,7 @@ def test_fit_validates_the_training_network(seg_run, monkeypatch, tmp_path: Path
 
 
 def test_inference_must_be_known(capsys) -> None:
-    message = "inference must be 'eager', 'fused', 'compiled' or an exported .onnx / .pte file, got 'fast'"
+    message = "inference must be 'eager', 'fused', 'compiled' or an exported .onnx / .pte / .tflite file, got 'fast'"
     with pytest.raises(ValueError, match=message):
         cli_main(["--config", SEG_CONFIG, *SEG_DATA, "--model.init_args.inference", "fast"], run=False)
     with pytest.raises(ValueError, match=message):
