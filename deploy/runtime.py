@@ -92,8 +92,9 @@ class DeployedModel:
 
                 _unsafe_reset_threadpool(threads)
             self._method = Runtime.get().load_program(self.path).load_method("forward")
-            # ExecuTorch plans memory for the largest input it was exported to take: the upper bounds of the
-            # dynamic dimensions as its memory planner resolved them (e.g. 15 images), read from the program.
+            # ExecuTorch plans memory for the largest input a program takes: export.py writes static programs,
+            # (1, 3, H, W), so batches run image by image; a file of an older version may have a dynamic batch
+            # (and H, W), planned for their upper bounds as its memory planner resolved them (e.g. 15 images).
             self.max_input_size = tuple(self._method.metadata.input_tensor_meta(0).sizes())
             self.runtime = "executorch"
         else:
@@ -107,6 +108,10 @@ class DeployedModel:
         if hasattr(self, "_session"):
             outputs = [torch.from_numpy(np.asarray(o)) for o in self._session.run(None, {"images": images.numpy()})]
             return dict(zip(self.output_names, outputs))
+        if self.fixed_size is not None and tuple(images.shape[-2:]) != self.fixed_size:
+            raise ValueError(f"{self.path.name}: the ExecuTorch file takes images of {self.fixed_size}, got "
+                             f"{tuple(images.shape[-2:])}; resize them, or export at their size with --image_size H W "
+                             "(an ONNX file of a segmenter or classifier takes any H and W)")
         if images[0].numel() > int(np.prod(self.max_input_size[1:])):
             raise ValueError(f"{self.path.name}: an image of {tuple(images.shape[1:])} is larger than the ExecuTorch "
                              f"program was planned for ({self.max_input_size[1:]}); export with a larger --image_size")
@@ -116,8 +121,8 @@ class DeployedModel:
 
     @property
     def fixed_size(self) -> tuple[int, int] | None:
-        """``(H, W)`` the file takes only (a detector's or joint model's: its anchors are constants of the size), or
-        ``None`` when H and W are dynamic."""
+        """``(H, W)`` the file takes only (a detector's or joint model's: its anchors are constants of the size; any
+        ExecuTorch file's: it is static), or ``None`` when H and W are dynamic."""
         if self.meta.get("dynamic_size", True):
             return None
         height, width = self.meta["input"]["image_size"]
