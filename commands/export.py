@@ -368,10 +368,10 @@ def sidecar(contract: dict[str, Any], args: argparse.Namespace, path: Path, seco
 
 
 def check_parity(task: nn.Module, datamodule: Any, path: Path, meta: dict[str, Any], *, max_images: int,
-                 argmax: bool) -> None:
-    """Run ``path`` against the eager model on up to ``max_images`` validation images; the figures go into the
-    sidecar ``meta`` (rewritten) and are printed."""
-    figures = parity(task, DeployedModel(path), datamodule, max_images=max_images, argmax=argmax)
+                 argmax: bool, reference: nn.Module | None = None) -> None:
+    """Run ``path`` against the eager model (or ``reference``) on up to ``max_images`` validation images; the figures
+    go into the sidecar ``meta`` (rewritten) and are printed."""
+    figures = parity(task, DeployedModel(path), datamodule, max_images=max_images, argmax=argmax, reference=reference)
     meta["parity"] = figures
     write_sidecar(path, meta)
     print(f"export: parity on {figures.get('images', 0)} validation images: "
@@ -402,7 +402,9 @@ def export(argv: list[str] | None = None) -> Path:
     meta = sidecar(contract, args, path, seconds, int8)
     write_sidecar(path, meta)
     if args.parity_images > 0:
-        check_parity(task, datamodule, path, meta, max_images=args.parity_images, argmax=args.argmax)
+        # A QAT file computes the fake-quantised network it was converted from: that is its eager model.
+        check_parity(task, datamodule, path, meta, max_images=args.parity_images, argmax=args.argmax,
+                     reference=task.qat_network if trained_int8 else None)
     print(f"export: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {seconds:.0f} s) and {sidecar_path(path)}")
     return path
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import box_iou
 
@@ -169,9 +169,10 @@ class SegmentationFigures:
 
 
 @torch.no_grad()
-def detection_parity(task: DetectionTask, deployed: DeployedModel, datamodule: Any, max_images: int) -> dict:
+def detection_parity(task: DetectionTask, deployed: DeployedModel, datamodule: Any, max_images: int,
+                     reference: nn.Module | None = None) -> dict:
     batches = _batches(datamodule, max_images)
-    model = task.model.eval()
+    model = (task.model if reference is None else reference).eval()
     figures = DetectionFigures(task.labels.label_to_cat_id or datamodule.label_to_cat_id)
     for images, targets in batches:
         images = resize_to(images, deployed.fixed_size)  # the export's size, where the data gives another
@@ -182,10 +183,10 @@ def detection_parity(task: DetectionTask, deployed: DeployedModel, datamodule: A
 
 @torch.no_grad()
 def segmentation_parity(task: SegmentationTask, deployed: DeployedModel, datamodule: Any, max_images: int,
-                        argmax: bool) -> dict:
+                        argmax: bool, reference: nn.Module | None = None) -> dict:
     batches = _batches(datamodule, max_images)
-    model = task.model.eval()
-    if task.evaluation.output_stride is not None:
+    model = (task.model if reference is None else reference).eval()
+    if task.evaluation.output_stride is not None and reference is None:
         model.set_output_stride(task.evaluation.output_stride)
     figures = SegmentationFigures(task.num_classes, argmax)
     for batch in batches:
@@ -206,12 +207,13 @@ def segmentation_parity(task: SegmentationTask, deployed: DeployedModel, datamod
 
 
 @torch.no_grad()
-def joint_parity(task: JointTask, deployed: DeployedModel, datamodule: Any, max_images: int, argmax: bool) -> dict:
+def joint_parity(task: JointTask, deployed: DeployedModel, datamodule: Any, max_images: int, argmax: bool,
+                 reference: nn.Module | None = None) -> dict:
     """Both sets of figures from one run of each side per batch: ``{"detection": ..., "segmentation": ...}``. The
     masks are scored at the original size as the joint task scores them (exported labels resized there by nearest
     neighbour)."""
     batches = _batches(datamodule, max_images)
-    model = task.model.eval()
+    model = (task.model if reference is None else reference).eval()
     detection = DetectionFigures(task.labels.label_to_cat_id or datamodule.label_to_cat_id)
     segmentation = SegmentationFigures(task.num_seg_classes, argmax)
     for images, targets in batches:
@@ -236,9 +238,9 @@ def joint_parity(task: JointTask, deployed: DeployedModel, datamodule: Any, max_
 
 @torch.no_grad()
 def classification_parity(task: ClassificationTask, deployed: DeployedModel, datamodule: Any,
-                          max_images: int) -> dict:
+                          max_images: int, reference: nn.Module | None = None) -> dict:
     batches = _batches(datamodule, max_images)
-    model = task.model.eval()
+    model = (task.model if reference is None else reference).eval()
     correct = {"eager": 0, "deployed": 0}
     total, logit_diff, other = 0, 0.0, 0
     for images, labels in batches:
@@ -255,20 +257,22 @@ def classification_parity(task: ClassificationTask, deployed: DeployedModel, dat
 
 
 def parity(task: Any, deployed: DeployedModel, datamodule: Any, *, max_images: int = 200,
-           argmax: bool = False) -> dict:
+           argmax: bool = False, reference: nn.Module | None = None) -> dict:
     """The parity figures of ``deployed`` against ``task``'s eager model on up to ``max_images`` validation images,
-    by ``task.task_name``; ``{"skipped": why}`` when the validation set cannot be read."""
+    by ``task.task_name``; ``{"skipped": why}`` when the validation set cannot be read. ``reference``: the eager
+    network to compare with instead of ``task.model`` (with its outputs and ``predict`` / ``postprocess``), e.g. the
+    fake-quantised network a quantisation-aware trained int8 file was converted from."""
     kind = getattr(task, "task_name", "")
     if kind not in ("detection", "joint", "segmentation", "classification"):
         raise TypeError(f"parity: {type(task).__name__}.task_name is {kind!r}; parity compares 'detection', 'joint', "
                         "'segmentation' and 'classification' tasks: give the task one of these names")
     try:
         if kind == "joint":
-            return joint_parity(task, deployed, datamodule, max_images, argmax)
+            return joint_parity(task, deployed, datamodule, max_images, argmax, reference)
         if kind == "detection":
-            return detection_parity(task, deployed, datamodule, max_images)
+            return detection_parity(task, deployed, datamodule, max_images, reference)
         if kind == "segmentation":
-            return segmentation_parity(task, deployed, datamodule, max_images, argmax)
-        return classification_parity(task, deployed, datamodule, max_images)
+            return segmentation_parity(task, deployed, datamodule, max_images, argmax, reference)
+        return classification_parity(task, deployed, datamodule, max_images, reference)
     except (FileNotFoundError, NotADirectoryError) as error:
         return {"skipped": f"no validation set to compare on: {error}"}

@@ -102,6 +102,11 @@ class FakeQuantizedNetwork(nn.Module):
         outputs."""
         return self.model.postprocess(outputs, image_size)
 
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> list[dict[str, Tensor]]:
+        """A detector's detections per image (:meth:`mobilenetv2_dense.models.SSDLite.predict`), fake-quantised."""
+        return self.postprocess(self(images), tuple(images.shape[-2:]))
+
     def train(self, mode: bool = True) -> FakeQuantizedNetwork:
         super().train(mode)
         if mode and self.frozen_batchnorm:

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 
 from mobilenetv2_dense.commands.cli import cli_main
 from mobilenetv2_dense.commands.export import export
-from mobilenetv2_dense.datasets.images import IMAGENET_MEAN as MEAN
-from mobilenetv2_dense.datasets.images import IMAGENET_STD as STD
 from mobilenetv2_dense.deploy.qat import FakeQuantizedNetwork
 from mobilenetv2_dense.deploy.runtime import DeployedModel, read_sidecar
 from mobilenetv2_dense.models import checkpoint_state_dict
 from mobilenetv2_dense.tasks.detection import DetectionTask
-from mobilenetv2_dense.tasks.segmentation import SegmentationTask
 from tests.deploy.runs import DET_CONFIG, QUIET, SEG_CONFIG, SEG_DATA, det_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,28 +60,34 @@ def test_qat_checkpoint_keeps_float_weights_and_fake_quantisers(det_run, det_qat
     assert fake.shape == real.shape and 0 < (fake - real).abs().max() < 0.5 * real.abs().max()
 
 
-def test_qat_detector_exports_to_executorch_int8_with_parity(det_qat: Path, shapes_coco: Path) -> None:
+def test_qat_detector_exports_a_qdq_onnx_file_with_parity(det_qat: Path, shapes_coco: Path) -> None:
+    """The QAT checkpoint's int8 ONNX file. (ExecuTorch takes the same converted network: lowering it costs a minute
+    here, as for the PTQ ExecuTorch test of tests/deploy/test_int8.py, and ``python -m benchmarks.qat`` runs it.)"""
     folder = det_qat.parents[5]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         path = export(["--config", DET_CONFIG, "--ckpt_path", str(det_qat), *det_data(shapes_coco), "--format",
-                       "executorch", "--int8", "--parity_images", "4", "--output", str(folder / "export" / "qat.pte"),
-                       # Few candidates keep the unrolled NMS quick to lower; parity is about the figures.
+                       "onnx", "--int8", "--parity_images", "4", "--output", str(folder / "export" / "qat.onnx"),
+                       # Few candidates keep the unrolled NMS quick to export; parity is about the figures.
                        "--model.init_args.post_processing.topk_candidates", "8",
                        "--model.init_args.post_processing.detections_per_img", "4"])
     meta = read_sidecar(path)
     assert meta["int8"]["method"].startswith("PT2E quantisation-aware training")
     assert "calibration_images" not in meta["int8"]
     assert meta["int8"]["int8_layers"] == meta["int8"]["float_layers"]  # every convolution converted
-    # Parity as for any int8 file: against the float weights (here they detect next to nothing after 6 steps).
+    # Parity against the fake-quantised network the file was converted from: the same detections, int8 rounding
+    # apart (the float weights of a 6-step run detect next to nothing, so mAP says little here).
     parity = meta["parity"]
-    assert parity["images"] == 4 and 0 <= parity["deployed"]["map"] <= 1
+    assert parity["images"] == 4 and parity["detections"] == parity["deployed_detections"] > 0
+    assert parity["matched_detections"] > 0  # near-tied class scores of an untrained head may swap labels
+    assert parity["max_box_diff_px"] < 0.5 and parity["max_score_diff"] < 0.01
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # a QDQ model
 
 
 def test_segmentation_qat_validates_and_exports_qdq_onnx(seg_run, tmp_path: Path) -> None:
     """DeepLabv3-lite: QAT from the float run; ``validate`` of the QAT checkpoint runs its fake-quantised network;
-    its int8 ONNX file is QDQ, keeps dynamic H and W, and computes the trained network at a size it was not traced
-    at."""
+    its int8 ONNX file is QDQ, computes that network (parity) and keeps H and W dynamic."""
     _, start = seg_run
     checkpoint = _qat_fit(tmp_path, SEG_CONFIG, start, SEG_DATA)
     with pytest.MonkeyPatch.context() as patch:
@@ -95,19 +99,10 @@ def test_segmentation_qat_validates_and_exports_qdq_onnx(seg_run, tmp_path: Path
     assert 0 <= cli.trainer.callback_metrics["val/miou"] <= 1
     meta = read_sidecar(path)
     assert meta["dynamic_size"] and meta["int8"]["int8_layers"] == meta["int8"]["float_layers"]
-    assert meta["parity"]["images"] == 3
-    import onnx
-
+    parity = meta["parity"]  # against the fake-quantised network the file was converted from
+    assert parity["images"] == 3 and parity["pixels_with_other_label"] <= 0.02 * parity["pixels"]
+    assert parity["eager"]["miou"] == pytest.approx(parity["deployed"]["miou"], abs=2.0)
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
-    task = SegmentationTask.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    assert isinstance(task.qat_network, FakeQuantizedNetwork)
-    images = torch.rand(2, 3, 40, 56)
-    normalised = (images - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    with torch.no_grad():
-        fake = task.run_network(normalised)["out"]
-        real = task.model(normalised)["out"]
-    deployed = DeployedModel(path)(images)["logits"]
-    assert deployed.shape == fake.shape == (2, 5, 40, 56)
-    # int8 rounding apart, the file is the fake-quantised network, not the float one
-    assert (deployed - fake).abs().max() < 0.25 * (real - fake).abs().max() + 1e-3
+    # H and W stay dynamic: a size the network was not traced at
+    assert DeployedModel(path)(torch.rand(2, 3, 40, 56))["logits"].shape == (2, 5, 40, 56)
