@@ -11,10 +11,10 @@ Latency (random weights, nothing downloads; the median of ``--runs`` interleaved
 
 Ours runs as: eager (the model floor, ``predict`` for the detector), fused (Conv+BN folded), compiled (fold +
 ``torch.compile`` inductor with freezing; the detector's post-processing stays eager), ONNX Runtime fp32 and
-int8 (``export.py``'s graphs, post-processing inside), ExecuTorch fp32 and int8 (XNNPACK), and with ``--formats
-... litert`` LiteRT fp32 and int8 (``deploy/litert.py``: the same graphs as ``.tflite`` in the LiteRT interpreter;
-needs the optional litert-torch). int8 latency is calibrated on random images; its accuracy comes from
-``--accuracy``.
+int8 (``export.py``'s graphs, post-processing inside), ExecuTorch fp32 and int8 (XNNPACK; static files of one
+image, as ``export.py`` writes them: ``deploy/formats.py``), and with ``--formats ... litert`` LiteRT fp32 and
+int8 (``deploy/litert.py``: the same graphs as ``.tflite`` in the LiteRT interpreter; needs the optional
+litert-torch). int8 latency is calibrated on random images; its accuracy comes from ``--accuracy``.
 
 ``--accuracy`` exports the ``make demo`` / ``make demo-seg`` checkpoints in each format through ``export.py`` and
 prints the parity figures it measures on the generated validation sets (mAP, mIoU: eager vs exported).
