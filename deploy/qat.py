@@ -14,7 +14,8 @@ conversion; normalisation and the detector's post-processing stay float, as in P
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,35 @@ from ..models.joint import SSDLiteDeepLabV3
 from ..models.ssdlite import SSDLite
 from .formats import MIN_SIZE, dynamic_shapes
 from .graph import Network
+
+
+@contextmanager
+def conv2d_patterns_only() -> Iterator[None]:
+    """torchao's Conv + BatchNorm passes of ``prepare_qat_pt2e`` and ``convert_pt2e`` try the patterns of four
+    convolution kinds (1-D, 2-D and both transposed), each exported as about 30 small graphs: most of those calls'
+    time. These networks have 2-D convolutions only, so within this context the passes try those alone (torchao
+    0.18's private ``qat_utils`` helpers; if they are not there, nothing is changed and the passes run in full)."""
+    from torch.nn import functional as F
+    from torchao.quantization.pt2e import qat_utils
+
+    names = ("_fuse_conv_bn_qat_helper", "_fold_conv_bn_qat_helper")
+    originals = {name: getattr(qat_utils, name, None) for name in names}
+    if any(helper is None for helper in originals.values()):
+        yield
+        return
+
+    def only_conv2d(helper):
+        def run(m, conv_fn, *args, **kwargs):
+            return helper(m, conv_fn, *args, **kwargs) if conv_fn is F.conv2d else m
+        return run
+
+    for name, helper in originals.items():
+        setattr(qat_utils, name, only_conv2d(helper))
+    try:
+        yield
+    finally:
+        for name, helper in originals.items():
+            setattr(qat_utils, name, helper)
 
 
 def qat_quantizer():
@@ -71,9 +101,10 @@ class FakeQuantizedNetwork(nn.Module):
         model.train()  # the traced BatchNorms compute batch statistics; ``eval()`` switches them after
         program = torch.export.export(Network(model), (example,),
                                       dynamic_shapes=dynamic_shapes(dynamic_size, min_size=min_size))
-        self.prepared = prepare_qat_pt2e(program.module(), qat_quantizer())
+        with conv2d_patterns_only():
+            self.prepared = prepare_qat_pt2e(program.module(), qat_quantizer())
         allow_exported_model_train_eval(self.prepared)
-        self.frozen_batchnorm = False
+        self.frozen_batchnorm = self.frozen_observers = False
         self.train(training)
         model.train(training)
         if isinstance(model, SSDLite):  # the anchors of this size, as the eager model computes them
@@ -108,15 +139,21 @@ class FakeQuantizedNetwork(nn.Module):
         return self.postprocess(self(images), tuple(images.shape[-2:]))
 
     def train(self, mode: bool = True) -> FakeQuantizedNetwork:
+        """Training mode updates the BatchNorm statistics and the observed ranges (unless frozen); eval mode uses
+        both as they are, so validating or exporting a QAT network never moves its quantisation ranges."""
+        from torchao.quantization.pt2e import disable_observer, enable_observer
+
         super().train(mode)
         if mode and self.frozen_batchnorm:
             _batchnorm_statistics(self.prepared, update=False)
+        self.prepared.apply(enable_observer if mode and not self.frozen_observers else disable_observer)
         return self
 
     def freeze_observers(self) -> None:
         """Stop updating the activation ranges and weight scales (fake quantisation goes on with the last ones)."""
         from torchao.quantization.pt2e import disable_observer
 
+        self.frozen_observers = True
         self.prepared.apply(disable_observer)
 
     def freeze_batchnorm(self) -> None:
@@ -134,7 +171,8 @@ class FakeQuantizedNetwork(nn.Module):
 
         prepared = copy.deepcopy(self.prepared)
         move_exported_model_to_eval(prepared)
-        return convert_pt2e(prepared)
+        with conv2d_patterns_only():
+            return convert_pt2e(prepared)
 
 
 def _batchnorm_statistics(graph: torch.fx.GraphModule, *, update: bool) -> None:
