@@ -105,6 +105,7 @@ class FakeQuantizedNetwork(nn.Module):
             self.prepared = prepare_qat_pt2e(program.module(), qat_quantizer())
         allow_exported_model_train_eval(self.prepared)
         self.frozen_batchnorm = self.frozen_observers = False
+        self.graph_training = True  # what the graph computes (the traced BatchNorms use batch statistics)
         self.train(training)
         model.train(training)
         if isinstance(model, SSDLite):  # the anchors of this size, as the eager model computes them
@@ -147,7 +148,15 @@ class FakeQuantizedNetwork(nn.Module):
         if mode and self.frozen_batchnorm:
             _batchnorm_statistics(self.prepared, update=False)
         self.prepared.apply(enable_observer if mode and not self.frozen_observers else disable_observer)
+        self.graph_training = mode
         return self
+
+    def sync_mode(self) -> None:
+        """Switch the graph to the ``training`` flag where it was set without :meth:`train` (Lightning's validation
+        loop restores the flags of every submodule that way, which leaves an exported graph's BatchNorms and the
+        observers as validation left them)."""
+        if self.graph_training != self.training:
+            self.train(self.training)
 
     def freeze_observers(self) -> None:
         """Stop updating the activation ranges and weight scales (fake quantisation goes on with the last ones)."""

@@ -102,6 +102,8 @@ class BaseTask(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.nonfinite.remember(self)
+        if self.qat_network is not None:  # back from a validation: BatchNorms and observers in training mode again
+            self.qat_network.sync_mode()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.nonfinite.check_gradients(self, optimizer)

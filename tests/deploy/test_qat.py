@@ -25,9 +25,9 @@ def _qat_fit(folder: Path, config: str, start: Path, options: list[str], steps: 
     """``fit`` with ``qat.weights`` = the float checkpoint ``start``; returns the QAT run's last checkpoint."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        cli_main(["fit", "--config", config, *options, *QUIET, "--model.init_args.backbone.width_mult", "0.35",
+        cli_main(["fit", "--config", config, *QUIET, "--model.init_args.backbone.width_mult", "0.35",
                   "--model.init_args.qat.weights", str(start), "--model.init_args.qat.freeze_batchnorm_epoch", "0",
-                  "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0"])
+                  "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0", *options])
     return next(folder.rglob("last.ckpt"))
 
 
@@ -90,8 +90,14 @@ def test_segmentation_qat_trains_and_validates_fake_quantised(seg_run, tmp_path:
     the network at set-up and loads the fake quantisers' state into it. (Its export is the detector's path above:
     the same restore, conversion and writers.)"""
     _, start = seg_run
-    checkpoint = _qat_fit(tmp_path, SEG_CONFIG, start, SEG_DATA)
+    # A validation before training (Lightning's sanity check) and one between the epochs: Lightning gives the
+    # modules their training flags back without train(), and the graph must still train its BatchNorms and ranges.
+    validations = ["--trainer.num_sanity_val_steps", "1", "--trainer.limit_val_batches", "1"]
+    checkpoint = _qat_fit(tmp_path, SEG_CONFIG, start, [*SEG_DATA, *validations,
+                                                        "--model.init_args.qat.freeze_batchnorm_epoch", "null"], steps=4)
     assert torch.load(checkpoint, map_location="cpu", weights_only=True)["qat"] == {"image_size": [48, 48]}
+    before, after = checkpoint_state_dict(start), checkpoint_state_dict(checkpoint)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("running_mean"))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)
         cli = cli_main(["validate", "--config", SEG_CONFIG, "--ckpt_path", str(checkpoint), *SEG_DATA, *QUIET])
