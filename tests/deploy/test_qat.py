@@ -92,9 +92,9 @@ def test_segmentation_qat_trains_and_validates_fake_quantised(seg_run, tmp_path:
     _, start = seg_run
     # A validation before training (Lightning's sanity check) and one between the epochs: Lightning gives the
     # modules their training flags back without train(), and the graph must still train its BatchNorms and ranges.
-    validations = ["--trainer.num_sanity_val_steps", "1", "--trainer.limit_val_batches", "1"]
-    checkpoint = _qat_fit(tmp_path, SEG_CONFIG, start, [*SEG_DATA, *validations,
-                                                        "--model.init_args.qat.freeze_batchnorm_epoch", "null"], steps=4)
+    validations = ["--trainer.num_sanity_val_steps", "1", "--trainer.limit_val_batches", "1",
+                   "--model.init_args.qat.freeze_batchnorm_epoch", "null"]
+    checkpoint = _qat_fit(tmp_path, SEG_CONFIG, start, [*SEG_DATA, *validations], steps=4)
     assert torch.load(checkpoint, map_location="cpu", weights_only=True)["qat"] == {"image_size": [48, 48]}
     before, after = checkpoint_state_dict(start), checkpoint_state_dict(checkpoint)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("running_mean"))
