@@ -92,5 +92,9 @@ def test_segmenter_executorch_is_static_with_parity_at_its_size(seg_run) -> None
     images = torch.rand(3, 3, 40, 56)
     many = model(images)["logits"]
     assert many.shape == (3, 5, 40, 56) and torch.equal(many[1:2], model(images[1:2])["logits"])
+    first = model(images[:1])["logits"]
+    kept = first.clone()
+    model(images[2:])  # the next run must not write into what the last one returned
+    assert torch.equal(first, kept)
     with pytest.raises(ValueError, match="--image_size"):
         model(torch.rand(1, 3, 48, 64))
