@@ -93,17 +93,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     qat = _export(args.config, qat_ckpt, root / f"qat{suffix}", args, options)
 
     name, reference = _metric(ptq["parity"], "eager")
-    rows = [("float (eager)", reference, None),
-            (f"PTQ int8 ({args.format}, {args.calibration} calibration images)", _metric(ptq["parity"], "deployed")[1],
-             None),
-            (f"QAT after {args.qat_epochs} epochs, fake-quantised (eager)", _metric(qat["parity"], "eager")[1], None),
-            (f"QAT int8 ({args.format})", _metric(qat["parity"], "deployed")[1], None)]
+    rows = [("float (eager)", reference),
+            (f"PTQ int8 ({args.format}, {args.calibration} calibration images)", _metric(ptq["parity"], "deployed")[1]),
+            (f"QAT after {args.qat_epochs} epochs, fake-quantised (eager)", _metric(qat["parity"], "eager")[1]),
+            (f"QAT int8 ({args.format})", _metric(qat["parity"], "deployed")[1])]
     print(f"\n| model | {name} | change |\n|---|---|---|")
-    for label, value, _ in rows:
+    for label, value in rows:
         print(f"| {label} | {value:.2f} | {value - reference:+.2f} |")
     result = {"config": args.config, "options": options, "format": args.format, "metric": name,
               "float_checkpoint": str(float_ckpt), "qat_checkpoint": str(qat_ckpt),
-              "rows": {label: round(value, 4) for label, value, _ in rows}, "timings": timings,
+              "rows": {label: round(value, 4) for label, value in rows}, "timings": timings,
               "ptq_parity": ptq["parity"], "qat_parity": qat["parity"]}
     (root / "qat.json").write_text(json.dumps(result, indent=2))
     print(f"\nwrote {root / 'qat.json'}")

@@ -327,10 +327,11 @@ def qat_network(task: nn.Module, graph: nn.Module, contract: dict[str, Any], fmt
         raise ValueError(f"export: this checkpoint was quantisation-aware trained at {list(network.image_size)}, "
                          f"its int8 graph takes only that size, not --image_size {list(size)}; leave --image_size "
                          "out or train QAT at the size you export")
-    summary = int8_summary(graph, None, 0, method="PT2E quantisation-aware training, XNNPACKQuantizer (symmetric)",
+    converted = network.convert()
+    summary = int8_summary(graph, None, count_int8_weights(converted),
+                           method="PT2E quantisation-aware training, XNNPACKQuantizer (symmetric)",
                            activations="int8, per tensor, moving-average min/max observed in training")
-    graph.network = network.convert()
-    summary["int8_layers"] = count_int8_weights(graph.network)
+    graph.network = converted  # after the summary, which counts the float graph's layers
     return summary
 
 

@@ -109,10 +109,7 @@ class FakeQuantizedNetwork(nn.Module):
         self.train(training)
         model.train(training)
         if isinstance(model, SSDLite):  # the anchors of this size, as the eager model computes them
-            with torch.no_grad():
-                model.eval()
-                anchors = model(torch.zeros(1, 3, *self.image_size, device=probe.device))["anchors"]
-                model.train(training)
+            anchors = model.anchors(self.image_size, model.feature_sizes(self.image_size), device=probe.device)
             self.register_buffer("anchors", anchors, persistent=False)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:

@@ -9,7 +9,7 @@ from typing import Any, Self
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..backbone.settings import BackboneSettings
 from ..deploy.backend import ExportedBackend, NetworkBackend, check_inference, inference_backend, is_exported
@@ -78,10 +78,14 @@ class BaseTask(L.LightningModule):
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
+    @property
+    def network(self) -> nn.Module:
+        """What runs in PyTorch: ``self.model``, or its fake-quantised version under QAT (the same outputs)."""
+        return self.model if self.qat_network is None else self.qat_network
+
     def run_network(self, images: Tensor) -> dict[str, Tensor]:
-        """The network's raw outputs on a normalised batch: ``self.model``, or its fake-quantised version under
-        QAT (the same dict)."""
-        return (self.qat_network or self.model)(self.prepare_images(images))
+        """The network's raw outputs on a normalised batch (:attr:`network`)."""
+        return self.network(self.prepare_images(images))
 
     def on_train_epoch_start(self) -> None:
         if self.qat_network is not None:
@@ -120,9 +124,9 @@ class BaseTask(L.LightningModule):
         loaded and checked against this task once), but ``self.model`` while training and inside ``fit``."""
         exported = is_exported(self.inference)  # never trains: fit refuses it at set-up
         if not exported and (self.training or self._trainer is None or self.trainer.state.fn == "fit"):
-            return NetworkBackend(self.qat_network or self.model, channels_last=self.channels_last)
+            return NetworkBackend(self.network, channels_last=self.channels_last)
         if self._backend is None:
-            self._backend = inference_backend(self.inference, self.qat_network or self.model, task=self.task_name,
+            self._backend = inference_backend(self.inference, self.network, task=self.task_name,
                                               num_classes=self.num_classes,
                                               num_seg_classes=getattr(self, "num_seg_classes", None),
                                               channels_last=self.channels_last, owner=type(self).__name__)
