@@ -31,6 +31,7 @@ CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 PAGES = (("index.html", "mobilenetv2-dense", "detection"),
          ("detection/index.html", "Detection", "anchors"),
          ("reference/backbone/index.html", "Backbone", "width"))
+PAGE_WAIT_S = 30  # for a page's header, and again for search results: generous, for a machine running other tests
 
 
 @dataclass
@@ -82,8 +83,14 @@ def check_page(driver, url: str, page: str, heading: str, word: str, screenshots
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url + page)
-    if not driver.find_elements(By.ID, "__search"):  # not a page of the site (a 404, another theme)
-        return PageReport(page, driver.title, "", 0, 0, [f"{page} is not a page of the built site"])
+    # Waited for, not looked up once: on a loaded machine Chromium can hand the page back before its body is parsed
+    # (a CI run saw the right title and no header yet).
+    try:
+        WebDriverWait(driver, PAGE_WAIT_S).until(lambda d: d.execute_script("return document.readyState") == "complete"
+                                                 and d.find_elements(By.ID, "__search"))
+    except Exception:  # noqa: BLE001 (selenium's TimeoutException): not a page of the site (a 404, another theme)
+        return PageReport(page, driver.title, "", 0, 0, [f"{page} is not a page of the built site (no search toggle "
+                                                         f"after {PAGE_WAIT_S} s)"])
     problems = []
     title = driver.title
     headings = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "article h1")]
@@ -95,7 +102,8 @@ def check_page(driver, url: str, page: str, heading: str, word: str, screenshots
     driver.execute_script("document.getElementById('__search').checked = true")  # what the search icon does
     driver.find_element(By.CSS_SELECTOR, "input.md-search__input").send_keys(word)
     try:
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".md-search-result__item"))
+        WebDriverWait(driver, PAGE_WAIT_S).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, ".md-search-result__item"))
     except Exception:  # noqa: BLE001 (selenium's TimeoutException: reported as a problem below)
         pass
     results = len(driver.find_elements(By.CSS_SELECTOR, ".md-search-result__item"))
