@@ -8,7 +8,8 @@ Every step is the command a user runs (``train_task.py fit``, ``export.py``), in
 1. ``fit`` the config in float (or take ``--float_ckpt``);
 2. ``export.py --int8`` of the float checkpoint: post-training quantisation, ``--calibration`` training images;
 3. ``fit`` with ``--model.init_args.qat.weights <float checkpoint>`` for ``--qat_epochs`` at ``--qat_lr`` (cosine,
-   no warm-up; the BatchNorm statistics freeze for the last epoch);
+   no warm-up; the activation ranges calibrated on ``--qat_calibration`` training images at the start, the BatchNorm
+   statistics frozen from ``--freeze_batchnorm_epoch``, by default for the last epoch);
 4. ``export.py --int8`` of the QAT checkpoint: converted, not calibrated.
 
 Each export's parity pass scores the int8 file and its eager reference on the config's validation set (COCO mAP for
@@ -41,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--calibration", type=int, default=64, help="PTQ calibration images")
     parser.add_argument("--qat_epochs", type=int, default=3)
     parser.add_argument("--qat_lr", type=float, default=3e-4, help="peak lr of the QAT fine-tuning (AdamW configs)")
+    parser.add_argument("--freeze_batchnorm_epoch", type=int,
+                        help="qat.freeze_batchnorm_epoch (default: the last epoch; 0: the float model's statistics)")
+    parser.add_argument("--qat_calibration", type=int, default=64,
+                        help="qat.calibration: images that set the activation ranges at the start (0: moving averages)")
     parser.add_argument("--parity_images", type=int, default=200)
     parser.add_argument("--output_dir", default="runs/benchmarks/qat")
     return parser.parse_known_args(argv)
@@ -84,7 +89,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         float_ckpt, timings["float_fit_s"] = _fit(args.config, root / "float", options)
     ptq = _export(args.config, float_ckpt, root / f"ptq{suffix}", args, options)
     qat_options = [*options, "--model.init_args.qat.weights", str(float_ckpt),
-                   "--model.init_args.qat.freeze_batchnorm_epoch", str(max(0, args.qat_epochs - 1)),
+                   "--model.init_args.qat.calibration", str(args.qat_calibration),
+                   "--model.init_args.qat.freeze_batchnorm_epoch",
+                   str(args.qat_epochs - 1 if args.freeze_batchnorm_epoch is None else args.freeze_batchnorm_epoch),
                    "--model.init_args.qat.freeze_observers_epoch", str(max(0, args.qat_epochs - 1)),
                    "--trainer.max_epochs", str(args.qat_epochs), "--model.init_args.optimization.lr", str(args.qat_lr),
                    "--model.init_args.optimization.warmup_epochs", "0",

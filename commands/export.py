@@ -62,7 +62,7 @@ from ..deploy.quantize import (
 )
 from ..deploy.runtime import DeployedModel, sidecar_path, write_sidecar
 from ..models.weights import load_checkpoint_weights
-from ..tasks.datamodule import dataset_value
+from ..tasks.datamodule import dataset_value, training_images
 from ..tasks.qat import restore as restore_qat
 from .cli import checkpoint_hyperparameters, cli_main, json_default
 from .parity import parity
@@ -239,13 +239,8 @@ def calibration_batches(datamodule: Any, count: int, size: Size | None = None) -
     """``count`` training images as ``[0, 1]`` batches (the exported graph's input), for int8 calibration; resized
     to ``size`` (a fixed-size graph's) where the data gives another."""
     datamodule.setup("fit")
-    batches, seen = [], 0
-    for batch in datamodule.train_dataloader():
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch["images"]
-        batches.append(resize_to(denormalize(images[: count - seen], datamodule.mean, datamodule.std), size))
-        seen += len(batches[-1])
-        if seen >= count:
-            return batches
+    batches = [resize_to(denormalize(images, datamodule.mean, datamodule.std), size)
+               for images in training_images(datamodule, count)]
     if not batches:
         raise ValueError(f"calibration_batches: {type(datamodule).__name__} has no training images to calibrate "
                          "on; give the data module a training set or export without --int8")
@@ -295,7 +290,8 @@ def write_executorch(graph: nn.Module, example: Tensor, output: Path, contract: 
     if calibration is not None:
         quantised = quantize_pt2e(graph, example, calibration, dynamic_shapes=dynamic_shapes(**shape))
         int8 = int8_summary(graph, calibration, count_int8_weights(quantised.network),
-                            method="PT2E, XNNPACKQuantizer (symmetric)", activations="int8, per tensor, min/max")
+                            method="PT2E, XNNPACKQuantizer (symmetric)",
+                            activations="int8, per tensor, histogram observer")
         graph = quantised
     return *export_graph(graph, example, output, format="executorch", output_names=names, **shape), int8
 
@@ -328,9 +324,11 @@ def qat_network(task: nn.Module, graph: nn.Module, contract: dict[str, Any], fmt
                          f"its int8 graph takes only that size, not --image_size {list(size)}; leave --image_size "
                          "out or train QAT at the size you export")
     converted = network.convert()
+    ranges = ("histogram observer at the start of training, then fixed" if bool(network.ranges_calibrated)
+              else "moving-average min/max observed in training")
     summary = int8_summary(graph, None, count_int8_weights(converted),
                            method="PT2E quantisation-aware training, XNNPACKQuantizer (symmetric)",
-                           activations="int8, per tensor, moving-average min/max observed in training")
+                           activations=f"int8, per tensor, {ranges}")
     graph.network = converted  # after the summary, which counts the float graph's layers
     return summary
 

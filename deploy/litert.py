@@ -100,7 +100,7 @@ def quantize_litert(graph: nn.Module, example: Tensor, calibration: Iterable[Ten
                     observer: Observer = OBSERVER) -> tuple[nn.Module, object]:
     """``graph`` (from :func:`convertible`) with its ``network`` int8 by PT2E for the LiteRT converter, and the
     quantiser the converter needs to lower the Q/DQ pairs. ``calibration``: ``[0, 1]`` batches (the graph's input);
-    ``observer``: how activation ranges are calibrated, ``"minmax"`` (as ExecuTorch's and ONNX Runtime's int8 here)
+    ``observer``: how activation ranges are calibrated, ``"minmax"`` (as ONNX Runtime's int8 here)
     or ``"histogram"`` (litert-torch's default: clips outliers by an error search per tensor, far slower)."""
     try:
         from litert_torch.quantize.pt2e_quantizer import (  # pyright: ignore[reportMissingImports] (optional)

@@ -14,7 +14,9 @@ conversion; normalisation and the detector's post-processing stay float, as in P
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+import functools
+import types
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -25,6 +27,9 @@ from ..models.joint import SSDLiteDeepLabV3
 from ..models.ssdlite import SSDLite
 from .formats import MIN_SIZE, dynamic_shapes
 from .graph import Network
+
+# The BatchNorm eps of torchao's QAT patterns (qat_utils' "TODO: allow setting eps").
+TORCHAO_BATCHNORM_EPS = 1e-5
 
 
 @contextmanager
@@ -71,8 +76,9 @@ class FakeQuantizedNetwork(nn.Module):
 
     ``forward(images (N, 3, H, W) normalised)`` returns ``model(images)``'s dict (``bbox_regression``, ``cls_logits``,
     ``anchors``; ``out``; ``logits``), each tensor computed with int8-rounded weights and activations and
-    straight-through gradients. ``train()`` / ``eval()`` switch the graph's BatchNorms (torchao's
-    ``allow_exported_model_train_eval``).
+    straight-through gradients. ``train()`` / ``eval()`` switch the graph's BatchNorms and dropout (the ``training``
+    arguments of its ``batch_norm`` and ``dropout`` ops: torchao's ``move_exported_model_to_eval`` would rewrite each
+    BatchNorm with the default eps and momentum).
 
     Args:
         model: a detector, segmenter, joint model or classifier (``model.train()`` mode is the one traced).
@@ -82,13 +88,13 @@ class FakeQuantizedNetwork(nn.Module):
         min_size: the smallest dynamic H, W.
 
     Only ``prepared`` is a submodule: ``model`` is not registered, so a task's ``state_dict`` keeps the model's
-    weights under its own keys (``prepared`` shares them; its own state is the fake quantisers').
+    weights under its own keys (``prepared`` shares them; its own state is the fake quantisers' and
+    ``ranges_calibrated``, set by :meth:`calibrate`).
     """
 
     def __init__(self, model: nn.Module, image_size: Sequence[int], *, dynamic_size: bool,
                  min_size: int = MIN_SIZE) -> None:
         super().__init__()
-        from torchao.quantization.pt2e import allow_exported_model_train_eval
         from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
         object.__setattr__(self, "model", model)
@@ -103,8 +109,12 @@ class FakeQuantizedNetwork(nn.Module):
                                       dynamic_shapes=dynamic_shapes(dynamic_size, min_size=min_size))
         with conv2d_patterns_only():
             self.prepared = prepare_qat_pt2e(program.module(), qat_quantizer())
-        allow_exported_model_train_eval(self.prepared)
+        _batchnorm_arguments_from(model, self.prepared)
+        # train() / eval() set the flags alone (an exported module refuses them); _graph_mode switches the ops.
+        self.prepared.train = types.MethodType(_flags_only_train, self.prepared)
         self.frozen_batchnorm = self.frozen_observers = False
+        # Saved with the quantisers: a resumed run keeps calibrated ranges fixed and does not calibrate again.
+        self.register_buffer("ranges_calibrated", torch.tensor(False))
         self.graph_training = True  # what the graph computes (the traced BatchNorms use batch statistics)
         self.train(training)
         model.train(training)
@@ -142,11 +152,63 @@ class FakeQuantizedNetwork(nn.Module):
         from torchao.quantization.pt2e import disable_observer, enable_observer
 
         super().train(mode)
-        if mode and self.frozen_batchnorm:
-            _batchnorm_statistics(self.prepared, update=False)
+        _graph_mode(self.prepared, batch_statistics=mode and not self.frozen_batchnorm, dropout=mode)
         self.prepared.apply(enable_observer if mode and not self.frozen_observers else disable_observer)
+        if self.ranges_calibrated:
+            for quantiser in self.activation_quantisers():
+                quantiser.disable_observer()
         self.graph_training = mode
         return self
+
+    def activation_quantisers(self) -> list[nn.Module]:
+        """The fake quantisers of activations (per tensor; those of weights are per channel)."""
+        from torchao.quantization.pt2e import FakeQuantizeBase
+
+        return [m for m in self.prepared.modules() if isinstance(m, FakeQuantizeBase) and not m.is_per_channel]
+
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[Tensor]) -> int:
+        """Set every activation range to the one PTQ (:func:`~mobilenetv2_dense.deploy.quantize.quantize_pt2e`)
+        calibrates from the same weights and images: ``batches`` (normalised ``(N, 3, H, W)`` images) through the
+        float network in eval mode, each activation seen by a histogram observer (XNNPACK's PTQ observer). From then
+        on the ranges stay fixed (``ranges_calibrated``), while the weight scales follow the weights until
+        ``freeze_observers``: QAT starts from the PTQ model and trains the weights to its ranges. (Without it, the
+        ranges are moving averages of each training batch's min / max, which sit inside the extremes.) Returns the
+        number of images seen."""
+        from torchao.quantization.pt2e import HistogramObserver, disable_fake_quant, enable_fake_quant, enable_observer
+
+        quantisers = self.activation_quantisers()
+        histograms = [HistogramObserver(dtype=observer.dtype, qscheme=observer.qscheme, quant_min=observer.quant_min,
+                                        quant_max=observer.quant_max, eps=float(observer.eps))
+                      for observer in (quantiser.activation_post_process for quantiser in quantisers)]
+        hooks = [quantiser.register_forward_pre_hook(lambda module, args, histogram=histogram: histogram(args[0]))
+                 for quantiser, histogram in zip(quantisers, histograms)]
+        training = self.training
+        self.train(False)
+        self.prepared.apply(disable_fake_quant)  # the float network, as PTQ calibrates it
+        self.prepared.apply(enable_observer)  # the weights' scales, on the way
+        seen = 0
+        try:
+            for images in batches:
+                self(images)
+                seen += len(images)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.prepared.apply(enable_fake_quant)
+        if seen == 0:
+            raise ValueError("FakeQuantizedNetwork.calibrate: no images to calibrate the activation ranges on")
+        for quantiser, histogram in zip(quantisers, histograms):
+            scale, zero_point = histogram.calculate_qparams()
+            observer = quantiser.activation_post_process
+            # The min / max whose quantisation parameters are these: what conversion reads (calculate_qparams).
+            observer.min_val.copy_(((observer.quant_min - zero_point) * scale).reshape(observer.min_val.shape))
+            observer.max_val.copy_(((observer.quant_max - zero_point) * scale).reshape(observer.max_val.shape))
+            quantiser.scale.copy_(scale.reshape(quantiser.scale.shape))
+            quantiser.zero_point.copy_(zero_point.reshape(quantiser.zero_point.shape))
+        self.ranges_calibrated.fill_(True)
+        self.train(training)
+        return seen
 
     def sync_mode(self) -> None:
         """Switch the graph to the ``training`` flag where it was set without :meth:`train` (Lightning's validation
@@ -166,28 +228,82 @@ class FakeQuantizedNetwork(nn.Module):
         """Normalise with the running statistics from now on, and stop updating them, also in ``train()`` mode:
         the weights then train against the statistics that conversion folds into them."""
         self.frozen_batchnorm = True
-        if self.training:
-            _batchnorm_statistics(self.prepared, update=False)
+        _graph_mode(self.prepared, batch_statistics=False, dropout=self.training)
 
     def convert(self) -> nn.Module:
         """The int8 network (``convert_pt2e`` of a copy in eval mode): normalised images -> :class:`Network`'s
         outputs, with ``quantized_decomposed`` quantise / dequantise ops around int8 weights, BatchNorms folded."""
-        from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
         prepared = copy.deepcopy(self.prepared)
-        move_exported_model_to_eval(prepared)
+        _graph_mode(prepared, batch_statistics=False, dropout=False)
+        _batchnorm_eps_into_variance(prepared)
         with conv2d_patterns_only():
             return convert_pt2e(prepared)
 
 
-def _batchnorm_statistics(graph: torch.fx.GraphModule, *, update: bool) -> None:
-    """Set the ``training`` argument of every ``aten.batch_norm`` of an exported ``graph`` (PyTorch's PT2E QAT
+def _batchnorm_arguments_from(model: nn.Module, graph: torch.fx.GraphModule) -> None:
+    """Give each BatchNorm of the prepared ``graph`` its module's ``eps`` and ``momentum`` back.
+
+    torchao's ``prepare_qat_pt2e`` (0.18) replaces every Conv + BatchNorm pair by its QAT pattern, traced with
+    BatchNorm's defaults, and leaves those literals in the graph: eps 1e-5 (in the ``batch_norm`` and in the
+    ``running_var + eps`` of the weight's scale factor) and momentum 0.1. This project's BatchNorms use TF's eps 1e-3
+    and momentum 0.03, and with 1e-5 a channel whose running variance is near zero (common in a trained network) is
+    scaled up 10x: a trained SSDLite's fake-quantised network, with fake quantisation off, was 10 logits away from the
+    float model. The graph's BatchNorm tensors are the model's (same objects), which identifies each module."""
+    norms = {id(m.running_var): m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None}
+    for node in graph.graph.nodes:
+        if node.target is not torch.ops.aten.batch_norm.default:
+            continue
+        variance = node.args[4]
+        module = norms[id(functools.reduce(getattr, variance.target.split("."), graph))]
+        momentum = node.args[6] if module.momentum is None else module.momentum
+        node.args = (*node.args[:6], momentum, module.eps, *node.args[8:])
+        for user in list(variance.users):  # the scale factor's running_var + eps
+            if _adds_a_constant(user, variance):
+                user.args = (variance, module.eps)
+    graph.recompile()
+
+
+def _batchnorm_eps_into_variance(graph: torch.fx.GraphModule) -> None:
+    """torchao's ``convert_pt2e`` (0.18) folds each trained Conv + BatchNorm with eps 1e-5, the literal of the pattern
+    it rewrites the pair into, whatever the graph's eps: give every BatchNorm of this copy eps 1e-5 and add the rest
+    of its eps to its running variance, which computes the same (``var + eps`` is all BatchNorm uses)."""
+    for node in graph.graph.nodes:
+        if node.target is not torch.ops.aten.batch_norm.default or node.args[7] == TORCHAO_BATCHNORM_EPS:
+            continue
+        variance = node.args[4]
+        functools.reduce(getattr, variance.target.split("."), graph).add_(node.args[7] - TORCHAO_BATCHNORM_EPS)
+        node.args = (*node.args[:7], TORCHAO_BATCHNORM_EPS, *node.args[8:])
+        for user in list(variance.users):
+            if _adds_a_constant(user, variance):
+                user.args = (variance, TORCHAO_BATCHNORM_EPS)
+    graph.recompile()
+
+
+def _adds_a_constant(node: torch.fx.Node, tensor: torch.fx.Node) -> bool:
+    """``node`` is ``tensor + a float`` (the ``running_var + eps`` of a Conv + BatchNorm QAT pattern)."""
+    return (node.target is torch.ops.aten.add.Tensor and node.args[0] is tensor and len(node.args) == 2
+            and isinstance(node.args[1], float))
+
+
+def _flags_only_train(module: nn.Module, mode: bool = True) -> nn.Module:
+    for child in module.modules():
+        child.training = mode
+    return module
+
+
+def _graph_mode(graph: torch.fx.GraphModule, *, batch_statistics: bool, dropout: bool) -> None:
+    """Set the ``training`` argument of every ``aten.batch_norm`` (normalise with, and update, batch statistics) and
+    ``aten.dropout`` of an exported ``graph``, which ``train()`` / ``eval()`` alone do not change (the PT2E QAT
     tutorial's way to freeze BatchNorm statistics in a prepared graph)."""
     changed = False
     for node in graph.graph.nodes:
-        if node.target is torch.ops.aten.batch_norm.default and node.args[5] != update:
-            node.args = (*node.args[:5], update, *node.args[6:])
+        index, value = {torch.ops.aten.batch_norm.default: (5, batch_statistics),
+                        torch.ops.aten.dropout.default: (2, dropout)}.get(node.target, (None, None))
+        if index is not None and node.args[index] != value:
+            node.args = (*node.args[:index], value, *node.args[index + 1:])
             changed = True
     if changed:
         graph.recompile()

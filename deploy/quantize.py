@@ -1,10 +1,11 @@
 """int8 post-training quantisation: of an exported ONNX graph (ONNX Runtime's static quantisation, QDQ format,
 :func:`quantize_onnx`) and of a deployed graph's network before ExecuTorch lowering (PT2E, :func:`quantize_pt2e`).
 
-Weights int8 per output channel, activations per tensor (uint8 in ONNX Runtime, symmetric int8 in PT2E), calibrated
-(min/max) on training images. In a detector only the convolutions are quantised (``QUANTISED_OPS``): the in-graph
-post-processing (softmax, box decoding, IoU, NMS) and the normalisation stay float, since int8 box coordinates
-would move boxes by whole pixels and change which ones NMS keeps. Segmenters and classifiers quantise their other
+Weights int8 per output channel, activations per tensor, calibrated on training images: uint8 by min / max in ONNX
+Runtime, int8 by XNNPACK's histogram observers in PT2E (a range search per tensor that clips rare outliers). In a
+detector only the convolutions are quantised (``QUANTISED_OPS``): the in-graph post-processing (softmax, box
+decoding, IoU, NMS) and the normalisation stay float, since int8 box coordinates would move boxes by whole pixels and
+change which ones NMS keeps. Segmenters and classifiers quantise their other
 network ops too (``QUANTISED_OPS_DENSE``); their normalisation (``Sub``, ``Div``) stays float.
 """
 
@@ -69,7 +70,8 @@ def quantize_pt2e(graph: torch.nn.Module, example: Tensor, calibration: Iterable
     """A copy of the deployed ``graph`` whose ``network`` is int8 (PT2E) for ExecuTorch's XNNPACK delegate.
 
     The network alone (:class:`mobilenetv2_dense.deploy.graph.Network`) goes through ``torch.export`` ->
-    ``prepare_pt2e`` with XNNPACK's quantiser (symmetric int8, per-channel weights, every supported op) ->
+    ``prepare_pt2e`` with XNNPACK's quantiser (int8, symmetric per-channel weights, per-tensor activations with
+    histogram observers, every supported op) ->
     calibration on the normalised ``[0, 1]`` batches -> ``convert_pt2e``; the normalisation and the post-processing
     stay float, as in :func:`quantize_onnx`. (The quantiser's ``set_module_name`` on the whole graph would be the
     shorter way, but its filter rejects every convolution, whose weight nodes carry no module path, so it

@@ -87,6 +87,10 @@ class BaseTask(L.LightningModule):
         """The network's raw outputs on a normalised batch (:attr:`network`)."""
         return self.network(self.prepare_images(images))
 
+    def on_fit_start(self) -> None:
+        """After a resumed run's state is loaded: a new QAT run calibrates its activation ranges."""
+        qat_stage.calibrate(self, self.trainer.datamodule)
+
     def on_train_epoch_start(self) -> None:
         if self.qat_network is not None:
             qat_stage.update_freezing(self.qat_network, self.qat, self.current_epoch)

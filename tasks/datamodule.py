@@ -20,7 +20,7 @@ for the prediction writers (:class:`mobilenetv2_dense.datasets.video.FrameCollat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -53,6 +53,20 @@ def dataset_value(datamodule: Any, name: str) -> Any:
         return getattr(datamodule, name, None)
     except (FileNotFoundError, ValueError):
         return None
+
+
+def training_images(datamodule: Any, count: int) -> Iterator[Tensor]:
+    """The first ``count`` images of ``datamodule``'s training loader (set up), in its batches: normalised
+    ``(n, 3, H, W)``, augmented as training sees them. What int8 calibration observes (``export.py --int8``, a QAT
+    run's start)."""
+    seen = 0
+    for batch in datamodule.train_dataloader():
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch["images"]
+        images = images[: count - seen]
+        yield images
+        seen += len(images)
+        if seen >= count:
+            return
 
 
 def _detection_sample(transform: Transform, image: np.ndarray, meta: dict[str, Any]) -> tuple[Tensor, dict]:

@@ -2,12 +2,13 @@
 
     python train_task.py fit --config configs/ssdlite_shapes_demo.yaml \\
         --model.init_args.qat.weights runs/float/last.ckpt --trainer.max_epochs 3 \\
-        --model.init_args.optimization.lr 0.01
+        --model.init_args.optimization.lr 0.0001 --model.init_args.optimization.warmup_epochs 0
     python export.py --config configs/ssdlite_shapes_demo.yaml --ckpt_path <the QAT run's last.ckpt> \\
         --format executorch --int8
 
 With the block, the task loads ``qat.weights`` (a float checkpoint of the same config), traces its network at the
-data's size and trains it with fake quantisation (:class:`mobilenetv2_dense.deploy.qat.FakeQuantizedNetwork`, PT2E):
+data's size, calibrates its activation ranges on ``qat.calibration`` training images (as PTQ does; they stay fixed)
+and trains it with fake quantisation (:class:`mobilenetv2_dense.deploy.qat.FakeQuantizedNetwork`, PT2E):
 ``training_step`` and the validations inside ``fit`` run the fake-quantised network, so ``val/`` metrics are the
 int8 model's. ``validate``, ``test`` and ``predict`` of the checkpoint do too (``inference: eager``); ``export.py
 --int8`` converts it instead of calibrating (ExecuTorch and QDQ ONNX). The checkpoint keeps the float weights under
@@ -31,6 +32,7 @@ from ..deploy.graph import ClassifierGraph
 from ..deploy.qat import FakeQuantizedNetwork
 from ..heads.anchors import AnchorSettings
 from ..models.weights import load_checkpoint_weights
+from .datamodule import training_images
 
 PREFIX = "qat_network."
 
@@ -44,18 +46,25 @@ class QATSettings:
             its model's ``state_dict``). A detector takes the checkpoint's anchors too (settings, not weights;
             ``fit_anchors`` is not run again). ``None``: the task's own start weights (a resumed QAT run gets them
             from ``--ckpt_path``).
-        freeze_observers_epoch: from this epoch on (0-based) the activation ranges and weight scales stop updating,
-            so the last epochs train against the ranges the int8 model will use; ``None``: never. torchvision's
-            MobileNetV2 QAT recipe freezes them after 4 epochs.
+        calibration: training images that set the activation ranges before the first step, as ``export.py
+            --int8`` calibrates them (XNNPACK's histogram observers); the ranges then stay fixed, so QAT starts from
+            the PTQ model and trains the weights to it. ``0``: the ranges start from the training batches and follow
+            moving averages of each batch's min / max until ``freeze_observers_epoch``.
+        freeze_observers_epoch: from this epoch on (0-based) the weight scales (and uncalibrated activation ranges)
+            stop updating, so the last epochs train against the scales the int8 model will use; ``None``: never.
+            torchvision's MobileNetV2 QAT recipe freezes them after 4 epochs.
         freeze_batchnorm_epoch: from this epoch on the BatchNorms normalise with (and stop updating) their running
             statistics, which conversion folds into the int8 weights; ``None``: never. torchvision's recipe: 3.
     """
 
     weights: str | None = None
+    calibration: int = 64
     freeze_observers_epoch: int | None = 4
     freeze_batchnorm_epoch: int | None = 3
 
     def __post_init__(self) -> None:
+        if self.calibration < 0:
+            raise ValueError(f"QATSettings: calibration must be >= 0 images (0: none), got {self.calibration}")
         for name in ("freeze_observers_epoch", "freeze_batchnorm_epoch"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -102,6 +111,21 @@ def load_start_weights(task: Any, path: str) -> None:
 
 def _plain(value: Any) -> dict[str, Any]:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
+
+
+def calibrate(task: Any, datamodule: Any) -> None:
+    """Calibrate the activation ranges of ``task``'s fresh QAT network on ``qat.calibration`` training images (a
+    resumed run's ranges come from its checkpoint)."""
+    network = task.qat_network
+    if network is None or task.qat.calibration == 0 or bool(network.ranges_calibrated):
+        return
+    count = task.qat.calibration
+    if datamodule is None:
+        raise ValueError(f"{type(task).__name__}: qat.calibration={count} reads training images from the data module; "
+                         "fit with a data module (trainer.fit(task, datamodule=...)) or set qat.calibration: 0")
+    images = (task.prepare_images(batch.to(task.device)) for batch in training_images(datamodule, count))
+    seen = network.calibrate(images)
+    rank_zero_info(f"{type(task).__name__}: activation ranges calibrated on {seen} training images")
 
 
 def update_freezing(network: FakeQuantizedNetwork, settings: QATSettings, epoch: int) -> None:

@@ -98,6 +98,7 @@ class DetectionTask(BaseTask):
         self.labels.read(self.trainer.datamodule if self._trainer is not None else None)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if self.fit_anchors and self.qat is None:  # QAT keeps the anchors of the checkpoint it starts from
             fit_task_anchors(self)
 

@@ -131,6 +131,7 @@ class JointTask(BaseTask):
             self.seg_class_names = [str(name) for name in names]
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if self.fit_anchors and self.qat is None:  # QAT keeps the anchors of the checkpoint it starts from
             fit_task_anchors(self)
 
