@@ -16,8 +16,13 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# One pytest worker per core (at most 4: each holds its own copy of the session fixtures' small trained runs); a test
+# file stays on one worker, so its module fixtures are built once. Each worker gets its share of the cores
+# (tests/conftest.py).
+WORKERS := --numprocesses auto --maxprocesses 4 --dist loadfile
+
 test: $(STAMP) docs
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q $(WORKERS) --durations=20
 
 # The documentation site in site/: a broken link, a missing API object or a page left out of the nav fails.
 docs: $(STAMP)
@@ -27,7 +32,7 @@ docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(WORKERS) -m "not slow"
 
 demo: $(STAMP)
 	$(PY) scripts/demo_detection.py

@@ -7,6 +7,7 @@ Every image is a uniform background with solid rectangles, so a test can find an
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,17 @@ from mobilenetv2_dense.datasets.classification.shapes import write_image_folder
 
 RED, GREEN, BLUE, GRAY = (230, 20, 20), (20, 230, 20), (20, 20, 230), (90, 90, 90)
 CATEGORIES = [{"id": 2, "name": "red"}, {"id": 5, "name": "green"}, {"id": 11, "name": "blue"}]  # ids with gaps
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs one worker per core), each worker gets its share of the cores, for
+    torch and for the processes it starts: two workers of two OpenMP threads each on two cores spin against each
+    other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 def scene(height: int, width: int, rects: list[tuple[tuple[int, int, int, int], tuple[int, int, int]]]) -> np.ndarray:
