@@ -7,7 +7,8 @@ checkpoint folder holds one set of files, and that every validation value the ru
 of images, so the DistributedSampler pads a rank with a repeat, and the ranks batch the split differently from one
 process. The detector runs as users run it, ``train_task.py`` launching its own second process (``ddp``), and is
 then resumed from its checkpoint in two processes; the segmenter and the joint model fork theirs from ``cli_main``
-(``ddp_fork``: the same DDP strategy and evaluation, without a second interpreter start-up per run).
+(``ddp_fork``: the same DDP strategy and evaluation, without a second interpreter start-up per run), as does the
+detector's quantisation-aware training, whose ranks must end with one set of activation ranges.
 """
 
 from __future__ import annotations
@@ -67,6 +68,27 @@ class RecordTraining(L.Callback):
                             "augmentation": hashlib.sha1("".join(state).encode()).hexdigest()})
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.epochs))
+
+
+class RecordQuantisers(L.Callback):
+    """Writes ``<folder>/qat_rank<r>.json`` at the end of a QAT fit: whether this rank calibrated its activation
+    ranges, and digests of its fake quantisers' scales and zero points and of its float weights."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state = pl_module.state_dict()
+
+        def digest(keys: list[str]) -> str:
+            return hashlib.sha1(b"".join(state[k].cpu().numpy().tobytes() for k in sorted(keys))).hexdigest()
+
+        quantisers = [k for k in state if k.startswith("qat_network.") and k.endswith((".scale", ".zero_point"))]
+        weights = [k for k in state if k.startswith("model.") and k.endswith("weight")]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"qat_rank{trainer.global_rank}.json").write_text(json.dumps({
+            "calibrated": bool(pl_module.qat_network.ranges_calibrated), "quantisers": len(quantisers),
+            "ranges": digest(quantisers), "weights": digest(weights)}))
 
 
 def fit_two_processes(folder: Path, launcher: str, *args: str) -> None:
@@ -173,3 +195,22 @@ def test_joint_fit_in_two_processes_logs_one_process_values(
     assert {"val/loss", "val/detection_loss", "val/segmentation_loss", "val/ce", "val/dice", "val/map",
             "val/miou"} <= set(logged)
     assert logged["val/mar_100"] > 0
+
+
+def test_qat_fit_in_two_processes_keeps_one_set_of_ranges(
+        coco: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quantisation-aware training under DDP: each rank calibrates its activation ranges at fit start, and the ranks
+    end with the same fake quantisers and weights (DDP broadcasts rank 0's buffers), whose checkpoint validates in
+    one process to the values the two logged."""
+    monkeypatch.chdir(tmp_path)
+    options = [*coco_options(DET_CONFIG, coco), "--model.init_args.qat.calibration", "4",
+               "--model.init_args.qat.freeze_batchnorm_epoch", "null"]  # BatchNorm statistics train too
+    fit_two_processes(tmp_path, "ddp_fork", *options, *ONE_EPOCH,
+                      "--trainer.callbacks+=tests.tasks.test_ddp_cli.RecordQuantisers",
+                      "--trainer.callbacks.folder=probe", *PROBE)
+    ranks = [json.loads((tmp_path / "probe" / f"qat_rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["calibrated"] and ranks[0]["quantisers"] > 100
+    assert ranks[0] == ranks[1]
+    last, logged = check_two_process_fit(tmp_path, options, NUM_TRAIN)
+    assert "qat" in torch.load(last, map_location="cpu", weights_only=True)
+    assert {"val/loss", "val/map"} <= set(logged)
