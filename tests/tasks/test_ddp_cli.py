@@ -200,17 +200,16 @@ def test_joint_fit_in_two_processes_logs_one_process_values(
 def test_qat_fit_in_two_processes_keeps_one_set_of_ranges(
         coco: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Quantisation-aware training under DDP: each rank calibrates its activation ranges at fit start, and the ranks
-    end with the same fake quantisers and weights (DDP broadcasts rank 0's buffers), whose checkpoint validates in
-    one process to the values the two logged."""
+    end with the same fake quantisers and weights (DDP broadcasts rank 0's buffers) in one checkpoint. (How a QAT
+    checkpoint validates is tests/deploy/test_qat.py's; how two ranks' validation adds up, the tests above.)"""
     monkeypatch.chdir(tmp_path)
     options = [*coco_options(DET_CONFIG, coco), "--model.init_args.qat.calibration", "4",
                "--model.init_args.qat.freeze_batchnorm_epoch", "null"]  # BatchNorm statistics train too
-    fit_two_processes(tmp_path, "ddp_fork", *options, *ONE_EPOCH,
+    fit_two_processes(tmp_path, "ddp_fork", *options, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0",
                       "--trainer.callbacks+=tests.tasks.test_ddp_cli.RecordQuantisers",
-                      "--trainer.callbacks.folder=probe", *PROBE)
+                      "--trainer.callbacks.folder=probe")
     ranks = [json.loads((tmp_path / "probe" / f"qat_rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["calibrated"] and ranks[0]["quantisers"] > 100
     assert ranks[0] == ranks[1]
-    last, logged = check_two_process_fit(tmp_path, options, NUM_TRAIN)
-    assert "qat" in torch.load(last, map_location="cpu", weights_only=True)
-    assert {"val/loss", "val/map"} <= set(logged)
+    checkpoints = list(tmp_path.rglob("last.ckpt"))
+    assert len(checkpoints) == 1 and "qat" in torch.load(checkpoints[0], map_location="cpu", weights_only=True)
