@@ -175,7 +175,9 @@ class FakeQuantizedNetwork(nn.Module):
         ``freeze_observers``: QAT starts from the PTQ model and trains the weights to its ranges. (Without it, the
         ranges are moving averages of each training batch's min / max, which sit inside the extremes.) Returns the
         number of images seen."""
-        from torchao.quantization.pt2e import HistogramObserver, disable_fake_quant, enable_fake_quant, enable_observer
+        from torchao.quantization.pt2e import disable_fake_quant, enable_fake_quant, enable_observer
+
+        from .observers import HistogramObserver
 
         quantisers = self.activation_quantisers()
         histograms = [HistogramObserver(dtype=observer.dtype, qscheme=observer.qscheme, quant_min=observer.quant_min,

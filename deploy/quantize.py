@@ -79,14 +79,13 @@ def quantize_pt2e(graph: torch.nn.Module, example: Tensor, calibration: Iterable
     """
     import copy
 
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    from .observers import xnnpack_config
+
     graph = copy.deepcopy(graph).eval()
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = XNNPACKQuantizer().set_global(xnnpack_config())
     with torch.no_grad():
         module = torch.export.export(graph.network, (graph.normalize(example),),
                                      dynamic_shapes=dynamic_shapes).module()
