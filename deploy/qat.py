@@ -14,7 +14,6 @@ conversion; normalisation and the detector's post-processing stay float, as in P
 from __future__ import annotations
 
 import copy
-import functools
 import types
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -258,13 +257,10 @@ def _batchnorm_arguments_from(model: nn.Module, graph: torch.fx.GraphModule) -> 
     for node in graph.graph.nodes:
         if node.target is not torch.ops.aten.batch_norm.default:
             continue
-        variance = node.args[4]
-        module = norms[id(functools.reduce(getattr, variance.target.split("."), graph))]
+        module = norms[id(graph.get_buffer(node.args[4].target))]
         momentum = node.args[6] if module.momentum is None else module.momentum
-        node.args = (*node.args[:6], momentum, module.eps, *node.args[8:])
-        for user in list(variance.users):  # the scale factor's running_var + eps
-            if _adds_a_constant(user, variance):
-                user.args = (variance, module.eps)
+        node.args = (*node.args[:6], momentum, *node.args[7:])
+        _set_batchnorm_eps(node, module.eps)
     graph.recompile()
 
 
@@ -275,19 +271,20 @@ def _batchnorm_eps_into_variance(graph: torch.fx.GraphModule) -> None:
     for node in graph.graph.nodes:
         if node.target is not torch.ops.aten.batch_norm.default or node.args[7] == TORCHAO_BATCHNORM_EPS:
             continue
-        variance = node.args[4]
-        functools.reduce(getattr, variance.target.split("."), graph).add_(node.args[7] - TORCHAO_BATCHNORM_EPS)
-        node.args = (*node.args[:7], TORCHAO_BATCHNORM_EPS, *node.args[8:])
-        for user in list(variance.users):
-            if _adds_a_constant(user, variance):
-                user.args = (variance, TORCHAO_BATCHNORM_EPS)
+        graph.get_buffer(node.args[4].target).add_(node.args[7] - TORCHAO_BATCHNORM_EPS)
+        _set_batchnorm_eps(node, TORCHAO_BATCHNORM_EPS)
     graph.recompile()
 
 
-def _adds_a_constant(node: torch.fx.Node, tensor: torch.fx.Node) -> bool:
-    """``node`` is ``tensor + a float`` (the ``running_var + eps`` of a Conv + BatchNorm QAT pattern)."""
-    return (node.target is torch.ops.aten.add.Tensor and node.args[0] is tensor and len(node.args) == 2
-            and isinstance(node.args[1], float))
+def _set_batchnorm_eps(node: torch.fx.Node, eps: float) -> None:
+    """Set the eps of a ``batch_norm`` node and of the ``running_var + eps`` of its Conv + BatchNorm QAT pattern
+    (the weight's scale factor): ``running_var + a float``, a user of the same variance node."""
+    variance = node.args[4]
+    node.args = (*node.args[:7], eps, *node.args[8:])
+    for user in list(variance.users):
+        if (user.target is torch.ops.aten.add.Tensor and user.args[0] is variance and len(user.args) == 2
+                and isinstance(user.args[1], float)):
+            user.args = (variance, eps)
 
 
 def _flags_only_train(module: nn.Module, mode: bool = True) -> nn.Module:
